@@ -1,0 +1,113 @@
+"""The interface every tracking backend implements (SAM 2, classic, the test oracle).
+
+A backend owns its model state (for SAM 2: the ``inference_state`` dict, which no
+other module touches). The :class:`~napari_sam2_worms.engine.session.TrackingSession`
+owns the user's prompts, the label stack and the correction rules, and drives the
+backend through this small protocol.
+
+Coordinates are always (x, y) in pixels of the original video (x = column).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..video import LazyVideo
+
+
+class BackendError(RuntimeError):
+    """A failure the user can act on (bad prompt, no checkpoint, out of memory...).
+
+    The message says what happened and what to do; the session stays usable.
+    """
+
+
+class BadPromptError(BackendError, ValueError):
+    """A prompt the backend cannot use (point on empty background, outside the frame...)."""
+
+
+@dataclass
+class ObjectPrompts:
+    """All prompts of one object on one frame, as the backend receives them.
+
+    Parameters
+    ----------
+    points : (N, 2) float array of (x, y), may be empty.
+    labels : (N,) int array, 1 = positive, 0 = negative.
+    box : (x0, y0, x1, y1) or None.
+    mask : (H, W) bool array (a painted mask) or None. A mask replaces points/box.
+    """
+
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
+    box: tuple[float, float, float, float] | None = None
+    mask: np.ndarray | None = None
+
+    def is_empty(self) -> bool:
+        return len(self.points) == 0 and self.box is None and self.mask is None
+
+
+@dataclass
+class FrameResult:
+    """What a backend returns for one frame.
+
+    Attributes
+    ----------
+    frame : frame index.
+    masks : object id -> (H, W) bool mask (full frame). Objects not found may be absent
+        or have an empty mask.
+    scores : object id -> object score (SAM 2's object-score logit; higher = more
+        confident the object is present; the classic backend uses a bounded
+        heuristic). ``-inf`` when the object was lost.
+    """
+
+    frame: int
+    masks: dict[int, np.ndarray]
+    scores: dict[int, float]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A tracking backend. See module docstring.
+
+    The session calls ``open`` once, then any mix of the other methods. All
+    methods run in the caller's thread (the widget calls them from a worker).
+    """
+
+    name: str
+
+    def open(self, video: LazyVideo) -> None:
+        """Attach to a video (lazy; must not decode the whole video)."""
+
+    def set_prompts(self, frame: int, object_id: int, prompts: ObjectPrompts) -> FrameResult:
+        """Replace the prompts of ``object_id`` on ``frame`` and return that frame's result.
+
+        An empty ``prompts`` removes the object's prompts on that frame. The result
+        holds at least ``object_id``; it may hold other objects present on that frame.
+        Raises :class:`BadPromptError` for unusable prompts.
+        """
+
+    def remove_object(self, object_id: int) -> None:
+        """Forget an object and all its prompts."""
+
+    def propagate(
+        self, start: int, stop: int, reverse: bool = False
+    ) -> Iterator[FrameResult]:
+        """Track all objects from ``start`` towards ``stop`` (both inclusive).
+
+        Forward when ``reverse`` is False (``start <= stop``), backward otherwise
+        (``start >= stop``). Yields one :class:`FrameResult` per frame, in order.
+        The caller may stop iterating (``close()``) between frames at any time; the
+        backend state must stay usable afterwards.
+        """
+
+    def reset(self) -> None:
+        """Drop all prompts and tracking memory (keeps the model loaded)."""
+
+    def close(self) -> None:
+        """Release model memory (GPU) and files."""
