@@ -1,0 +1,488 @@
+"""The tracking session: objects, prompts, the label stack, scores, propagation, corrections.
+
+A :class:`TrackingSession` sits between a user interface (the napari widget, the
+``track`` command, a notebook) and a :class:`~napari_sam2_worms.backends.base.Backend`.
+It owns everything the user made (objects, prompts, painted masks) and everything
+computed (label stack, per-frame object scores), and it enforces the rules:
+
+- **User edits win**: a (frame, object) the user prompted or painted is never
+  overwritten by propagation.
+- **Correction**: :meth:`TrackingSession.repropagate_from` re-runs from an edited
+  frame only up to the next frame holding a user prompt (or a given range), never from
+  frame 0.
+- **Overlaps**: see ``docs/architecture.md``: user-edited objects first, then higher
+  object score, then lower id.
+
+Long work (:meth:`TrackingSession.propagate`) is a generator that yields a
+:class:`PropagationStep` per frame and checks a cancel flag between frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from ..backends.base import Backend, BadPromptError, FrameResult, ObjectPrompts
+from .prompts import PromptStore
+
+if TYPE_CHECKING:
+    from ..video import LazyVideo
+
+log = logging.getLogger(__name__)
+
+Direction = Literal["forward", "backward", "both"]
+CancelFlag = Callable[[], bool] | threading.Event | None
+
+#: A colour per object id (tab10, then tab20 light tones), as hex strings.
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
+    "#17becf", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+    "#f7b6d2", "#dbdb8d", "#9edae5", "#c7c7c7",
+)  # fmt: skip
+
+
+def object_color(object_id: int) -> str:
+    """The display colour of an object (same in every layer and export)."""
+    return PALETTE[(object_id - 1) % len(PALETTE)]
+
+
+@dataclass
+class TrackedObject:
+    """One animal: its label id, name and colour."""
+
+    id: int
+    name: str
+    color: str
+
+
+@dataclass
+class PropagationStep:
+    """Progress of a propagation: the frame just written and the counts so far."""
+
+    frame: int
+    done: int
+    total: int
+    objects: list[int] = field(default_factory=list)
+
+
+def _cancelled(flag: CancelFlag) -> bool:
+    if flag is None:
+        return False
+    if isinstance(flag, threading.Event):
+        return flag.is_set()
+    return bool(flag())
+
+
+class TrackingSession:
+    """A typed tracking session over a lazy video and a backend.
+
+    Parameters
+    ----------
+    video : the lazy video (``shape`` (T, H, W) or (T, H, W, 3)).
+    backend : a :class:`~napari_sam2_worms.backends.base.Backend`; ``open`` is called here.
+    fps : frames per second (defaults to ``video.fps`` or 1).
+    pixel_size : micrometres per pixel, when known.
+    """
+
+    def __init__(
+        self,
+        video: LazyVideo,
+        backend: Backend,
+        *,
+        fps: float | None = None,
+        pixel_size: float | None = None,
+    ) -> None:
+        self.video = video
+        self.backend = backend
+        shape = tuple(video.shape)
+        self.n_frames, self.height, self.width = int(shape[0]), int(shape[1]), int(shape[2])
+        self.fps = float(fps or getattr(video, "fps", None) or 1.0)
+        self.pixel_size = pixel_size
+        self.objects: dict[int, TrackedObject] = {}
+        self.prompts = PromptStore()
+        self.labels = np.zeros((self.n_frames, self.height, self.width), np.uint8)
+        self.scores: dict[int, np.ndarray] = {}
+        self.flips: list[tuple[int, int, int]] = []  # (object, start, stop) head/tail flips
+        self.settings: dict = {}
+        self._backend_dirty = False  # prompts not yet sent to the backend (after loading)
+        self._lock = threading.RLock()
+        backend.open(video)
+
+    # -- objects -----------------------------------------------------------------------
+    def add_object(self, name: str | None = None, object_id: int | None = None) -> int:
+        """Add an object and return its id (the next free id unless given)."""
+        with self._lock:
+            if object_id is None:
+                object_id = max(self.objects, default=0) + 1
+            if object_id < 1 or object_id > 65535:
+                raise ValueError(f"object ids go from 1 to 65535, got {object_id}")
+            if object_id in self.objects:
+                raise ValueError(f"object {object_id} exists already")
+            if object_id > np.iinfo(self.labels.dtype).max:
+                self.labels = self.labels.astype(np.uint16)
+            self.objects[object_id] = TrackedObject(
+                object_id, name or f"worm{object_id}", object_color(object_id)
+            )
+            self.scores[object_id] = np.full(self.n_frames, np.nan, np.float32)
+            return object_id
+
+    def remove_object(self, object_id: int) -> None:
+        """Remove an object everywhere: prompts, masks, scores, backend state."""
+        with self._lock:
+            self._require(object_id)
+            self.prompts.drop(object_id=object_id)
+            self.labels[self.labels == object_id] = 0
+            del self.objects[object_id]
+            del self.scores[object_id]
+            self.flips = [f for f in self.flips if f[0] != object_id]
+            self.backend.remove_object(object_id)
+
+    def rename_object(self, object_id: int, name: str) -> None:
+        self._require(object_id)
+        if not name.strip():
+            raise ValueError("an object name cannot be empty")
+        self.objects[object_id].name = name.strip()
+
+    def _require(self, object_id: int) -> None:
+        if object_id not in self.objects:
+            raise KeyError(f"there is no object {object_id}; add it first")
+
+    def _check_frame(self, frame: int) -> int:
+        frame = int(frame)
+        if not 0 <= frame < self.n_frames:
+            raise IndexError(f"frame {frame} is outside the video (0..{self.n_frames - 1})")
+        return frame
+
+    # -- prompts -----------------------------------------------------------------------
+    def user_frames(self, object_id: int | None = None) -> list[int]:
+        """Sorted frames on which the user prompted or painted (one object, or any)."""
+        return self.prompts.frames(object_id)
+
+    def is_user_edited(self, frame: int, object_id: int) -> bool:
+        return (frame, object_id) in self.prompts.keys()
+
+    def add_point(
+        self, frame: int, object_id: int, x: float, y: float, positive: bool = True
+    ) -> FrameResult:
+        """Add a click for ``object_id`` on ``frame`` and recompute its mask there."""
+        frame = self._check_frame(frame)
+        self._require(object_id)
+        if not (0 <= x <= self.width and 0 <= y <= self.height):
+            raise BadPromptError(
+                f"the point ({x:.1f}, {y:.1f}) is outside the {self.width}x{self.height} frame"
+            )
+        pts = [*self.prompts.points.get((frame, object_id), []), (float(x), float(y), bool(positive))]
+        return self._apply_points(frame, object_id, pts)
+
+    def set_points(
+        self, frame: int, object_id: int, points: np.ndarray, positive: np.ndarray
+    ) -> FrameResult:
+        """Replace all clicks of ``object_id`` on ``frame`` (e.g. after a point was moved)."""
+        frame = self._check_frame(frame)
+        self._require(object_id)
+        pts = [(float(x), float(y), bool(p)) for (x, y), p in zip(np.reshape(points, (-1, 2)), positive)]
+        return self._apply_points(frame, object_id, pts)
+
+    def remove_point(self, frame: int, object_id: int, index: int) -> FrameResult:
+        """Remove the ``index``-th click of ``object_id`` on ``frame`` (undo a wrong click)."""
+        pts = list(self.prompts.points.get((frame, object_id), []))
+        if not 0 <= index < len(pts):
+            raise IndexError(f"object {object_id} has {len(pts)} clicks on frame {frame}")
+        del pts[index]
+        return self._apply_points(frame, object_id, pts)
+
+    def _apply_points(self, frame: int, object_id: int, pts: list) -> FrameResult:
+        with self._lock:
+            old_points = self.prompts.points.get((frame, object_id))
+            old_mask = self.prompts.masks.pop((frame, object_id), None)
+            if pts:
+                self.prompts.points[(frame, object_id)] = pts
+            else:
+                self.prompts.points.pop((frame, object_id), None)
+            try:
+                return self._send(frame, object_id)
+            except Exception:
+                # keep the session as it was: the user's previous prompts stay
+                if old_points is None:
+                    self.prompts.points.pop((frame, object_id), None)
+                else:
+                    self.prompts.points[(frame, object_id)] = old_points
+                if old_mask is not None:
+                    self.prompts.masks[(frame, object_id)] = old_mask
+                raise
+
+    def set_box(
+        self, frame: int, object_id: int, box: tuple[float, float, float, float] | None
+    ) -> FrameResult:
+        """Set (or with None remove) the box of ``object_id`` on ``frame``: (x0, y0, x1, y1)."""
+        frame = self._check_frame(frame)
+        self._require(object_id)
+        with self._lock:
+            old = self.prompts.boxes.get((frame, object_id))
+            if box is None:
+                self.prompts.boxes.pop((frame, object_id), None)
+            else:
+                x0, y0, x1, y1 = (float(v) for v in box)
+                if x1 <= x0 or y1 <= y0:
+                    raise BadPromptError("a box needs x1 > x0 and y1 > y0")
+                self.prompts.boxes[(frame, object_id)] = (x0, y0, x1, y1)
+            try:
+                return self._send(frame, object_id)
+            except Exception:
+                if old is None:
+                    self.prompts.boxes.pop((frame, object_id), None)
+                else:
+                    self.prompts.boxes[(frame, object_id)] = old
+                raise
+
+    def set_mask(self, frame: int, object_id: int, mask: np.ndarray) -> FrameResult:
+        """Use a painted mask as the prompt of ``object_id`` on ``frame`` (replaces its clicks)."""
+        frame = self._check_frame(frame)
+        self._require(object_id)
+        mask = np.asarray(mask, bool)
+        if mask.shape != (self.height, self.width):
+            raise BadPromptError(
+                f"the painted mask is {mask.shape}, the frame is {(self.height, self.width)}"
+            )
+        if not mask.any():
+            raise BadPromptError(
+                f"the painted mask of object {object_id} on frame {frame} is empty; "
+                "paint the animal, or clear the frame's prompts instead"
+            )
+        with self._lock:
+            saved = {
+                s: d.pop((frame, object_id), None)
+                for s, d in (("p", self.prompts.points), ("b", self.prompts.boxes), ("m", self.prompts.masks))
+            }
+            self.prompts.masks[(frame, object_id)] = mask.copy()
+            try:
+                return self._send(frame, object_id)
+            except Exception:
+                for s, d in (("p", self.prompts.points), ("b", self.prompts.boxes), ("m", self.prompts.masks)):
+                    d.pop((frame, object_id), None)
+                    if saved[s] is not None:
+                        d[(frame, object_id)] = saved[s]
+                raise
+
+    def clear_prompts(self, frame: int, object_id: int | None = None) -> None:
+        """Remove the prompts on ``frame`` (of one object, or all); computed masks stay."""
+        frame = self._check_frame(frame)
+        with self._lock:
+            targets = [object_id] if object_id is not None else [
+                o for f, o in self.prompts.keys() if f == frame
+            ]
+            for obj in set(targets):
+                self.prompts.drop(frame=frame, object_id=obj)
+                self.backend.set_prompts(frame, obj, ObjectPrompts())
+
+    def _send(self, frame: int, object_id: int) -> FrameResult:
+        """Send one (frame, object)'s prompts to the backend and write its mask."""
+        self._sync_backend()
+        prompts = self.prompts.for_frame_object(frame, object_id)
+        result = self.backend.set_prompts(frame, object_id, prompts)
+        if prompts.mask is not None:
+            # a painted mask is exactly what the user wants on that frame
+            result.masks[object_id] = prompts.mask
+            result.scores.setdefault(object_id, float("inf"))
+        self._write(result, only={object_id})
+        return result
+
+    def _sync_backend(self) -> None:
+        """After loading a saved session: hand all stored prompts to the backend once."""
+        if not self._backend_dirty:
+            return
+        self._backend_dirty = False
+        for frame, obj in sorted(self.prompts.keys()):
+            self.backend.set_prompts(frame, obj, self.prompts.for_frame_object(frame, obj))
+
+    # -- writing results -----------------------------------------------------------------
+    def _write(self, result: FrameResult, only: set[int] | None = None) -> None:
+        """Compose ``result`` into the label stack, honouring user edits and the overlap rule."""
+        f = result.frame
+        with self._lock:
+            current = self.labels[f]
+            new = np.zeros_like(current)
+            incoming = {
+                o: m for o, m in result.masks.items()
+                if o in self.objects and (only is None or o in only)
+            }
+            if only is None:
+                incoming = {o: m for o, m in incoming.items() if not self.is_user_edited(f, o)}
+            locked = [o for o in self.objects if o not in incoming and self.is_user_edited(f, o)]
+            kept = [o for o in self.objects if o not in incoming and o not in locked]
+            # A prompt result (``only``) is the user's latest edit: it goes first. During
+            # propagation: 1. user-edited objects, 2. incoming by score, 3. untouched objects.
+            if only is not None:
+                order = sorted(incoming)
+            else:
+                for o in locked:
+                    new[(current == o) & (new == 0)] = o
+                order = sorted(incoming, key=lambda o: (-_score(result, o), o))
+            for o in order:
+                m = np.asarray(incoming[o], bool)
+                new[m & (new == 0)] = o
+            if only is not None:
+                for o in locked:
+                    new[(current == o) & (new == 0)] = o
+            for o in kept:
+                new[(current == o) & (new == 0)] = o
+            self.labels[f] = new
+            for o in incoming:
+                self.scores[o][f] = result.scores.get(o, np.nan)
+
+    # -- propagation ---------------------------------------------------------------------
+    def propagate(
+        self,
+        direction: Direction = "forward",
+        start: int | None = None,
+        stop: int | None = None,
+        cancel: CancelFlag = None,
+    ) -> Iterator[PropagationStep]:
+        """Track every object over a frame range, writing the label stack as it goes.
+
+        Parameters
+        ----------
+        direction : "forward", "backward" or "both".
+        start : first frame. Defaults: forward and both start at the earliest prompted
+            frame; backward starts at the latest prompted frame.
+        stop : last frame (inclusive). Defaults to the video's end (forward) or 0
+            (backward). For "both", ``start`` and ``stop`` bound the range on each side.
+        cancel : a ``threading.Event`` or a callable returning True to stop; checked
+            between frames. Frames done so far are kept.
+
+        Yields
+        ------
+        PropagationStep after each frame is written.
+        """
+        prompted = self.user_frames()
+        if not prompted:
+            raise BadPromptError("no prompts yet: click on at least one animal first")
+        runs = self._runs(direction, start, stop, prompted)
+        total = sum(abs(b - a) + 1 for a, b, _ in runs)
+        done = 0
+        self._sync_backend()
+        for a, b, reverse in runs:
+            gen = self.backend.propagate(a, b, reverse=reverse)
+            try:
+                for result in gen:
+                    if _cancelled(cancel):
+                        log.info("propagation cancelled before frame %d", result.frame)
+                        return
+                    self._write(result)
+                    done += 1
+                    yield PropagationStep(result.frame, done, total, sorted(result.masks))
+                    if _cancelled(cancel):
+                        log.info("propagation cancelled after frame %d", result.frame)
+                        return
+            finally:
+                gen.close()
+
+    def _runs(
+        self, direction: Direction, start: int | None, stop: int | None, prompted: list[int]
+    ) -> list[tuple[int, int, bool]]:
+        last = self.n_frames - 1
+        if direction not in ("forward", "backward", "both"):
+            raise ValueError(f"direction must be forward, backward or both, not {direction!r}")
+        if direction == "forward":
+            a = self._check_frame(prompted[0] if start is None else start)
+            b = self._check_frame(last if stop is None else stop)
+            if b < a:
+                raise ValueError(f"forward propagation needs start <= stop, got {a} > {b}")
+            return [(a, b, False)]
+        if direction == "backward":
+            a = self._check_frame(prompted[-1] if start is None else start)
+            b = self._check_frame(0 if stop is None else stop)
+            if b > a:
+                raise ValueError(f"backward propagation needs start >= stop, got {a} < {b}")
+            return [(a, b, True)]
+        lo = self._check_frame(0 if start is None else start)
+        hi = self._check_frame(last if stop is None else stop)
+        inside = [f for f in prompted if lo <= f <= hi]
+        anchor = inside[0] if inside else lo
+        runs = [(anchor, hi, False)]
+        if anchor > lo:
+            runs.append((anchor, lo, True))
+        return runs
+
+    def correction_range(
+        self, frame: int, direction: Literal["forward", "backward"] = "forward",
+        stop: int | None = None,
+    ) -> tuple[int, int]:
+        """The frames a correction on ``frame`` re-runs: from ``frame`` up to (not including)
+        the next user-prompted frame in ``direction``, or the video's end, or ``stop``."""
+        frame = self._check_frame(frame)
+        if direction == "forward":
+            later = [f for f in self.user_frames() if f > frame]
+            end = later[0] - 1 if later else self.n_frames - 1
+            if stop is not None:
+                end = min(end, self._check_frame(stop))
+            return frame, max(end, frame)
+        if direction == "backward":
+            earlier = [f for f in self.user_frames() if f < frame]
+            end = earlier[-1] + 1 if earlier else 0
+            if stop is not None:
+                end = max(end, self._check_frame(stop))
+            return frame, min(end, frame)
+        raise ValueError("a correction runs forward or backward")
+
+    def repropagate_from(
+        self,
+        frame: int,
+        direction: Literal["forward", "backward", "both"] = "forward",
+        stop: int | None = None,
+        cancel: CancelFlag = None,
+    ) -> Iterator[PropagationStep]:
+        """Re-run tracking after a correction on ``frame`` (see :meth:`correction_range`)."""
+        dirs = ["forward", "backward"] if direction == "both" else [direction]
+        for d in dirs:
+            a, b = self.correction_range(frame, d, stop if direction != "both" else None)  # type: ignore[arg-type]
+            if a == b and d == "backward" and len(dirs) == 2:
+                continue
+            yield from self.propagate(d, start=a, stop=b, cancel=cancel)  # type: ignore[arg-type]
+            if _cancelled(cancel):
+                return
+
+    # -- results -------------------------------------------------------------------------
+    def score_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(object ids (K,), scores (T, K) float32, NaN where not computed)."""
+        ids = np.array(sorted(self.objects), int)
+        table = np.full((self.n_frames, len(ids)), np.nan, np.float32)
+        for j, o in enumerate(ids):
+            table[:, j] = self.scores[o]
+        return ids, table
+
+    def computed_frames(self) -> np.ndarray:
+        """Frames where at least one object has a result (a score)."""
+        ids, table = self.score_table()
+        if len(ids) == 0:
+            return np.zeros(0, int)
+        return np.flatnonzero(~np.isnan(table).all(axis=1))
+
+    def skeletons(self, n_points: int = 49, frames=None, progress=None):
+        """Skeleton tracks of all objects (see :mod:`napari_sam2_worms.skeleton`), with the
+        user's head/tail flips applied."""
+        from ..skeleton import flip_head_tail, skeletonize_labels
+
+        ids = sorted(self.objects)
+        tracks = skeletonize_labels(
+            self.labels, object_ids=ids, n_points=n_points, fps=self.fps,
+            pixel_size=self.pixel_size, names=[self.objects[o].name for o in ids],
+            frames=frames, progress=progress,
+        )
+        for obj, a, b in self.flips:
+            if obj in self.objects:
+                flip_head_tail(tracks, obj, a, b)
+        return tracks
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def _score(result: FrameResult, object_id: int) -> float:
+    s = result.scores.get(object_id, 0.0)
+    return float(s) if s is not None and not np.isnan(s) else -np.inf

@@ -1,0 +1,59 @@
+"""Shared fixtures: the synthetic plate, paths to the real data in ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"the shared test data is missing: {SHARED_DATA} (see README, 'Tests')")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def small_plate():
+    """A small synthetic plate: 3 worms, 12 frames, 120x160 (fast)."""
+    from napari_sam2_worms.synthetic import make_plate
+
+    return make_plate(n_frames=12, height=120, width=160, n_worms=3, seed=1)
+
+
+class ArrayVideoStub:
+    """Minimal lazy-video stand-in over an array (counts frame reads)."""
+
+    def __init__(self, array: np.ndarray, fps: float = 15.0) -> None:
+        self.array = array
+        self.fps = fps
+        self.reads = 0
+
+    @property
+    def shape(self):
+        return self.array.shape
+
+    @property
+    def dtype(self):
+        return self.array.dtype
+
+    @property
+    def ndim(self):
+        return self.array.ndim
+
+    def __len__(self):
+        return len(self.array)
+
+    def __getitem__(self, key):
+        self.reads += 1
+        return self.array[key]
+
+
+@pytest.fixture
+def video_stub():
+    return ArrayVideoStub

@@ -1,0 +1,171 @@
+"""Semantics of the tracking session, pinned with the oracle backend (ground truth answers)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from napari_sam2_worms.backends.base import BadPromptError
+from napari_sam2_worms.engine.session import TrackingSession
+from napari_sam2_worms.testing.oracle import OracleBackend
+
+
+@pytest.fixture
+def session(small_plate, video_stub):
+    video = video_stub(small_plate.video)
+    return TrackingSession(video, OracleBackend(small_plate.labels))
+
+
+def _click(session, plate, frame, obj, gt_id=None):
+    x, y = plate.head_points(frame)[gt_id or obj]
+    return session.add_point(frame, obj, x, y)
+
+
+def test_click_gives_mask_on_that_frame_only(session, small_plate):
+    a = session.add_object()
+    _click(session, small_plate, 3, a)
+    assert np.array_equal(session.labels[3] == a, small_plate.labels[3] == a)
+    assert not session.labels[[0, 1, 2, 4]].any()
+    assert session.user_frames() == [3]
+    assert session.objects[a].name == "worm1"
+
+
+def test_propagate_forward_backward_both(session, small_plate):
+    a, b = session.add_object(), session.add_object()
+    _click(session, small_plate, 5, a)
+    _click(session, small_plate, 5, b)
+    steps = list(session.propagate("forward"))
+    assert [s.frame for s in steps] == list(range(5, 12))
+    assert steps[-1].done == steps[-1].total == 7
+    assert not session.labels[:5].any()
+    steps = list(session.propagate("backward"))
+    assert [s.frame for s in steps] == list(range(5, -1, -1))
+    for o in (a, b):
+        assert np.array_equal(session.labels == o, small_plate.labels == o)
+    assert np.isfinite(session.score_table()[1]).all()
+
+
+def test_both_directions_and_range(session, small_plate):
+    a = session.add_object()
+    _click(session, small_plate, 6, a)
+    frames = [s.frame for s in session.propagate("both", start=2, stop=9)]
+    assert frames == [6, 7, 8, 9, 6, 5, 4, 3, 2]
+    assert not session.labels[[0, 1, 10, 11]].any()
+
+
+def test_cancel_keeps_done_frames(session, small_plate):
+    a = session.add_object()
+    _click(session, small_plate, 0, a)
+    stop = threading.Event()
+    done = []
+    for step in session.propagate("forward", cancel=stop):
+        done.append(step.frame)
+        if step.frame == 4:
+            stop.set()
+    assert done == [0, 1, 2, 3, 4]
+    assert session.labels[4].any() and not session.labels[5:].any()
+    # still usable: continue from where we stopped
+    rest = [s.frame for s in session.propagate("forward", start=5)]
+    assert rest == list(range(5, 12))
+
+
+def test_correction_runs_only_to_next_user_frame(session, small_plate):
+    a = session.add_object()
+    _click(session, small_plate, 0, a)
+    _click(session, small_plate, 8, a)
+    list(session.propagate("forward"))
+    oracle = session.backend
+    oracle.propagated.clear()
+    # the user fixes frame 4 with a painted mask
+    painted = small_plate.labels[4] == 2  # deliberately a different shape
+    session.set_mask(4, a, painted)
+    assert session.correction_range(4, "forward") == (4, 7)
+    assert session.correction_range(4, "backward") == (4, 1)
+    list(session.repropagate_from(4, "forward"))
+    assert oracle.propagated == [4, 5, 6, 7]
+    # user edits win: the painted frame is kept, frame 8 (prompted) untouched
+    assert np.array_equal(session.labels[4] == a, painted)
+    assert np.array_equal(session.labels[8] == a, small_plate.labels[8] == a)
+
+
+def test_propagation_never_overwrites_user_frames(session, small_plate):
+    a = session.add_object()
+    _click(session, small_plate, 0, a)
+    painted = np.zeros(small_plate.labels.shape[1:], bool)
+    painted[10:20, 10:20] = True
+    session.set_mask(5, a, painted)
+    list(session.propagate("forward"))
+    assert np.array_equal(session.labels[5] == a, painted)
+    assert np.array_equal(session.labels[6] == a, small_plate.labels[6] == a)
+
+
+def test_overlap_rule_user_edit_wins_then_score(session, small_plate):
+    a, b = session.add_object(), session.add_object()
+    _click(session, small_plate, 0, a)
+    # b paints a mask overlapping a's animal on frame 0: user edits win over model output
+    overlap = small_plate.labels[0] == 1
+    session.set_mask(0, b, overlap)  # the latest user edit wins on its frame
+    assert (session.labels[0][overlap] == b).all()
+    # on frame 1 b's painted mask is the user's: a's model mask may not take its pixels
+    session.set_mask(1, b, small_plate.labels[1] == 1)
+    list(session.propagate("forward", start=0, stop=2))
+    assert (session.labels[1][small_plate.labels[1] == 1] == b).all()
+    # where nobody edited: both track animal 1 with equal scores, so the lower id wins
+    assert (session.labels[2] == a).sum() == (small_plate.labels[2] == 1).sum()
+
+
+def test_bad_prompt_keeps_previous_state(session, small_plate):
+    a = session.add_object()
+    _click(session, small_plate, 2, a)
+    before = session.labels.copy()
+    with pytest.raises(BadPromptError, match="background"):
+        session.add_point(2, a, 1.0, 1.0)
+    assert np.array_equal(session.labels, before)
+    assert len(session.prompts.points[(2, a)]) == 1
+    with pytest.raises(BadPromptError, match="outside"):
+        session.add_point(2, a, 10_000, 5)
+    with pytest.raises(BadPromptError, match="no prompts"):
+        TrackingSession(session.video, OracleBackend(small_plate.labels)).propagate().__next__()
+
+
+def test_objects_added_after_propagation_removed_renamed(session, small_plate):
+    a = session.add_object()
+    _click(session, small_plate, 0, a)
+    list(session.propagate())
+    b = session.add_object(name="late")
+    _click(session, small_plate, 0, b)
+    list(session.propagate())
+    assert np.array_equal(session.labels == b, small_plate.labels == b)
+    session.rename_object(b, "crossing worm")
+    assert session.objects[b].name == "crossing worm"
+    session.remove_object(a)
+    assert not (session.labels == a).any()
+    assert a not in session.score_table()[0]
+
+
+def test_remove_point_restores_mask_of_remaining_prompts(session, small_plate):
+    a = session.add_object()
+    x, y = small_plate.head_points(0)[1]
+    session.add_point(0, a, x, y)
+    good = session.labels[0].copy()
+    session.add_point(0, a, x, y, positive=False)  # wrong negative click
+    assert not (session.labels[0] == a).any()
+    session.remove_point(0, a, 1)
+    assert np.array_equal(session.labels[0], good)
+
+
+def test_clear_prompts_frees_frame(session, small_plate):
+    a = session.add_object()
+    _click(session, small_plate, 0, a)
+    _click(session, small_plate, 4, a)
+    session.clear_prompts(4)
+    assert session.user_frames() == [0]
+    assert session.correction_range(1, "forward") == (1, 11)
+
+
+def test_ids_past_255_switch_to_uint16(session):
+    assert session.labels.dtype == np.uint8
+    session.add_object(object_id=300)
+    assert session.labels.dtype == np.uint16
