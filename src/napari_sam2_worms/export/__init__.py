@@ -1,0 +1,212 @@
+"""Export skeleton tracks (csv, DeepLabCut, SLEAP, NWB, netCDF, WCON) and masks.
+
+Use :func:`export_tracks` with a format name from :data:`FORMATS`. Every write is
+atomic: the target appears complete or not at all. See ``docs/export.md``.
+
+Importing this package is cheap: ``movement``, ``pynwb`` and ``tifffile`` are imported
+by the writers that need them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..tracks import SkeletonTracks
+from ..utils import atomic_path
+from .selection import UNITS, ExportError, ExportTable, keypoint_names, prepare, subset_tracks
+
+__all__ = [
+    "FORMATS",
+    "UNITS",
+    "ExportError",
+    "ExportFormat",
+    "export_tracks",
+    "format_for_path",
+    "keypoint_names",
+    "subset_tracks",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format: its file extension and what it is."""
+
+    extension: str
+    description: str
+
+
+#: Format name -> extension and description. (The overlay video, "overlay-mp4", is
+#: added with its writer in a later release: register it here and in ``_WRITERS``.)
+FORMATS: dict[str, ExportFormat] = {
+    "csv": ExportFormat(
+        ".csv", "napari-sam2-worms skeleton table (points, widths, flags, features)"
+    ),
+    "dlc": ExportFormat(".h5", "DeepLabCut multi-animal predictions (HDF5)"),
+    "dlc-csv": ExportFormat(".csv", "DeepLabCut multi-animal predictions (CSV)"),
+    "sleap": ExportFormat(".h5", "SLEAP analysis file (HDF5)"),
+    "nwb": ExportFormat(".nwb", "Neurodata Without Borders with ndx-pose"),
+    "nc": ExportFormat(".nc", "movement poses dataset (netCDF) with widths, flags, features"),
+    "wcon": ExportFormat(".wcon", "WCON (Worm tracker Commons Object Notation, JSON)"),
+    "wcon-zip": ExportFormat(".wcon.zip", "WCON in a zip archive"),
+}
+
+
+def _write_csv(table: ExportTable, tmp: Path, final: Path) -> None:
+    from ..skeleton import write_csv
+
+    write_csv(table.tracks, tmp)
+
+
+def _write_dlc(table: ExportTable, tmp: Path, final: Path) -> None:
+    from .movement_formats import write_dlc
+
+    write_dlc(table, tmp)
+
+
+def _write_sleap(table: ExportTable, tmp: Path, final: Path) -> None:
+    from .movement_formats import write_sleap
+
+    write_sleap(table, tmp)
+
+
+def _write_nwb(table: ExportTable, tmp: Path, final: Path) -> None:
+    from .movement_formats import write_nwb
+
+    write_nwb(table, tmp, identifier=final.name.split(".")[0])
+
+
+def _write_nc(table: ExportTable, tmp: Path, final: Path) -> None:
+    from .movement_formats import write_netcdf
+
+    write_netcdf(table, tmp)
+
+
+def _write_wcon(table: ExportTable, tmp: Path, final: Path) -> None:
+    from .wcon import write_wcon
+
+    write_wcon(table, tmp)
+
+
+def _write_wcon_zip(table: ExportTable, tmp: Path, final: Path) -> None:
+    from .wcon import write_wcon
+
+    inner = final.name[: -len(".zip")] if final.name.endswith(".zip") else final.name
+    if not inner.endswith(".wcon"):
+        inner += ".wcon"
+    write_wcon(table, tmp, zipped=True, inner_name=inner)
+
+
+#: Format name -> writer(table, temporary path, final path).
+_WRITERS: dict[str, Callable[[ExportTable, Path, Path], None]] = {
+    "csv": _write_csv,
+    "dlc": _write_dlc,
+    "dlc-csv": _write_dlc,
+    "sleap": _write_sleap,
+    "nwb": _write_nwb,
+    "nc": _write_nc,
+    "wcon": _write_wcon,
+    "wcon-zip": _write_wcon_zip,
+    # "overlay-mp4": later (it needs the video, not only the tracks).
+}
+
+
+def format_for_path(path: str | os.PathLike) -> str:
+    """Guess a format name from a file name (``.h5`` means DeepLabCut)."""
+    name = Path(path).name.lower()
+    if name.endswith(".wcon.zip"):
+        return "wcon-zip"
+    if name.endswith(".analysis.h5") or name.endswith(".slp.h5"):
+        return "sleap"
+    for fmt in ("dlc", "nwb", "nc", "wcon", "csv"):
+        if name.endswith(FORMATS[fmt].extension):
+            return fmt
+    raise ExportError(
+        f"Cannot tell the export format of {Path(path).name}; give one of {sorted(FORMATS)}."
+    )
+
+
+def export_tracks(
+    tracks: SkeletonTracks,
+    path: str | os.PathLike,
+    fmt: str,
+    *,
+    pixel_size: float | None = None,
+    fps: float | None = None,
+    objects: Iterable[int] | None = None,
+    frames: tuple[int, int] | None = None,
+    units: str = "px",
+    include_flagged: bool = False,
+) -> Path:
+    """Write skeleton tracks to ``path`` in format ``fmt``, atomically.
+
+    Parameters
+    ----------
+    tracks : the skeleton tracks.
+    path : output file. Its extension should be the format's (see :data:`FORMATS`);
+        DeepLabCut and SLEAP need ``.h5`` / ``.csv``, the others are written as given.
+    fmt : a key of :data:`FORMATS`.
+    pixel_size : micrometres per pixel; overrides ``tracks.pixel_size``.
+    fps : frames per second; overrides ``tracks.fps``.
+    objects : object ids to export (default all).
+    frames : ``(start, stop)`` video frame numbers, both included (default all).
+    units : coordinate units, "px" (default), "um" or "mm" (these two need the pixel
+        size). WCON uses millimetres whenever the pixel size is known (the WCON
+        recommendation) unless "um" is asked.
+    include_flagged : also write the coordinates of skeletons that are not good
+        (confidence 0.0). By default they are NaN, like frames without a skeleton.
+
+    Returns
+    -------
+    The written path.
+
+    Raises
+    ------
+    ExportError
+        Unknown format, object, frame range or units, or units without a pixel size.
+    napari_sam2_worms.utils.OutputError
+        The file cannot be written (read-only folder...). Nothing is replaced.
+    """
+    if fmt not in _WRITERS:
+        raise ExportError(f"Unknown export format {fmt!r}; choose one of {sorted(FORMATS)}.")
+    path = Path(path)
+    px = pixel_size if pixel_size is not None else tracks.pixel_size
+    if fmt in ("wcon", "wcon-zip") and units == "px" and px is not None:
+        units = "mm"
+    if fmt in ("dlc", "dlc-csv", "sleap") and path.suffix.lower() not in (
+        (".csv",) if fmt == "dlc-csv" else (".h5",)
+    ):
+        raise ExportError(f"A {fmt} file must end in {FORMATS[fmt].extension}; got {path.name}.")
+    if fmt == "csv" and units != "px":
+        raise ExportError(
+            "The csv table is always in pixels (with the pixel size); use units='px'."
+        )
+    table = prepare(
+        tracks,
+        pixel_size=pixel_size,
+        fps=fps,
+        objects=objects,
+        frames=frames,
+        units=units,
+        include_flagged=include_flagged,
+    )
+    if fmt in ("dlc", "dlc-csv", "sleap") and units != "px":
+        log.warning(
+            "%s files have no place for units: the file does not say it is in %s.", fmt, units
+        )
+    writer = _WRITERS[fmt]
+    with atomic_path(path) as tmp:
+        writer(table, tmp, path)
+    log.info(
+        "Exported %d objects x %d frames to %s (%s)",
+        table.tracks.n_objects,
+        table.tracks.n_frames,
+        path,
+        fmt,
+    )
+    return path

@@ -1,0 +1,537 @@
+"""A weights-free threshold tracker with the same prompts as SAM 2.
+
+Method (see docs/classic.md):
+
+1. **Background**: median of ``background_frames`` frames sampled over the video,
+   patched where animals paused (:mod:`.classic_background`). Foreground is the
+   contrast relative to the local background brightness above a threshold
+   (automatic by default), for dark or bright animals (``polarity``).
+2. **Blobs**: 8-connected components of the foreground; blobs smaller than
+   ``min_area`` pixels are noise or debris and are dropped.
+3. **Prompts pick blobs**: a positive point selects the blob under it, a box the
+   blobs mostly inside it, a negative point removes the blob under it (or, inside a
+   selected blob, takes the part nearer to it away); a mask prompt is the mask.
+4. **Tracking**: each object's previous mask, moved by its velocity, is overlapped
+   with the new blobs; each object takes the blob it overlaps most. Objects with no
+   overlap are matched to free blobs by centroid distance with the Hungarian method
+   (:func:`scipy.optimize.linear_sum_assignment`). A blob claimed by several objects
+   (touching or crossing worms) is split by :func:`.classic_split.split_blob`.
+   An object with no plausible blob is *lost* on that frame: empty mask, score -inf.
+
+Scores are bounded confidences: 1.0 prompted or a clean one-to-one match with a
+plausible area; 0.6 for a share of a split blob; 0.5 for a match by distance only
+(re-acquired after a jump or a loss); each multiplied by an area factor that falls
+below 1 when the area leaves [0.7, 1.4] x the object's area on its anchor frame;
+``-inf`` when lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.optimize import linear_sum_assignment
+
+from .base import BadPromptError, FrameResult, ObjectPrompts
+from .classic_background import BackgroundModel, estimate_background, to_grey
+from .classic_blobs import Blobs, blob_points, detect_worms, segment, union_slices
+from .classic_shape import Body, body_of
+from .classic_split import Region, clip_to, split_blob
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ClassicBackend", "detect_worms"]
+
+SCORE_MATCH = 1.0
+SCORE_SPLIT = 0.6
+SCORE_DISTANCE = 0.5
+LOST = float("-inf")
+
+
+@dataclass
+class _Track:
+    """Tracking memory of one object."""
+
+    region: Region
+    ref_area: float
+    velocity: tuple[float, float] = (0.0, 0.0)  # (dx, dy) per frame, in propagation order
+    lost: int = 0
+    template: Body | None = None  # last unmerged body, while merged with others
+    merged_for: int = 0  # frames since the merge began
+
+
+def _area_factor(area: float, ref: float) -> float:
+    if ref <= 0 or area <= 0:
+        return 0.0
+    r = area / ref
+    f = min(r, 1.0 / r)
+    return 1.0 if f >= 0.7 else f / 0.7
+
+
+class ClassicBackend:
+    """Background subtraction + blob tracking behind the :class:`Backend` protocol.
+
+    Parameters
+    ----------
+    polarity : "dark" animals on a bright background, "bright", or "auto".
+    min_area : blobs smaller than this (pixels) are noise or debris.
+    background_frames : number of frames sampled for the median background.
+    threshold : contrast threshold, a fraction of the local background brightness
+        (e.g. 0.25 = 25 % darker than the agar); None = automatic.
+    snap_radius : a positive click up to this many pixels off a blob snaps onto it.
+    max_jump : how far (pixels) a lost or fast object's centroid may jump and still be
+        matched by distance; None = 1.5 x the square root of its area (about half a
+        worm length).
+    """
+
+    name = "classic"
+
+    def __init__(
+        self,
+        *,
+        polarity: str = "auto",
+        min_area: int = 20,
+        background_frames: int = 50,
+        threshold: float | None = None,
+        snap_radius: int = 4,
+        max_jump: float | None = None,
+    ) -> None:
+        if polarity not in ("auto", "dark", "bright"):
+            raise ValueError(f"polarity must be 'auto', 'dark' or 'bright', not {polarity!r}")
+        if min_area < 1 or background_frames < 1:
+            raise ValueError("min_area and background_frames must be >= 1")
+        self.polarity = polarity
+        self.min_area = int(min_area)
+        self.background_frames = int(background_frames)
+        self.threshold = threshold
+        self.snap_radius = int(snap_radius)
+        self.max_jump = max_jump
+        self.video = None
+        self.model: BackgroundModel | None = None
+        self._prompts: dict[tuple[int, int], ObjectPrompts] = {}
+        self._prompt_regions: dict[tuple[int, int], Region] = {}
+        self._cache: dict[int, dict[int, tuple]] = {}  # obj -> frame -> packed Region
+        self._seg: tuple[int, Blobs] | None = None
+
+    # -- video and segmentation ------------------------------------------------------
+    def open(self, video) -> None:
+        """Attach to a video ((T, H, W) or (T, H, W, 3)); the background is built lazily."""
+        shape = tuple(video.shape)
+        if len(shape) not in (3, 4) or shape[0] < 1:
+            raise ValueError(f"expected a (T, H, W[, 3]) video, got shape {shape}")
+        self.video = video
+        self.n_frames = int(shape[0])
+        self.frame_shape = (int(shape[1]), int(shape[2]))
+        self.model = None
+        self.reset()
+
+    def _require_video(self):
+        if self.video is None:
+            raise RuntimeError("ClassicBackend.open(video) must be called first")
+
+    def _grey(self, frame: int) -> np.ndarray:
+        return to_grey(self.video[int(frame)])
+
+    def background_model(self) -> BackgroundModel:
+        """The background model (built from sampled frames on first use)."""
+        self._require_video()
+        if self.model is None:
+            n = min(self.background_frames, self.n_frames)
+            idx = np.unique(np.linspace(0, self.n_frames - 1, n).round().astype(int))
+            frames = np.stack([self._grey(i) for i in idx])
+            self.model = estimate_background(frames, self.polarity, self.threshold)
+        return self.model
+
+    def _blobs(self, frame: int, min_area: int | None = None) -> Blobs:
+        key = (frame, self.min_area if min_area is None else min_area)
+        if self._seg is not None and self._seg[0] == key:
+            return self._seg[1]
+        blobs = segment(self.background_model(), self._grey(frame), key[1])
+        self._seg = (key, blobs)
+        return blobs
+
+    def detect(self, frame: int, max_objects: int | None = None) -> list[tuple[float, float]]:
+        """One positive point (x, y) inside each animal-sized blob of ``frame``.
+
+        Blobs are ordered largest first; a blob of touching animals gets one point.
+        """
+        self._require_video()
+        self._check_frame(frame)
+        return blob_points(self._blobs(frame), None, max_objects)
+
+    def _check_frame(self, frame: int) -> int:
+        if not 0 <= int(frame) < self.n_frames:
+            raise ValueError(f"frame {frame} is outside the video (0..{self.n_frames - 1})")
+        return int(frame)
+
+    # -- prompts ---------------------------------------------------------------------
+    def _resolve(self, frame: int, object_id: int, p: ObjectPrompts) -> Region:
+        """The mask selected by an object's prompts on one frame (raises BadPromptError)."""
+        h, w = self.frame_shape
+        if p.mask is not None:
+            m = np.asarray(p.mask, bool)
+            if m.shape != (h, w):
+                raise BadPromptError(f"the mask prompt is {m.shape}, the frame is {(h, w)}")
+            if not m.any():
+                raise BadPromptError("the mask prompt is empty: paint some pixels or clear it")
+            return Region.from_mask(m)
+        blobs = self._blobs(frame, min_area=1)
+        lab = blobs.labels
+        claimed = np.zeros((h, w), np.int32)
+        for (f, o), reg in self._prompt_regions.items():
+            if f == frame and o != object_id and reg.crop.size:
+                y0, y1, x0, x1 = reg.bounds
+                claimed[y0:y1, x0:x1][reg.crop] = o
+        pos, neg = [], []
+        for (x, y), label in zip(np.asarray(p.points, float), np.asarray(p.labels)):
+            if not (0 <= x < w and 0 <= y < h):
+                raise BadPromptError(f"the point ({x:.1f}, {y:.1f}) is outside the {w}x{h} frame")
+            (pos if label == 1 else neg).append((x, y))
+        if not pos and p.box is None:
+            return self._subtract(frame, object_id, neg, lab)
+        selected: set[int] = set()
+        seeds: dict[int, list] = {}
+        for x, y in pos:
+            r, c = self._snap(lab, x, y)
+            if r is None:
+                raise BadPromptError(
+                    f"the point ({x:.1f}, {y:.1f}) on frame {frame} is on empty background: "
+                    "click inside an animal (or lower the classic backend's threshold)"
+                )
+            if claimed[r, c]:
+                raise BadPromptError(
+                    f"the point ({x:.1f}, {y:.1f}) on frame {frame} is on object "
+                    f"{claimed[r, c]}, which already claims that blob: click another animal, or "
+                    f"add a negative point on this animal to object {claimed[r, c]} first"
+                )
+            selected.add(int(lab[r, c]))
+            seeds.setdefault(int(lab[r, c]), []).append((c, r, 1))
+        if p.box is not None:
+            x0, y0, x1, y1 = (round(v) for v in p.box)
+            x0, x1 = sorted((max(x0, 0), min(x1, w)))
+            y0, y1 = sorted((max(y0, 0), min(y1, h)))
+            win = lab[y0:y1, x0:x1]
+            ids, counts = np.unique(
+                win[(win > 0) & (claimed[y0:y1, x0:x1] == 0)], return_counts=True
+            )
+            inside = [int(i) for i, n in zip(ids, counts) if n >= 0.5 * blobs.areas[i]]
+            if not inside and len(ids):
+                inside = [int(ids[np.argmax(counts)])]
+            if not inside:
+                raise BadPromptError(
+                    f"the box on frame {frame} holds no free animal: draw it around one"
+                )
+            selected.update(inside)
+        for x, y in neg:
+            r, c = round(y), round(x)
+            r, c = min(r, h - 1), min(c, w - 1)
+            b = int(lab[r, c])
+            if b in seeds:
+                seeds[b].append((c, r, 0))
+            elif b:
+                selected.discard(b)
+        if not selected:
+            raise BadPromptError(f"the prompts on frame {frame} select nothing")
+        sl = union_slices([blobs.slices[b - 1] for b in selected])
+        region = Region.from_labels(lab, sl, sorted(selected))
+        cut = [b for b, s in seeds.items() if any(k == 0 for *_, k in s)]
+        if cut:
+            region = self._cut(region, lab, {b: seeds[b] for b in cut})
+        # never take pixels another object's prompt holds on this frame
+        y0, y1, x0, x1 = region.bounds
+        region = Region(y0, x0, region.crop & (claimed[y0:y1, x0:x1] == 0)).tight()
+        if region.empty:
+            raise BadPromptError(f"the prompts on frame {frame} select nothing")
+        return region
+
+    def _subtract(self, frame: int, object_id: int, neg: list, lab: np.ndarray) -> Region:
+        """Negative points alone: take blobs (or the part near the point) off the tracked mask."""
+        packed = self._cache.get(object_id, {}).get(frame)
+        base = Region.unpack(packed) if packed is not None else None
+        if base is None or base.empty:
+            raise BadPromptError(
+                f"object {object_id} has no mask on frame {frame} to remove anything from: "
+                "add a positive point inside the animal"
+            )
+        h, w = self.frame_shape
+        for x, y in neg:
+            r, c = min(round(y), h - 1), min(round(x), w - 1)
+            b = int(lab[r, c])
+            y0, y1, x0, x1 = base.bounds
+            if not (y0 <= r < y1 and x0 <= c < x1 and base.crop[r - y0, c - x0]):
+                continue  # not on this object: nothing to remove
+            in_b = base.crop & (lab[y0:y1, x0:x1] == b) if b else np.zeros_like(base.crop)
+            if in_b.any() and (base.crop & ~in_b).any():
+                base = Region(y0, x0, base.crop & ~in_b).tight()
+            else:  # one blob (e.g. touching animals): cut off the part nearer the point
+                depth = ndimage.distance_transform_edt(np.pad(base.crop, 1))[1:-1, 1:-1]
+                dr, dc = np.unravel_index(int(np.argmax(depth)), depth.shape)
+                seeds = [(x0 + dc, y0 + dr, 1), (c, r, 0)]
+                base = self._cut(base, np.where(base.to_mask(self.frame_shape), 1, 0), {1: seeds})
+        if base.empty:
+            raise BadPromptError(
+                f"the negative points on frame {frame} remove all of object {object_id}"
+            )
+        return base
+
+    def _snap(self, lab: np.ndarray, x: float, y: float):
+        r, c = round(y), round(x)
+        h, w = lab.shape
+        r, c = min(r, h - 1), min(c, w - 1)
+        if lab[r, c]:
+            return r, c
+        k = self.snap_radius
+        y0, y1, x0, x1 = max(r - k, 0), min(r + k + 1, h), max(c - k, 0), min(c + k + 1, w)
+        ys, xs = np.nonzero(lab[y0:y1, x0:x1])
+        if ys.size == 0:
+            return None, None
+        d = (ys + y0 - r) ** 2 + (xs + x0 - c) ** 2
+        i = int(np.argmin(d))
+        if d[i] > k * k:
+            return None, None
+        return int(ys[i] + y0), int(xs[i] + x0)
+
+    @staticmethod
+    def _cut(region: Region, lab: np.ndarray, seeds: dict[int, list]) -> Region:
+        """Inside blobs with positive and negative points, keep pixels nearer a positive."""
+        y0, y1, x0, x1 = region.bounds
+        crop = region.crop.copy()
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        win = lab[y0:y1, x0:x1]
+        for b, pts in seeds.items():
+            d = np.stack([(xx - c) ** 2 + (yy - r) ** 2 for c, r, _ in pts])
+            kind = np.array([k for *_, k in pts])
+            crop &= ~((win == b) & (kind[np.argmin(d, axis=0)] == 0))
+        return Region(y0, x0, crop).tight()
+
+    def set_prompts(self, frame: int, object_id: int, prompts: ObjectPrompts) -> FrameResult:
+        """Replace ``object_id``'s prompts on ``frame``; returns that frame's prompted masks."""
+        self._require_video()
+        frame = self._check_frame(frame)
+        key = (frame, int(object_id))
+        if prompts is None or prompts.is_empty():
+            self._prompts.pop(key, None)
+            self._prompt_regions.pop(key, None)
+        else:
+            region = self._resolve(frame, int(object_id), prompts)
+            self._prompts[key] = prompts
+            self._prompt_regions[key] = region
+        masks, scores = {}, {}
+        for (f, o), reg in self._prompt_regions.items():
+            if f == frame:
+                masks[o] = reg.to_mask(self.frame_shape)
+                scores[o] = SCORE_MATCH
+        if int(object_id) not in masks:
+            cached = self._cache.get(int(object_id), {}).get(frame)
+            reg = Region.unpack(cached) if cached is not None else None
+            masks[int(object_id)] = (
+                reg.to_mask(self.frame_shape)
+                if reg is not None
+                else np.zeros(self.frame_shape, bool)
+            )
+            scores[int(object_id)] = SCORE_MATCH if reg is not None and not reg.empty else LOST
+        return FrameResult(frame, masks, scores)
+
+    def remove_object(self, object_id: int) -> None:
+        for key in [k for k in self._prompts if k[1] == object_id]:
+            self._prompts.pop(key, None)
+            self._prompt_regions.pop(key, None)
+        self._cache.pop(object_id, None)
+
+    def reset(self) -> None:
+        self._prompts.clear()
+        self._prompt_regions.clear()
+        self._cache.clear()
+        self._seg = None
+
+    def close(self) -> None:
+        self.reset()
+        self.video = None
+        self.model = None
+
+    # -- tracking --------------------------------------------------------------------
+    def _objects(self) -> list[int]:
+        return sorted({o for _, o in self._prompt_regions})
+
+    def _initial_track(self, obj: int, start: int, step: int) -> _Track | None:
+        """Tracking memory for ``obj`` just before ``start`` (see docs/classic.md)."""
+        frames = sorted(f for f, o in self._prompt_regions if o == obj)
+        anchor = min(frames, key=lambda f: (abs(f - start), (f - start) * step > 0))
+        ref_area = float(self._prompt_regions[(anchor, obj)].area)
+        cache = self._cache.get(obj, {})
+        prev = cache.get(start - step)
+        if prev is not None:
+            region = Region.unpack(prev)
+            if not region.empty:
+                before = cache.get(start - 2 * step)
+                vel = (0.0, 0.0)
+                if before is not None:
+                    b = Region.unpack(before)
+                    if not b.empty:
+                        (x1, y1), (x0, y0) = region.centroid(), b.centroid()
+                        vel = (x1 - x0, y1 - y0)
+                return _Track(region, ref_area, vel)
+        return _Track(self._prompt_regions[(anchor, obj)], ref_area)
+
+    def propagate(self, start: int, stop: int, reverse: bool = False) -> Iterator[FrameResult]:
+        """Track every prompted object from ``start`` to ``stop`` (inclusive), frame by frame."""
+        self._require_video()
+        start, stop = self._check_frame(start), self._check_frame(stop)
+        if (stop < start and not reverse) or (stop > start and reverse):
+            raise ValueError(
+                f"propagate({start}, {stop}, reverse={reverse}): forward needs start <= stop, "
+                "backward start >= stop"
+            )
+        step = -1 if reverse else 1
+        tracks = {o: self._initial_track(o, start, step) for o in self._objects()}
+        for f in range(start, stop + step, step):
+            result = self._step(f, tracks)
+            yield result
+
+    def _gate(self, track: _Track) -> float:
+        base = self.max_jump if self.max_jump is not None else 1.5 * np.sqrt(track.ref_area)
+        return float(base) * (1.0 + 0.25 * min(track.lost, 8))
+
+    def _step(self, frame: int, tracks: dict[int, _Track]) -> FrameResult:
+        shape = self.frame_shape
+        out: dict[int, tuple[Region, float]] = {}
+        merged: set[int] = set()
+        prompted = {o for (f, o) in self._prompt_regions if f == frame and o in tracks}
+        blobs = self._blobs(frame)
+        labels = blobs.labels
+        if prompted:
+            labels = labels.copy()
+            for o in prompted:
+                reg = self._prompt_regions[(frame, o)]
+                y0, y1, x0, x1 = reg.bounds
+                labels[y0:y1, x0:x1][reg.crop] = 0
+                out[o] = (reg, SCORE_MATCH)
+        others = [o for o in sorted(tracks) if o not in prompted]
+        preds: dict[int, Region] = {}
+        templates: dict[int, Region] = {}
+        overlaps: dict[int, np.ndarray] = {}
+        primary: dict[int, int] = {}
+        for o in others:
+            t = tracks[o]
+            dx, dy = (0, 0) if t.lost else (round(t.velocity[0]), round(t.velocity[1]))
+            preds[o] = t.region.shifted(dx, dy, shape) if (dx or dy) else t.region
+            if t.template is not None:
+                # while merged: the pre-merge body crawled on at the pre-merge speed
+                k = t.merged_for + 1
+                templates[o] = t.template.slid(k * float(np.hypot(*t.velocity))).render(shape)
+            vals = preds[o].values_in(labels)
+            cnt = np.bincount(vals, minlength=1) if vals.size else np.zeros(1, int)
+            cnt[blobs.areas[: len(cnt)] == 0] = 0  # background and small blobs
+            overlaps[o] = cnt
+            if cnt.max() > 0:
+                primary[o] = int(np.argmax(cnt))
+        claims: dict[int, list[int]] = {}
+        for o, b in primary.items():
+            claims.setdefault(b, []).append(o)
+        # objects without overlap: Hungarian on centroid distance to free blobs
+        unmatched = [o for o in others if o not in primary]
+        taken = set(claims)
+        if unmatched:
+            taken |= self._match_by_distance(unmatched, tracks, blobs, labels, taken, out)
+        for b, objs in claims.items():
+            sl = blobs.slices[b - 1]
+            blob = Region.from_labels(labels, sl, [b])
+            if blob.empty:
+                continue
+            if len(objs) == 1:
+                o = objs[0]
+                t = tracks[o]
+                score = SCORE_MATCH
+                if blob.area > 1.5 * max(t.ref_area, t.region.area):
+                    # an untracked animal or debris merged in: keep what is near the body
+                    blob = clip_to(blob, preds[o], 3.0 + np.hypot(*t.velocity), shape)
+                    score = SCORE_SPLIT
+                out[o] = (self._add_fragments(blob, overlaps[o], blobs, labels, taken, b), score)
+            else:
+                parts = split_blob(
+                    blob, [preds[o] for o in objs], shape, [templates.get(o) for o in objs]
+                )
+                for o, part in zip(objs, parts):
+                    out[o] = (part, SCORE_SPLIT)
+                merged.update(objs)
+        masks, scores = {}, {}
+        for o in sorted(tracks):
+            t = tracks[o]
+            reg, base = out.get(o, (None, LOST))
+            if reg is None or reg.empty:
+                masks[o] = np.zeros(shape, bool)
+                scores[o] = LOST
+                t.lost += 1
+                t.velocity = (0.0, 0.0)
+                self._cache.setdefault(o, {})[frame] = Region(0, 0, np.zeros((0, 0), bool)).pack()
+                continue
+            if o in prompted:
+                t.ref_area = float(reg.area)
+                score = SCORE_MATCH
+            else:
+                score = base * _area_factor(reg.area, t.ref_area)
+            if o in merged:
+                # keep the pre-merge velocity; remember the pre-merge body
+                if t.template is None:
+                    t.template, t.merged_for = body_of(t.region, t.velocity), 0
+                t.merged_for += 1
+            else:
+                if not t.lost and t.template is None:
+                    (x1, y1), (x0, y0) = reg.centroid(), t.region.centroid()
+                    v = (x1 - x0, y1 - y0)
+                    t.velocity = (0.5 * (t.velocity[0] + v[0]), 0.5 * (t.velocity[1] + v[1]))
+                t.template, t.merged_for = None, 0
+            t.region, t.lost = reg, 0
+            masks[o] = reg.to_mask(shape)
+            scores[o] = float(score)
+            self._cache.setdefault(o, {})[frame] = reg.pack()
+        return FrameResult(frame, masks, scores)
+
+    @staticmethod
+    def _add_fragments(blob, overlap, blobs, labels, taken: set, main: int) -> Region:
+        """Add small pieces of the same animal (broken by thresholding) to its blob."""
+        extra = [
+            int(b)
+            for b in np.flatnonzero(overlap)
+            if b != main and b not in taken and overlap[b] >= 0.5 * blobs.areas[b]
+        ]
+        if not extra:
+            return blob
+        taken.update(extra)  # nobody else may take them this frame
+        sl = union_slices([blobs.slices[b - 1] for b in [main, *extra]])
+        return Region.from_labels(labels, sl, [main, *extra])
+
+    def _match_by_distance(self, objs, tracks, blobs, labels, taken: set, out) -> set:
+        """Match objects that overlap nothing to free blobs (Hungarian on distance)."""
+        free = [int(b) for b in np.flatnonzero(blobs.areas) if b > 0 and int(b) not in taken]
+        used: set[int] = set()
+        if not free:
+            return used
+        cents = []
+        for b in free:
+            sl = blobs.slices[b - 1]
+            ys, xs = np.nonzero(labels[sl] == b)
+            cents.append(
+                (xs.mean() + sl[1].start, ys.mean() + sl[0].start) if ys.size else (np.inf, np.inf)
+            )
+        cents = np.array(cents, float)
+        big = 1e9
+        cost = np.full((len(objs), len(free)), big)
+        for i, o in enumerate(objs):
+            t = tracks[o]
+            cx, cy = t.region.centroid()
+            d = np.hypot(cents[:, 0] - cx, cents[:, 1] - cy)
+            a = blobs.areas[free].astype(float)
+            ok = (d <= self._gate(t)) & (a >= 0.4 * t.ref_area) & (a <= 2.5 * t.ref_area)
+            cost[i, ok] = d[ok]
+        rows, cols = linear_sum_assignment(cost)
+        for i, j in zip(rows, cols):
+            if cost[i, j] >= big:
+                continue
+            b = free[j]
+            used.add(b)
+            out[objs[i]] = (Region.from_labels(labels, blobs.slices[b - 1], [b]), SCORE_DISTANCE)
+        return used

@@ -1,0 +1,494 @@
+"""SAM 2 backend: the adapter between the tracking session and ``SAM2VideoPredictor``.
+
+This is the only module that reads or writes sam2's ``inference_state``. What it does
+differently from sam2's demo code, and why:
+
+- **No JPEG dump, no preload.** ``init_state`` is not called. The state dict is built
+  here exactly as sam2 1.1.0's ``init_state`` builds it, with ``images`` a
+  :class:`~.sam2_frames.LazySam2Frames` (frames decoded, resized and normalised on
+  demand, small LRU cache, optional read-ahead thread). Opening a video reads no frame;
+  the first click reads one. Nothing depends on the video's length.
+- **Prompts replace.** :meth:`Sam2Backend.set_prompts` first clears that object's
+  inputs on that frame (sam2's per-object ``clear_all_prompts_in_frame``) and drops
+  its previous output there, so the result depends only on the prompts given (sam2
+  would otherwise feed the old mask logits back into the decoder). A frame that was
+  already tracked is corrected with memory, as in sam2; a frame that was not is
+  segmented from the prompts alone. Every prompted frame is a *conditioning* frame
+  (``add_all_frames_to_correct_as_cond``), so propagation never overwrites it.
+- **Objects any time.** sam2 1.1.0 accepts new object ids after tracking started.
+  Older sam2 releases refuse them; then the state is reset and every stored prompt
+  re-added (prompts are kept here for that), which only costs one decoder pass per
+  prompt (image features are cached by sam2 for the last frame only).
+- **Bounded memory.** After each propagated frame, non-conditioning outputs further
+  than :attr:`Sam2Backend.memory_frames` frames from it are deleted: sam2's memory
+  bank reads, for frame ``t``, only the conditioning frames, the non-conditioning
+  frames ``t -/+ 1 .. (num_maskmem - 1) * stride`` and object pointers of the
+  ``max_obj_ptrs_in_encoder - 1`` previous frames, so nothing it can read is lost.
+  Conditioning (prompted) frames are always kept. sam2 caches backbone features of
+  one frame only; the frame cache is an LRU of ``image_cache_frames`` frames.
+- **Overlaps.** Masks are resolved pixel-wise by the highest mask logit, like sam2's
+  ``_apply_non_overlapping_constraints``; scores are sam2's object-score logits.
+- **Device.** CUDA (bf16 autocast + TF32), Apple MPS or CPU. A CUDA out-of-memory
+  error becomes a :class:`BackendError` that says what to do; the cache is emptied
+  and the backend stays usable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..checkpoints import DEFAULT_MODEL, load_predictor, resolve_checkpoint, resolve_device
+from .base import BackendError, BadPromptError, FrameResult, ObjectPrompts
+from .sam2_frames import LazySam2Frames
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+OOM_MESSAGE = (
+    "GPU out of memory while running SAM 2 ({model}, {n} objects). Use a smaller model "
+    "(sam2.1_hiera_tiny), track fewer objects at once, close other GPU programs, or "
+    "offload the state to CPU (offload_state_to_cpu=True); device='cpu' always works."
+)
+
+
+class Sam2Backend:
+    """Track objects with a SAM 2 / SAM 2.1 video predictor.
+
+    Parameters
+    ----------
+    model : registry name (see :data:`napari_sam2_worms.checkpoints.MODELS`).
+    checkpoint : a local checkpoint file; else the cached one, else downloaded.
+    device : "auto" (CUDA, MPS, CPU), "cuda", "cpu", ...
+    download : allow downloading the checkpoint when it is not cached.
+    image_cache_frames : prepared frames kept on the device (12 MB each at 1024 px).
+    read_ahead : frames decoded ahead in a background thread during propagation (0 =
+        off: on an H100 with an in-memory video the thread cost ~7 % frames/s; turn it
+        on for slow decoders, e.g. long compressed videos).
+    compile : use sam2's ``torch.compile``'d predictor (CUDA only; slow first frames).
+    offload_state_to_cpu : keep tracking memory on the CPU (less GPU memory, slower).
+    memory_frames : non-conditioning outputs kept around the current frame (default:
+        what sam2's memory bank can read, see the module docstring).
+    image_size : model input size override, for tests and CPU benchmarks only (the
+        released weights were trained at 1024).
+    predictor : an already loaded ``SAM2VideoPredictor`` to use instead of loading one.
+    progress : ``callback(done_bytes, total_bytes)`` while downloading the checkpoint.
+    """
+
+    name = "sam2"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        checkpoint: str | os.PathLike | None = None,
+        device: str = "auto",
+        download: bool = True,
+        *,
+        image_cache_frames: int = 4,
+        read_ahead: int = 0,
+        compile: bool = False,
+        offload_state_to_cpu: bool = False,
+        memory_frames: int | None = None,
+        image_size: int | None = None,
+        predictor: Any = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.checkpoint = checkpoint
+        self.download = download
+        self.image_cache_frames = image_cache_frames
+        self.read_ahead = read_ahead
+        self.compile = compile
+        self.offload_state_to_cpu = offload_state_to_cpu
+        self.image_size = image_size
+        self.progress = progress
+        self.device = resolve_device(device)
+        self.predictor = predictor
+        self._memory_frames = memory_frames
+        self.state: dict[str, Any] | None = None
+        self.frames: LazySam2Frames | None = None
+        self.video: Any = None
+        self._prompts: dict[tuple[int, int], ObjectPrompts] = {}
+
+    # -- model --------------------------------------------------------------------------
+    def load(self) -> None:
+        """Resolve the checkpoint and load the model (done by :meth:`open` when needed)."""
+        if self.predictor is not None:
+            self.device = next(self.predictor.parameters()).device
+            return
+        import torch
+
+        path = resolve_checkpoint(
+            self.model, self.checkpoint, self.download, progress=self.progress
+        )
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        predictor = load_predictor(self.model, path, self.device, image_size=self.image_size)
+        if self.compile and self.device.type == "cuda":
+            from sam2.sam2_video_predictor import SAM2VideoPredictorVOS
+
+            predictor.__class__ = SAM2VideoPredictorVOS
+            predictor._compile_all_components()
+        self.predictor = predictor
+
+    def _configure(self) -> None:
+        """Settings of the predictor this adapter relies on (see module docstring)."""
+        p = self.predictor
+        p.add_all_frames_to_correct_as_cond = True
+        p.clear_non_cond_mem_around_input = False
+        if self.device.type != "cuda" and not getattr(p, "_nsw_fp32_memory", False):
+            # sam2 stores memory features in bfloat16 and relies on CUDA autocast; on
+            # CPU/MPS a memory made only of them (e.g. backward from a late frame, when no
+            # object pointer qualifies) hits a float32 layer: cast them back first.
+            attention = p.memory_attention
+            forward = attention.forward
+
+            def fp32_forward(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
+                return forward(
+                    curr,
+                    memory.float(),
+                    curr_pos,
+                    None if memory_pos is None else memory_pos.float(),
+                    num_obj_ptr_tokens,
+                )
+
+            attention.forward = fp32_forward
+            p._nsw_fp32_memory = True
+
+    @property
+    def memory_frames(self) -> int:
+        """Non-conditioning frames kept on each side of the current frame."""
+        if self._memory_frames is not None:
+            return int(self._memory_frames)
+        p = self.predictor
+        stride = int(getattr(p, "memory_temporal_stride_for_eval", 1))
+        return max(int(p.num_maskmem) * stride, int(p.max_obj_ptrs_in_encoder)) + 1
+
+    # -- session -------------------------------------------------------------------------
+    def open(self, video: Any) -> None:
+        """Attach to ``video`` ((T, H, W[, 3]) uint8, lazy). Reads no frame."""
+        if self.predictor is None:
+            self.load()
+        else:
+            self.device = next(self.predictor.parameters()).device
+        self._configure()
+        if self.frames is not None:
+            self.frames.close()
+        shape = tuple(video.shape)
+        if len(shape) not in (3, 4) or shape[0] < 1:
+            raise ValueError(f"a video must be (T, H, W) or (T, H, W, C), got shape {shape}")
+        self.video = video
+        self.frames = LazySam2Frames(
+            video,
+            self.predictor.image_size,
+            self.device,
+            cache_frames=self.image_cache_frames,
+            read_ahead=self.read_ahead,
+        )
+        self.state = self._new_state(int(shape[0]), int(shape[1]), int(shape[2]))
+        self._prompts.clear()
+
+    def _new_state(self, n_frames: int, height: int, width: int) -> dict[str, Any]:
+        """sam2 1.1.0's ``init_state`` dict, with lazy images and no warm-up read."""
+        import torch
+
+        storage = torch.device("cpu") if self.offload_state_to_cpu else self.device
+        return {
+            "images": self.frames,
+            "num_frames": n_frames,
+            "offload_video_to_cpu": False,
+            "offload_state_to_cpu": self.offload_state_to_cpu,
+            "video_height": height,
+            "video_width": width,
+            "device": self.device,
+            "storage_device": storage,
+            "point_inputs_per_obj": {},
+            "mask_inputs_per_obj": {},
+            "cached_features": {},
+            "constants": {},
+            "obj_id_to_idx": OrderedDict(),
+            "obj_idx_to_id": OrderedDict(),
+            "obj_ids": [],
+            "output_dict_per_obj": {},
+            "temp_output_dict_per_obj": {},
+            "frames_tracked_per_obj": {},
+        }
+
+    def _require_open(self) -> dict[str, Any]:
+        if self.state is None:
+            raise BackendError("the SAM 2 backend has no video: call open(video) first")
+        return self.state
+
+    @contextlib.contextmanager
+    def _compute(self) -> Iterator[None]:
+        """inference mode + bf16 autocast on CUDA; OOM -> BackendError (backend usable)."""
+        import torch
+
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        try:
+            with torch.inference_mode(), autocast:
+                yield
+        except torch.cuda.OutOfMemoryError as exc:
+            if self.state is not None:
+                self.state["cached_features"] = {}
+            if self.frames is not None:
+                self.frames.clear()
+            torch.cuda.empty_cache()
+            n = len(self.state["obj_ids"]) if self.state else 0
+            raise BackendError(OOM_MESSAGE.format(model=self.model, n=n)) from exc
+
+    # -- prompts -------------------------------------------------------------------------
+    def _check_prompts(self, frame: int, prompts: ObjectPrompts) -> None:
+        state = self._require_open()
+        h, w = state["video_height"], state["video_width"]
+        if not 0 <= frame < state["num_frames"]:
+            raise BadPromptError(
+                f"frame {frame} is outside the video (0..{state['num_frames'] - 1})"
+            )
+        if prompts.mask is not None:
+            if tuple(np.shape(prompts.mask)) != (h, w):
+                raise BadPromptError(
+                    f"the painted mask is {np.shape(prompts.mask)}, the video is {(h, w)}"
+                )
+            return
+        pts = np.asarray(prompts.points, np.float32).reshape(-1, 2)
+        if len(pts) != len(np.asarray(prompts.labels).reshape(-1)):
+            raise BadPromptError("each point needs one label (1 = positive, 0 = negative)")
+        if len(pts) and (
+            (pts[:, 0] < 0).any()
+            or (pts[:, 0] > w).any()
+            or (pts[:, 1] < 0).any()
+            or (pts[:, 1] > h).any()
+        ):
+            raise BadPromptError(f"a point is outside the {w}x{h} frame")
+        if prompts.box is not None:
+            x0, y0, x1, y1 = prompts.box
+            if not (x1 > x0 and y1 > y0):
+                raise BadPromptError("a box needs x1 > x0 and y1 > y0")
+
+    def set_prompts(self, frame: int, object_id: int, prompts: ObjectPrompts) -> FrameResult:
+        """Replace ``object_id``'s prompts on ``frame``; return that frame's masks."""
+        frame, object_id = int(frame), int(object_id)
+        self._check_prompts(frame, prompts)
+        state = self.state
+        with self._compute():
+            self._clear_frame_object(frame, object_id)
+            if prompts.is_empty():
+                self._prompts.pop((frame, object_id), None)
+                if not any(o == object_id for _, o in self._prompts):
+                    self.predictor.remove_object(state, object_id, need_output=False)
+            else:
+                self._prompts[(frame, object_id)] = prompts
+                self._add(frame, object_id, prompts)
+            return self._frame_result(frame)
+
+    def _clear_frame_object(self, frame: int, object_id: int) -> None:
+        """Forget one object's inputs and output on one frame (others are untouched)."""
+        state = self.state
+        if object_id not in state["obj_id_to_idx"]:
+            return
+        self.predictor.clear_all_prompts_in_frame(state, frame, object_id, need_output=False)
+        idx = state["obj_id_to_idx"][object_id]
+        state["output_dict_per_obj"][idx]["non_cond_frame_outputs"].pop(frame, None)
+
+    def _add(self, frame: int, object_id: int, prompts: ObjectPrompts) -> None:
+        try:
+            self._add_raw(frame, object_id, prompts)
+        except RuntimeError as exc:
+            if "after tracking starts" not in str(exc):
+                raise
+            log.info("sam2 refused object %d after tracking; re-adding all prompts", object_id)
+            self._replay()
+
+    def _add_raw(self, frame: int, object_id: int, prompts: ObjectPrompts) -> None:
+        p, state = self.predictor, self.state
+        if prompts.mask is not None:
+            p.add_new_mask(state, frame, object_id, np.asarray(prompts.mask, bool))
+            return
+        pts = np.asarray(prompts.points, np.float32).reshape(-1, 2)
+        labels = np.asarray(prompts.labels, np.int32).reshape(-1)
+        box = None if prompts.box is None else np.asarray(prompts.box, np.float32)
+        p.add_new_points_or_box(
+            state,
+            frame,
+            object_id,
+            points=pts if len(pts) else None,
+            labels=labels if len(pts) else None,
+            box=box,
+            clear_old_points=True,
+            normalize_coords=True,
+        )
+
+    def _replay(self) -> None:
+        """Reset sam2's state and add every stored prompt again (older sam2 releases)."""
+        self.predictor.reset_state(self.state)
+        for (f, o), pr in sorted(self._prompts.items()):
+            self._add_raw(f, o, pr)
+
+    def remove_object(self, object_id: int) -> None:
+        """Forget ``object_id`` and all its prompts and memory."""
+        state = self._require_open()
+        for key in [k for k in self._prompts if k[1] == object_id]:
+            del self._prompts[key]
+        with self._compute():
+            self.predictor.remove_object(state, int(object_id), need_output=False)
+
+    # -- results -------------------------------------------------------------------------
+    def _output(self, obj_idx: int, frame: int) -> dict | None:
+        state = self.state
+        for store in (
+            state["temp_output_dict_per_obj"][obj_idx],
+            state["output_dict_per_obj"][obj_idx],
+        ):
+            for key in ("cond_frame_outputs", "non_cond_frame_outputs"):
+                out = store[key].get(frame)
+                if out is not None:
+                    return out
+        return None
+
+    def _frame_result(self, frame: int) -> FrameResult:
+        """Masks and scores of every object that has an output on ``frame``."""
+        import torch
+        import torch.nn.functional as F
+
+        state = self.state
+        ids, logits, scores = [], [], {}
+        for obj_id, idx in state["obj_id_to_idx"].items():
+            out = self._output(idx, frame)
+            if out is None:
+                continue
+            ids.append(obj_id)
+            logits.append(out["pred_masks"].to(self.device).float())
+            scores[obj_id] = out["object_score_logits"]
+        if not ids:
+            return FrameResult(frame, {}, {})
+        size = (state["video_height"], state["video_width"])
+        video_res = F.interpolate(
+            torch.cat(logits), size=size, mode="bilinear", align_corners=False
+        )
+        return self._to_result(frame, ids, video_res, scores)
+
+    def _to_result(
+        self, frame: int, ids: list[int], video_res: torch.Tensor, scores: dict[int, Any]
+    ) -> FrameResult:
+        """(N, 1, H, W) logits -> non-overlapping bool masks (highest logit wins).
+
+        ``scores`` maps ids to sam2's object-score logit tensors; they are copied to the
+        host together with the masks (one synchronisation per frame).
+        """
+        import torch
+
+        lg = video_res[:, 0].float()
+        if len(ids) > 1:
+            winner = lg.argmax(dim=0, keepdim=True)
+            fg = (lg > 0) & (winner == _arange_like(lg))
+        else:
+            fg = lg > 0
+        known = [o for o in ids if o in scores]
+        host_scores = (
+            torch.cat([scores[o].reshape(-1)[:1].float() for o in known]).cpu().tolist()
+            if known
+            else []
+        )
+        fg = fg.cpu().numpy()
+        by_id = dict(zip(known, host_scores))
+        masks = {int(o): fg[i] for i, o in enumerate(ids)}
+        return FrameResult(frame, masks, {int(o): by_id.get(o, float("-inf")) for o in ids})
+
+    # -- propagation ---------------------------------------------------------------------
+    def propagate(self, start: int, stop: int, reverse: bool = False) -> Iterator[FrameResult]:
+        """Track all objects from ``start`` to ``stop`` (inclusive), one result per frame."""
+        state = self._require_open()
+        start, stop = int(start), int(stop)
+        n = state["num_frames"]
+        if not (0 <= start < n and 0 <= stop < n):
+            raise ValueError(f"frames {start}..{stop} are outside the video (0..{n - 1})")
+        if (stop < start and not reverse) or (stop > start and reverse):
+            raise ValueError(
+                f"cannot propagate {'backward' if reverse else 'forward'} from {start} to {stop}"
+            )
+        if not state["obj_ids"]:
+            raise BadPromptError("no prompts yet: click on at least one animal first")
+        if start == stop:
+            reverse = False  # one frame; sam2 skips reverse tracking that starts at frame 0
+        return self._propagate(start, abs(stop - start), reverse)
+
+    def _propagate(self, start: int, count: int, reverse: bool) -> Iterator[FrameResult]:
+        state = self.state
+        self.frames.set_direction(reverse)
+        inner = self.predictor.propagate_in_video(
+            state, start_frame_idx=start, max_frame_num_to_track=count, reverse=reverse
+        )
+        try:
+            while True:
+                with self._compute():
+                    try:
+                        frame, obj_ids, video_res = next(inner)
+                    except StopIteration:
+                        return
+                    scores = {}
+                    for o in obj_ids:
+                        out = self._output(state["obj_id_to_idx"][o], frame)
+                        if out is not None:
+                            scores[o] = out["object_score_logits"]
+                    result = self._to_result(frame, list(obj_ids), video_res, scores)
+                    self._trim(frame)
+                yield result
+        finally:
+            inner.close()
+
+    def _trim(self, frame: int) -> None:
+        """Delete non-conditioning outputs the memory bank can no longer read (see top)."""
+        keep = self.memory_frames
+        for out_dict in self.state["output_dict_per_obj"].values():
+            non_cond = out_dict["non_cond_frame_outputs"]
+            for t in [t for t in non_cond if abs(t - frame) > keep]:
+                del non_cond[t]
+
+    def stored_frames(self) -> int:
+        """Number of per-object frame outputs held in memory (for tests/benchmarks)."""
+        state = self._require_open()
+        return sum(
+            len(d["cond_frame_outputs"]) + len(d["non_cond_frame_outputs"])
+            for d in state["output_dict_per_obj"].values()
+        )
+
+    # -- lifetime ------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Drop all prompts and tracking memory; keep the model and the video."""
+        state = self._require_open()
+        self._prompts.clear()
+        with self._compute():
+            self.predictor.reset_state(state)
+
+    def close(self) -> None:
+        """Release the model, the state and cached frames (GPU memory)."""
+        if self.frames is not None:
+            self.frames.close()
+        self.frames = None
+        self.state = None
+        self.predictor = None
+        self._prompts.clear()
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _arange_like(lg: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return torch.arange(lg.shape[0], device=lg.device).view(-1, 1, 1)

@@ -1,0 +1,185 @@
+"""Label stacks -> :class:`SkeletonTracks` (all objects, all frames) with flags.
+
+Flags (``reason``), first match wins: ``"missing"`` (no pixels), ``"small"`` (too few
+pixels / no skeleton), ``"touching"`` (the mask is 8-adjacent to another label),
+``"coiled"`` (self-touching / loop: the centerline is fitted or approximate),
+``"border"`` (the mask touches the image border, so the worm may be cut), ``""`` (good).
+Only ``""`` frames are ``good``; all frames except ``missing``/``small`` get points.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from ..tracks import SkeletonTracks
+from .centerline import MaskSkeleton, skeletonize_mask
+from .features import compute_features
+from .orientation import orient_tracks
+
+__all__ = ["skeletonize_frame", "skeletonize_labels"]
+
+log = logging.getLogger(__name__)
+
+
+def _object_slices(frame: np.ndarray) -> dict[int, tuple[slice, slice]]:
+    objs = ndimage.find_objects(frame)
+    return {i + 1: s for i, s in enumerate(objs) if s is not None}
+
+
+def _one(
+    frame: np.ndarray, oid: int, sl: tuple[slice, slice] | None, n_points: int, prev
+) -> tuple[MaskSkeleton, bool, bool]:
+    """Skeleton of object ``oid`` + (touching another label, touching the border)."""
+    if sl is None:
+        return skeletonize_mask(np.zeros((1, 1), bool), n_points), False, False
+    h, w = frame.shape
+    r0, r1 = max(sl[0].start - 1, 0), min(sl[0].stop + 1, h)
+    c0, c1 = max(sl[1].start - 1, 0), min(sl[1].stop + 1, w)
+    sub = frame[r0:r1, c0:c1]
+    m = sub == oid
+    p = None if prev is None else np.asarray(prev, float) - np.array([c0, r0], float)
+    sk = skeletonize_mask(m, n_points, prev=p)
+    if np.isfinite(sk.points).all():
+        sk.points = (sk.points + np.array([c0, r0], np.float32)).astype(np.float32)
+    sk.centroid = (sk.centroid[0] + c0, sk.centroid[1] + r0)
+    other = (sub != 0) & ~m
+    touching = False
+    if other.any():
+        grown = ndimage.binary_dilation(m, structure=np.ones((3, 3), bool))
+        touching = bool((grown & other).any())
+    border = sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w
+    return sk, touching, border
+
+
+def _reason(sk: MaskSkeleton, touching: bool, border: bool) -> str:
+    if sk.reason in ("missing", "small"):
+        return sk.reason
+    if touching:
+        return "touching"
+    if sk.reason:
+        return sk.reason
+    if border:
+        return "border"
+    return ""
+
+
+def skeletonize_frame(
+    label_frame: np.ndarray,
+    object_ids: Sequence[int],
+    n_points: int = 49,
+    prev: dict[int, np.ndarray] | None = None,
+) -> dict[int, MaskSkeleton]:
+    """Skeletons of the objects of one label frame (for a quick display).
+
+    ``prev`` maps object id -> previous (n_points, 2) centerline (orients and helps coiled
+    shapes). ``reason``/``good`` of each result include the touching and border flags."""
+    frame = np.asarray(label_frame)
+    if frame.ndim != 2:
+        raise ValueError(f"skeletonize_frame needs a 2-D label frame, got shape {frame.shape}")
+    slices = _object_slices(frame) if frame.any() else {}
+    out = {}
+    for oid in object_ids:
+        p = None if prev is None else prev.get(int(oid))
+        sk, touching, border = _one(frame, int(oid), slices.get(int(oid)), n_points, p)
+        sk.reason = _reason(sk, touching, border)
+        sk.good = sk.reason == ""
+        out[int(oid)] = sk
+    return out
+
+
+def skeletonize_labels(
+    labels: np.ndarray,
+    object_ids: Sequence[int] | None = None,
+    n_points: int = 49,
+    *,
+    fps: float = 1.0,
+    pixel_size: float | None = None,
+    images: np.ndarray | None = None,
+    names: Sequence[str] | None = None,
+    frames: Sequence[int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SkeletonTracks:
+    """Centerlines, flags and features of every object on every frame of a label stack.
+
+    Parameters
+    ----------
+    labels : (T, H, W) int label stack (0 = background).
+    object_ids : ids to skeletonize (default: every id present, sorted).
+    n_points : points per centerline.
+    fps : frames per second (speeds are per second).
+    pixel_size : micrometres per pixel (stored; exporters add µm columns).
+    images : optional (T, H, W) frames: intensity cue for the head where movement
+        does not decide.
+    names : object names (default ``worm<id>``).
+    frames : optional subset of frame indices to process; the others stay ``missing``.
+    progress : optional ``progress(done, total)`` callback.
+
+    Returns
+    -------
+    SkeletonTracks
+        Oriented (head first), with ``good``/``reason`` and features filled.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(
+            f"skeletonize_labels needs a (T, H, W) label stack, got shape {labels.shape}"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError("the label stack must be integer (0 = background, ids > 0)")
+    if object_ids is None:
+        if labels.dtype.kind == "u" and labels.dtype.itemsize <= 2:
+            present = np.flatnonzero(np.bincount(labels.ravel()))
+        else:
+            present = np.unique(labels)
+        object_ids = [int(i) for i in present if i != 0]
+    ids = [int(i) for i in object_ids]
+    if names is not None and len(names) != len(ids):
+        raise ValueError(f"got {len(names)} names for {len(ids)} objects")
+    if fps is None or not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    t_n = labels.shape[0]
+    tracks = SkeletonTracks.empty(
+        t_n,
+        ids,
+        n_points,
+        names=list(names) if names is not None else None,
+        fps=fps,
+        pixel_size=pixel_size,
+    )
+    todo = np.arange(t_n) if frames is None else np.unique(np.asarray(frames, int))
+    if len(todo) and (todo.min() < 0 or todo.max() >= t_n):
+        raise ValueError(f"frames must be within 0..{t_n - 1}")
+    area = np.full((t_n, len(ids)), np.nan, np.float32)
+    cx = np.full((t_n, len(ids)), np.nan, np.float32)
+    cy = np.full((t_n, len(ids)), np.nan, np.float32)
+    prev: dict[int, np.ndarray] = {}
+    last_t: dict[int, int] = {}
+    for done, t in enumerate(todo, 1):
+        frame = labels[t]
+        slices = _object_slices(frame) if frame.any() else {}
+        for k, oid in enumerate(ids):
+            p = prev.get(oid) if last_t.get(oid, -99) >= t - 2 else None
+            sk, touching, border = _one(frame, oid, slices.get(oid), n_points, p)
+            reason = _reason(sk, touching, border)
+            tracks.reason[t, k] = reason
+            tracks.good[t, k] = reason == ""
+            if np.isfinite(sk.points).all():
+                tracks.points[t, k] = sk.points
+                tracks.widths[t, k] = sk.widths
+                prev[oid] = sk.points
+                last_t[oid] = int(t)
+            if sk.reason != "missing":
+                area[t, k] = sk.area
+                cx[t, k], cy[t, k] = sk.centroid
+        if progress is not None:
+            progress(done, len(todo))
+    tracks.features["area"] = area
+    tracks.features["centroid_x"] = cx
+    tracks.features["centroid_y"] = cy
+    orient_tracks(tracks, images=images)
+    compute_features(tracks)
+    return tracks
