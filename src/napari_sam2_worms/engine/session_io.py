@@ -20,6 +20,7 @@ written last, so a crash during a save leaves the previous session readable.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import atomic_path, atomic_write_text
+from ..utils import atomic_path
 from .prompts import parse_prompts
 from .session import TrackedObject, TrackingSession
 
@@ -67,13 +68,24 @@ def save_session(session: TrackingSession, folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     ids, scores = session.score_table()
-    with atomic_path(folder / "masks.tif") as tmp:
-        tifffile.imwrite(tmp, session.labels, compression="zlib", metadata={"axes": "TYX"})
-    with atomic_path(folder / "scores.npy") as tmp:
-        np.save(tmp, scores, allow_pickle=False)
     painted = {f"f{f}_o{o}": m for (f, o), m in sorted(session.prompts.masks.items())}
-    with atomic_path(folder / "painted.npz") as tmp:
+    # Every file goes to a temporary name first; the renames happen together at the end
+    # (session.json last), so a failure or cancel leaves the previous session intact.
+    with contextlib.ExitStack() as stack:
+        tmp_json = stack.enter_context(atomic_path(folder / "session.json"))
+        with open(tmp_json, "w", encoding="utf-8") as fh:
+            json.dump(_session_doc(session, folder, ids), fh, indent=1)
+        tmp = stack.enter_context(atomic_path(folder / "painted.npz"))
         np.savez_compressed(tmp, **painted)
+        tmp = stack.enter_context(atomic_path(folder / "scores.npy"))
+        np.save(tmp, scores, allow_pickle=False)
+        tmp = stack.enter_context(atomic_path(folder / "masks.tif"))
+        tifffile.imwrite(tmp, session.labels, compression="zlib", metadata={"axes": "TYX"})
+    log.info("session saved to %s", folder)
+    return folder
+
+
+def _session_doc(session: TrackingSession, folder: Path, ids: np.ndarray) -> dict[str, Any]:
     video_path = getattr(session.video, "path", None)
     video: dict[str, Any] = {"shape": list(session.video.shape), "fps": session.fps}
     if video_path is not None and Path(video_path).exists():
@@ -83,7 +95,7 @@ def save_session(session: TrackingSession, folder: str | os.PathLike) -> Path:
         except ValueError:  # another drive on Windows
             video["relative_path"] = None
         video["fingerprint"] = video_fingerprint(video_path)
-    doc = {
+    return {
         "format": SESSION_FORMAT,
         "version": SESSION_VERSION,
         "video": video,
@@ -99,9 +111,6 @@ def save_session(session: TrackingSession, folder: str | os.PathLike) -> Path:
         "score_objects": [int(i) for i in ids],
         "settings": session.settings,
     }
-    atomic_write_text(folder / "session.json", json.dumps(doc, indent=1))
-    log.info("session saved to %s", folder)
-    return folder
 
 
 def read_session_json(folder: str | os.PathLike) -> dict[str, Any]:

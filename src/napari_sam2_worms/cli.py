@@ -1,0 +1,267 @@
+"""The ``napari-sam2-worms`` command: demo, track, skeletonize, export, download.
+
+Errors a user can cause (bad file, bad prompt, no checkpoint, unwritable folder) are
+printed as one clear line on stderr with exit status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("napari_sam2_worms")
+
+MASK_FORMATS = {"masks-tiff": "label stack TIFF", "masks-png": "folder of per-object PNG masks"}
+
+
+def _frames(text: str | None) -> tuple[int | None, int | None]:
+    """Parse START:STOP (both inclusive, either may be empty)."""
+    if not text:
+        return None, None
+    try:
+        a, b = text.split(":")
+        return (int(a) if a else None), (int(b) if b else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--frames takes START:STOP (e.g. 0:499), got {text!r}"
+        ) from None
+
+
+class _Bar:
+    """A tqdm progress bar fed with (done, total) callbacks."""
+
+    def __init__(self, desc: str) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc=desc, unit="frame", dynamic_ncols=True, file=sys.stderr)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from .engine.pipeline import make_backend, write_run
+    from .engine.prompts import read_prompts_file
+    from .engine.session import TrackingSession
+    from .video import open_video
+
+    video = open_video(args.video)
+    n, h, w = video.shape[:3]
+    store, names = read_prompts_file(args.prompts, n_frames=n, size=(w, h))
+    backend = make_backend(
+        args.backend, model=args.model, checkpoint=args.checkpoint, device=args.device,
+        download=not args.no_download,
+    )
+    session = TrackingSession(video, backend, fps=args.fps, pixel_size=args.pixel_size)
+    session.settings = {"backend": args.backend, "model": args.model, "device": args.device}
+    for obj in store.objects():
+        session.add_object(name=names.get(obj), object_id=obj)
+    for frame, obj in sorted(store.keys()):
+        p = store.for_frame_object(frame, obj)
+        if p.box is not None:
+            session.set_box(frame, obj, p.box)
+        if len(p.points):
+            session.set_points(frame, obj, p.points, p.labels.astype(bool))
+    start, stop = _frames(args.frames)
+    bar = _Bar("tracking")
+    try:
+        for step in session.propagate("both", start=start, stop=stop):
+            bar(step.done, step.total)
+    except KeyboardInterrupt:
+        print("\ninterrupted: writing the frames done so far", file=sys.stderr)
+    finally:
+        bar.close()
+    skel_bar = _Bar("skeletons")
+    try:
+        out = write_run(session, args.out, n_points=args.points, progress=skel_bar)
+    finally:
+        skel_bar.close()
+    print(f"wrote {out / 'masks.tif'}, {out / 'skeletons.csv'} and the session to {out}")
+    session.close()
+    return 0
+
+
+def cmd_skeletonize(args: argparse.Namespace) -> int:
+    import tifffile
+
+    from .skeleton import skeletonize_labels, write_csv
+
+    path = Path(args.masks)
+    if not path.is_file():
+        raise FileNotFoundError(f"mask file not found: {path}")
+    try:
+        labels = tifffile.imread(path)
+    except Exception as exc:  # tifffile raises many types for bad files
+        raise ValueError(f"{path} is not a readable TIFF label stack: {exc}") from exc
+    if labels.ndim == 2:
+        labels = labels[None]
+    if labels.ndim != 3 or labels.dtype.kind not in "iub":
+        raise ValueError(
+            f"{path} must hold an integer label stack (T, H, W); got {labels.dtype} {labels.shape}"
+        )
+    bar = _Bar("skeletons")
+    try:
+        tracks = skeletonize_labels(
+            labels.astype(np.uint16) if labels.dtype.kind == "b" else labels,
+            n_points=args.points, fps=args.fps, pixel_size=args.pixel_size, progress=bar,
+        )
+    finally:
+        bar.close()
+    write_csv(tracks, args.out)
+    print(f"wrote {args.out}: {tracks.n_objects} objects, {tracks.n_frames} frames")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_tracks
+    from .export.run_dir import load_run_tracks
+
+    run = Path(args.run_dir)
+    if args.format in MASK_FORMATS:
+        from .export.masks import read_label_tiff, write_label_tiff, write_mask_pngs
+
+        labels = read_label_tiff(run / "masks.tif")
+        if args.format == "masks-tiff":
+            write_label_tiff(labels, args.out)
+        else:
+            write_mask_pngs(labels, args.out)
+        print(f"wrote {args.out}")
+        return 0
+    if args.format == "overlay-mp4":
+        from .export.overlay import write_overlay_from_run
+
+        a, b = _frames(args.frames)
+        write_overlay_from_run(run, args.out, start=a, stop=b, scale=args.scale, stride=args.stride)
+        print(f"wrote {args.out}")
+        return 0
+    tracks = load_run_tracks(run)
+    objects = [int(o) for o in args.objects.split(",")] if args.objects else None
+    a, b = _frames(args.frames)
+    frames = None
+    if a is not None or b is not None:
+        frames = (a if a is not None else 0, b if b is not None else tracks.n_frames - 1)
+    out = export_tracks(
+        tracks, args.out, args.format, pixel_size=args.pixel_size, fps=args.fps,
+        objects=objects, frames=frames, units=args.units,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .checkpoints import MODELS, download_checkpoint
+
+    if args.list:
+        for name, info in MODELS.items():
+            print(f"{name:26s} {info.url}")
+        return 0
+    bar = _Bar(args.model)
+    bar.bar.unit = "B"
+    try:
+        path = download_checkpoint(args.model, progress=bar)
+    finally:
+        bar.close()
+    print(f"checkpoint ready: {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import napari
+
+    from .napari._widget import launch_demo
+
+    launch_demo(backend=args.backend)
+    if not args.no_run:
+        napari.run()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(
+        prog="napari-sam2-worms",
+        description="Track and skeletonize worms (and other animals) with SAM 2 or a classic tracker.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="open napari with the synthetic plate and the tracker widget")
+    d.add_argument("--backend", default="auto", choices=["auto", "sam2", "classic"])
+    d.add_argument("--no-run", action="store_true", help=argparse.SUPPRESS)
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("track", help="track the prompted animals through a video")
+    t.add_argument("video", help="mp4/avi/mov/mkv, a TIFF stack or a folder of frames")
+    t.add_argument("--prompts", required=True, help="prompts file (JSON, version 1)")
+    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--backend", default="sam2", choices=["sam2", "classic"])
+    t.add_argument("--model", default="sam2.1_hiera_tiny")
+    t.add_argument("--checkpoint", help="a local SAM 2 checkpoint file (.pt)")
+    t.add_argument("--no-download", action="store_true", help="never download a checkpoint")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    t.add_argument("--frames", help="START:STOP, frames to track (inclusive)")
+    t.add_argument("--points", type=int, default=49, help="skeleton points (default 49)")
+    t.add_argument("--fps", type=float, help="override the video's frame rate")
+    t.add_argument("--pixel-size", type=float, help="micrometres per pixel")
+    t.set_defaults(func=cmd_track)
+
+    s = sub.add_parser("skeletonize", help="centerlines from a label-stack TIFF")
+    s.add_argument("masks", help="label stack TIFF (T, H, W)")
+    s.add_argument("--out", required=True, help="output CSV")
+    s.add_argument("--points", type=int, default=49)
+    s.add_argument("--fps", type=float, default=1.0)
+    s.add_argument("--pixel-size", type=float)
+    s.set_defaults(func=cmd_skeletonize)
+
+    from .export import FORMATS
+
+    fmts = [*FORMATS, *MASK_FORMATS, "overlay-mp4"]
+    e = sub.add_parser("export", help="export a run folder (what track wrote, or a saved session)")
+    e.add_argument("run_dir")
+    e.add_argument("--format", required=True, choices=fmts)
+    e.add_argument("--out", required=True)
+    e.add_argument("--pixel-size", type=float, help="micrometres per pixel")
+    e.add_argument("--fps", type=float)
+    e.add_argument("--units", default="px", choices=["px", "um", "mm"])
+    e.add_argument("--objects", help="comma-separated object ids (default all)")
+    e.add_argument("--frames", help="START:STOP (inclusive)")
+    e.add_argument("--scale", type=float, default=1.0, help="overlay-mp4: scale factor")
+    e.add_argument("--stride", type=int, default=1, help="overlay-mp4: every n-th frame")
+    e.set_defaults(func=cmd_export)
+
+    g = sub.add_parser("download", help="download a SAM 2 checkpoint into the cache")
+    g.add_argument("model", nargs="?", default="sam2.1_hiera_tiny")
+    g.add_argument("--list", action="store_true", help="list the known models")
+    g.set_defaults(func=cmd_download)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from .backends.base import BackendError
+
+    try:
+        return int(args.func(args) or 0)
+    except (BackendError, ValueError, OSError, KeyError, IndexError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"napari-sam2-worms {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The napari-sam2-worms command: track, skeletonize, export, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_sam2_worms.cli import main
+
+
+@pytest.fixture
+def plate_tif(tmp_path, small_plate):
+    path = tmp_path / "plate.tif"
+    tifffile.imwrite(path, small_plate.video)
+    return path
+
+
+def _prompts(tmp_path, plate, frame=0, **extra):
+    pts = [
+        {"object": o, "frame": frame, "x": xy[0], "y": xy[1], "positive": True}
+        for o, xy in plate.head_points(frame).items()
+    ]
+    path = tmp_path / "prompts.json"
+    path.write_text(json.dumps({"version": 1, "points": pts, **extra}))
+    return path
+
+
+def test_track_classic_writes_run_and_exports(tmp_path, plate_tif, small_plate, capsys):
+    prompts = _prompts(tmp_path, small_plate, frame=1)
+    out = tmp_path / "run"
+    rc = main(["track", str(plate_tif), "--prompts", str(prompts), "--out", str(out),
+               "--backend", "classic"])
+    assert rc == 0, capsys.readouterr().err
+    labels = tifffile.imread(out / "masks.tif")
+    assert labels.shape == small_plate.labels.shape
+    for o in (1, 2, 3):  # tracked both ways from frame 1, every frame has every worm
+        inter = ((labels == o) & (small_plate.labels == o)).sum((1, 2))
+        union = ((labels == o) | (small_plate.labels == o)).sum((1, 2))
+        assert (inter / union).min() > 0.6  # tiny, thin worms; quality is tested elsewhere
+        assert np.median(inter / union) > 0.75
+    doc = json.loads((out / "session.json").read_text())
+    assert [o["id"] for o in doc["objects"]] == [1, 2, 3]
+    import csv
+
+    with open(out / "skeletons.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {"frame", "object", "point", "x", "y"} <= set(rows[0])
+    assert len(rows) == 12 * 3 * 49
+    head = [r for r in rows if r["frame"] == "0" and r["object"] == "1" and r["point"] == "0"]
+    assert len(head) == 1
+    csv_out = tmp_path / "tracks.h5"
+    assert main(["export", str(out), "--format", "dlc", "--out", str(csv_out)]) == 0
+    assert csv_out.stat().st_size > 0
+    assert main(["export", str(out), "--format", "masks-png", "--out", str(tmp_path / "png")]) == 0
+    assert len(list((tmp_path / "png").rglob("*.png"))) == 3 * 12
+
+
+def test_track_frame_range(tmp_path, plate_tif, small_plate):
+    prompts = _prompts(tmp_path, small_plate, frame=2)
+    out = tmp_path / "run"
+    assert main(["track", str(plate_tif), "--prompts", str(prompts), "--out", str(out),
+                 "--backend", "classic", "--frames", "1:5"]) == 0
+    labels = tifffile.imread(out / "masks.tif")
+    per_frame = labels.reshape(len(labels), -1).any(1)
+    assert per_frame.tolist() == [False] + [True] * 5 + [False] * 6
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"version": 2, "points": []}, "version"),
+        ({"version": 1, "points": [{"object": 1, "frame": 0, "x": "a", "y": 1}]}, "points[0]"),
+        ({"version": 1, "points": [{"object": 1, "frame": 99, "x": 1, "y": 1}]}, "past the video"),
+        ({"version": 1, "boxes": [{"object": 1, "frame": 0, "x0": 5, "y0": 5, "x1": 2, "y1": 9}]},
+         "boxes[0]"),
+        ({"version": 1, "points": [{"object": 1, "frame": 0, "x": 999, "y": 1}]}, "outside"),
+    ],
+)
+def test_bad_prompts_file_names_entry(tmp_path, plate_tif, payload, message, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(payload))
+    rc = main(["track", str(plate_tif), "--prompts", str(bad), "--out", str(tmp_path / "o"),
+               "--backend", "classic"])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+def test_clear_errors_for_user_mistakes(tmp_path, plate_tif, small_plate, capsys):
+    prompts = _prompts(tmp_path, small_plate)
+    assert main(["track", str(tmp_path / "nope.mp4"), "--prompts", str(prompts),
+                 "--out", str(tmp_path / "o"), "--backend", "classic"]) == 2
+    assert "nope.mp4" in capsys.readouterr().err
+    # a point on empty background
+    bg = tmp_path / "bg.json"
+    bg.write_text(json.dumps({"version": 1, "points": [{"object": 1, "frame": 0, "x": 2, "y": 2}]}))
+    assert main(["track", str(plate_tif), "--prompts", str(bg), "--out", str(tmp_path / "o"),
+                 "--backend", "classic"]) == 2
+    assert "background" in capsys.readouterr().err
+    # no SAM 2 checkpoint, no download: says what to do
+    os.environ["NAPARI_SAM2_WORMS_CACHE"] = str(tmp_path / "cache")
+    try:
+        assert main(["track", str(plate_tif), "--prompts", str(prompts), "--out",
+                     str(tmp_path / "o"), "--no-download"]) == 2
+    finally:
+        del os.environ["NAPARI_SAM2_WORMS_CACHE"]
+    err = capsys.readouterr().err
+    assert "--backend classic" in err and "sam2.1_hiera_tiny.pt" in err
+
+
+def test_unwritable_output_keeps_nothing_partial(tmp_path, plate_tif, small_plate, capsys):
+    prompts = _prompts(tmp_path, small_plate)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    rc = main(["track", str(plate_tif), "--prompts", str(prompts), "--out", str(blocker / "run"),
+               "--backend", "classic", "--frames", "0:1"])
+    assert rc == 2
+    assert "run" in capsys.readouterr().err
+
+
+def test_skeletonize_command(tmp_path, small_plate):
+    masks = tmp_path / "masks.tif"
+    tifffile.imwrite(masks, small_plate.labels)
+    out = tmp_path / "sk.csv"
+    assert main(["skeletonize", str(masks), "--out", str(out), "--points", "21"]) == 0
+    from napari_sam2_worms.skeleton import read_csv
+
+    tracks = read_csv(out)
+    assert tracks.points.shape == (12, 3, 21, 2)
+    good = tracks.good & ~small_plate.touching & ~small_plate.coiled
+    gt = small_plate.centerlines[:, :, ::2][..., :21, :]
+    assert good.any()
+    heads = np.linalg.norm(tracks.points[:, :, 0] - small_plate.centerlines[:, :, 0], axis=-1)
+    assert np.nanmedian(heads[good]) < 3.0
+    assert gt.shape[2] == 21
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"not a tiff")
+    assert main(["skeletonize", str(bad), "--out", str(out)]) == 2
+
+
+def test_download_list(capsys):
+    assert main(["download", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "sam2.1_hiera_large" in out and "dl.fbaipublicfiles.com" in out

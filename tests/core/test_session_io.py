@@ -1,0 +1,91 @@
+"""Save and reopen a session: every array and prompt comes back; bad folders are refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_sam2_worms.engine.session import TrackingSession
+from napari_sam2_worms.engine.session_io import SessionFileError, load_session, save_session
+from napari_sam2_worms.testing.oracle import OracleBackend
+from napari_sam2_worms.video import open_video
+
+
+@pytest.fixture
+def tracked(tmp_path, small_plate):
+    vpath = tmp_path / "plate.tif"
+    tifffile.imwrite(vpath, small_plate.video)
+    s = TrackingSession(open_video(vpath), OracleBackend(small_plate.labels), pixel_size=2.5)
+    a, b = s.add_object(), s.add_object(name="tail-biter")
+    pts = small_plate.head_points(0)
+    s.add_point(0, a, *pts[1])
+    s.add_point(0, a, *pts[3], positive=False)
+    s.set_box(2, b, (0, 0, 60, 60))
+    s.set_mask(6, b, small_plate.labels[6] == 2)
+    list(s.propagate("forward"))
+    s.flips.append((a, 3, 5))
+    s.settings["model"] = "oracle"
+    return s, vpath
+
+
+def test_round_trip_array_for_array(tmp_path, tracked, small_plate):
+    s, vpath = tracked
+    folder = save_session(s, tmp_path / "sess")
+    r = load_session(folder, OracleBackend(small_plate.labels))
+    assert np.array_equal(r.labels, s.labels) and r.labels.dtype == s.labels.dtype
+    for o in s.objects:
+        np.testing.assert_array_equal(r.scores[o], s.scores[o])
+        assert r.objects[o] == s.objects[o]
+    assert r.prompts.points == s.prompts.points
+    assert r.prompts.boxes == s.prompts.boxes
+    assert r.prompts.masks.keys() == s.prompts.masks.keys()
+    for k in s.prompts.masks:
+        assert np.array_equal(r.prompts.masks[k], s.prompts.masks[k])
+    assert r.flips == s.flips and r.settings == s.settings
+    assert r.pixel_size == 2.5 and r.fps == s.fps
+    # the reopened session keeps working: prompts reach the backend before the next run
+    list(r.repropagate_from(6, "forward"))
+    assert np.array_equal(r.labels[6] == 2, small_plate.labels[6] == 2)
+    assert not any(p.suffix == ".pkl" for p in folder.iterdir())
+
+
+def test_different_video_is_refused(tmp_path, tracked, small_plate):
+    s, vpath = tracked
+    folder = save_session(s, tmp_path / "sess")
+    tifffile.imwrite(vpath, small_plate.video[::-1].copy())
+    with pytest.raises(SessionFileError, match="not the video"):
+        load_session(folder, OracleBackend(small_plate.labels))
+
+
+def test_damaged_or_foreign_folder(tmp_path, tracked, small_plate):
+    s, _ = tracked
+    with pytest.raises(SessionFileError, match="session.json is missing"):
+        load_session(tmp_path, OracleBackend(small_plate.labels))
+    folder = save_session(s, tmp_path / "sess")
+    doc = json.loads((folder / "session.json").read_text())
+    doc["format"] = "something-else"
+    (folder / "session.json").write_text(json.dumps(doc))
+    with pytest.raises(SessionFileError, match="not a napari-sam2-worms session"):
+        load_session(folder, OracleBackend(small_plate.labels))
+
+
+def test_failed_save_keeps_previous_session(tmp_path, tracked, small_plate, monkeypatch):
+    s, _ = tracked
+    folder = save_session(s, tmp_path / "sess")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    s.labels[:] = 0
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt  # e.g. the user cancels mid-write
+
+    monkeypatch.setattr(np, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_session(s, folder)
+    after = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert after.keys() == before.keys()  # no temp file left behind
+    assert after["session.json"] == before["session.json"]
+    assert after["scores.npy"] == before["scores.npy"]
+    assert after["masks.tif"] == before["masks.tif"]
