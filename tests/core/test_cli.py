@@ -145,3 +145,24 @@ def test_download_list(capsys):
     assert main(["download", "--list"]) == 0
     out = capsys.readouterr().out
     assert "sam2.1_hiera_large" in out and "dl.fbaipublicfiles.com" in out
+
+
+@pytest.mark.slow
+def test_track_sam2_random_weights_through_local_checkpoint(tmp_path, small_plate, capsys):
+    """The real SAM 2 path end to end (random weights: shapes and ids only, not quality)."""
+    from napari_sam2_worms.testing.random_sam2 import make_random_checkpoint
+
+    ckpt = make_random_checkpoint(tmp_path / "random_tiny.pt")
+    video = tmp_path / "three.tif"
+    tifffile.imwrite(video, small_plate.video[:3])
+    prompts = _prompts(tmp_path, small_plate, frame=1)
+    out = tmp_path / "run"
+    rc = main(["track", str(video), "--prompts", str(prompts), "--out", str(out),
+               "--checkpoint", str(ckpt.path), "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    labels = tifffile.imread(out / "masks.tif")
+    assert labels.shape == (3, *small_plate.labels.shape[1:])
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+    scores = np.load(out / "scores.npy")
+    assert scores.shape == (3, 3) and np.isfinite(scores).all()
+    assert not list(tmp_path.rglob("*.jpg"))

@@ -1,0 +1,149 @@
+"""Model panel: backend, SAM 2 model size, checkpoint, device, load / download."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QWidget,
+)
+
+from ..checkpoints import DEFAULT_MODEL, MODELS, cached_checkpoint
+
+if TYPE_CHECKING:
+    from ._widget import TrackerWidget
+
+log = logging.getLogger(__name__)
+
+SAM2 = "SAM 2"
+CLASSIC = "classic"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def sam2_available(model: str = DEFAULT_MODEL, checkpoint: str | None = None) -> bool:
+    """True when a SAM 2 checkpoint is given or cached for ``model``."""
+    return bool(checkpoint) or cached_checkpoint(model) is not None
+
+
+class ModelPanel(QGroupBox):
+    """Choose and load a backend; the load runs in a worker and its state is shown."""
+
+    def __init__(self, host: TrackerWidget, parent: QWidget | None = None) -> None:
+        super().__init__("1. Model", parent)
+        self.host = host
+        #: extra keyword arguments for Sam2Backend (tests use image_size=256)
+        self.sam2_options: dict[str, Any] = {}
+        form = QFormLayout(self)
+        self.backend = QComboBox()
+        self.backend.addItems([SAM2, CLASSIC])
+        self.model = QComboBox()
+        self.model.addItems(list(MODELS))
+        self.model.setCurrentText(DEFAULT_MODEL)
+        self.checkpoint = QLineEdit()
+        self.checkpoint.setPlaceholderText("cached / downloaded (or choose a file)")
+        browse = QPushButton("…")
+        browse.setToolTip("Choose a checkpoint file (.pt)")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.checkpoint)
+        row.addWidget(browse)
+        self.device = QComboBox()
+        self.device.addItems(list(DEVICES))
+        self.load_button = QPushButton("Load model")
+        self.load_button.clicked.connect(lambda: host.load_model())
+        self.download_button = QPushButton("Download checkpoint")
+        self.download_button.clicked.connect(lambda: host.download_checkpoint())
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.load_button)
+        buttons.addWidget(self.download_button)
+        self.status = QLabel("no model loaded")
+        self.status.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        form.addRow("Backend", self.backend)
+        form.addRow("Model", self.model)
+        form.addRow("Checkpoint", row)
+        form.addRow("Device", self.device)
+        form.addRow(buttons)
+        form.addRow(self.status)
+        form.addRow(self.progress)
+        self.backend.currentTextChanged.connect(self._backend_changed)
+        self.model.currentTextChanged.connect(lambda _: self._update_status_hint())
+        self._backend_changed(self.backend.currentText())
+
+    # -- state -----------------------------------------------------------------------
+    @property
+    def backend_name(self) -> str:
+        return CLASSIC if self.backend.currentText() == CLASSIC else "sam2"
+
+    def set_backend(self, name: str) -> None:
+        """Select "sam2" or "classic"."""
+        self.backend.setCurrentText(CLASSIC if name == "classic" else SAM2)
+
+    def _backend_changed(self, text: str) -> None:
+        sam = text == SAM2
+        for w in (self.model, self.checkpoint, self.device, self.download_button):
+            w.setEnabled(sam)
+        self._update_status_hint()
+
+    def _update_status_hint(self) -> None:
+        if self.host.session is not None:
+            return
+        if self.backend_name == "sam2" and not sam2_available(
+            self.model.currentText(), self.checkpoint.text().strip()
+        ):
+            self.status.setText(
+                f"{self.model.currentText()} is not cached: press 'Download checkpoint', "
+                "choose a file, or use the classic backend."
+            )
+        else:
+            self.status.setText("no model loaded")
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "SAM 2 checkpoint", "", "Checkpoints (*.pt *.pth)")
+        if path:
+            self.checkpoint.setText(path)
+
+    # -- building --------------------------------------------------------------------
+    def backend_factory(self):
+        """A zero-argument function building the selected backend (run in a worker)."""
+        name = self.backend_name
+        model = self.model.currentText()
+        checkpoint = self.checkpoint.text().strip() or None
+        device = self.device.currentText()
+        options = dict(self.sam2_options)
+
+        def build():
+            if name == "classic":
+                from ..backends.classic import ClassicBackend
+
+                return ClassicBackend()
+            from ..backends.sam2_backend import Sam2Backend
+            from ..checkpoints import resolve_checkpoint
+
+            # no silent download here: "Download checkpoint" is an explicit action
+            path = resolve_checkpoint(model, checkpoint, download=False)
+            return Sam2Backend(model, path, device, download=False, **options)
+
+        return build
+
+    def busy(self, text: str, maximum: int = 0) -> None:
+        self.status.setText(text)
+        self.progress.setVisible(True)
+        self.progress.setRange(0, maximum)
+        self.load_button.setEnabled(False)
+
+    def idle(self, text: str) -> None:
+        self.status.setText(text)
+        self.progress.setVisible(False)
+        self.load_button.setEnabled(True)
