@@ -41,8 +41,9 @@ class ExportFormat:
     description: str
 
 
-#: Format name -> extension and description. (The overlay video, "overlay-mp4", is
-#: added with its writer in a later release: register it here and in ``_WRITERS``.)
+#: Format name -> extension and description of the skeleton-track formats. The overlay
+#: video needs the video and the masks as well: see :mod:`.overlay` (``overlay-mp4`` in
+#: the ``export`` command and the export dialog).
 FORMATS: dict[str, ExportFormat] = {
     "csv": ExportFormat(
         ".csv", "napari-sam2-worms skeleton table (points, widths, flags, features)"
@@ -112,7 +113,7 @@ _WRITERS: dict[str, Callable[[ExportTable, Path, Path], None]] = {
     "nc": _write_nc,
     "wcon": _write_wcon,
     "wcon-zip": _write_wcon_zip,
-    # "overlay-mp4": later (it needs the video, not only the tracks).
+    # "overlay-mp4" is written by .overlay (it needs the video, not only the tracks).
 }
 
 
