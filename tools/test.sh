@@ -17,6 +17,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 fi
 bash tools/install.sh test
 "$PY" -m ruff check src tests benchmarks docs
+"$PY" -m ruff format --check src tests benchmarks docs
 "$PY" -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 export QT_API=pyqt6 PYTHONFAULTHANDLER=1
 if command -v xvfb-run >/dev/null; then

@@ -58,7 +58,10 @@ def cmd_track(args: argparse.Namespace) -> int:
     n, h, w = video.shape[:3]
     store, names = read_prompts_file(args.prompts, n_frames=n, size=(w, h))
     backend = make_backend(
-        args.backend, model=args.model, checkpoint=args.checkpoint, device=args.device,
+        args.backend,
+        model=args.model,
+        checkpoint=args.checkpoint,
+        device=args.device,
         download=not args.no_download,
     )
     session = TrackingSession(video, backend, fps=args.fps, pixel_size=args.pixel_size)
@@ -112,7 +115,10 @@ def cmd_skeletonize(args: argparse.Namespace) -> int:
     try:
         tracks = skeletonize_labels(
             labels.astype(np.uint16) if labels.dtype.kind == "b" else labels,
-            n_points=args.points, fps=args.fps, pixel_size=args.pixel_size, progress=bar,
+            n_points=args.points,
+            fps=args.fps,
+            pixel_size=args.pixel_size,
+            progress=bar,
         )
     finally:
         bar.close()
@@ -150,8 +156,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     if a is not None or b is not None:
         frames = (a if a is not None else 0, b if b is not None else tracks.n_frames - 1)
     out = export_tracks(
-        tracks, args.out, args.format, pixel_size=args.pixel_size, fps=args.fps,
-        objects=objects, frames=frames, units=args.units,
+        tracks,
+        args.out,
+        args.format,
+        pixel_size=args.pixel_size,
+        fps=args.fps,
+        objects=objects,
+        frames=frames,
+        units=args.units,
     )
     print(f"wrote {out}")
     return 0
@@ -190,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="napari-sam2-worms",
-        description="Track and skeletonize worms (and other animals) with SAM 2 or a classic tracker.",
+        description=(
+            "Track and skeletonize worms (and other animals) with SAM 2 or a classic tracker."
+        ),
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")

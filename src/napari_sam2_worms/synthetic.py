@@ -90,19 +90,55 @@ def _default_specs(width: int, height: int, n_frames: int, n_worms: int, rng) ->
     mid = n_frames / 2.0
     base = [
         # 1: the coiler: an omega turn part-way along its track.
-        WormSpec(length=0.20 * w, width=0.020 * w, speed=0.0045 * w, heading=0.0,
-                 anchor=(0.30 * w, 0.30 * h), anchor_frame=0.0,
-                 turn_at=0.0045 * w * n_frames * 0.3, turn_angle=-5.0, turn_arc=0.16 * w,
-                 phase=0.3),
+        WormSpec(
+            length=0.20 * w,
+            width=0.020 * w,
+            speed=0.0045 * w,
+            heading=0.0,
+            anchor=(0.30 * w, 0.30 * h),
+            anchor_frame=0.0,
+            turn_at=0.0045 * w * n_frames * 0.3,
+            turn_angle=-5.0,
+            turn_arc=0.16 * w,
+            phase=0.3,
+        ),
         # 2 and 3 cross: 3's head passes the crossing point while 2's body lies there.
-        WormSpec(length=0.21 * w, width=0.019 * w, speed=0.0050 * w, heading=0.05,
-                 anchor=(0.55 * w, 0.55 * h), anchor_frame=mid - 0.2 * n_frames, phase=1.1),
-        WormSpec(length=0.17 * w, width=0.016 * w, speed=0.0050 * w, heading=np.pi / 2 - 0.1,
-                 anchor=(0.55 * w, 0.55 * h), anchor_frame=mid - 0.08 * n_frames, phase=2.0),
-        WormSpec(length=0.15 * w, width=0.015 * w, speed=0.0035 * w, heading=-np.pi / 2,
-                 anchor=(0.13 * w, 0.78 * h), anchor_frame=0.0, phase=0.7),
-        WormSpec(length=0.19 * w, width=0.018 * w, speed=0.0040 * w, heading=np.pi,
-                 anchor=(0.72 * w, 0.16 * h), anchor_frame=0.0, phase=2.6),
+        WormSpec(
+            length=0.21 * w,
+            width=0.019 * w,
+            speed=0.0050 * w,
+            heading=0.05,
+            anchor=(0.55 * w, 0.55 * h),
+            anchor_frame=mid - 0.2 * n_frames,
+            phase=1.1,
+        ),
+        WormSpec(
+            length=0.17 * w,
+            width=0.016 * w,
+            speed=0.0050 * w,
+            heading=np.pi / 2 - 0.1,
+            anchor=(0.55 * w, 0.55 * h),
+            anchor_frame=mid - 0.08 * n_frames,
+            phase=2.0,
+        ),
+        WormSpec(
+            length=0.15 * w,
+            width=0.015 * w,
+            speed=0.0035 * w,
+            heading=-np.pi / 2,
+            anchor=(0.13 * w, 0.78 * h),
+            anchor_frame=0.0,
+            phase=0.7,
+        ),
+        WormSpec(
+            length=0.19 * w,
+            width=0.018 * w,
+            speed=0.0040 * w,
+            heading=np.pi,
+            anchor=(0.72 * w, 0.16 * h),
+            anchor_frame=0.0,
+            phase=2.6,
+        ),
     ]
     specs = base[:n_worms]
     for _ in range(max(0, n_worms - len(base))):
@@ -261,7 +297,10 @@ def make_plate(
             m = np.zeros((y1 - y0, x1 - x0), bool)
             if x1 > x0 and y1 > y0:
                 inside = _segment_coverage(
-                    cl, rad, np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32)
+                    cl,
+                    rad,
+                    np.arange(x0, x1, dtype=np.float32),
+                    np.arange(y0, y1, dtype=np.float32),
                 )
                 cov = np.clip(inside + 0.5, 0.0, 1.0)
                 sub = darkness[y0:y1, x0:x1]

@@ -33,7 +33,8 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=suffix if suffix is not None else target.suffix,
+            prefix=f".{target.name}.",
+            suffix=suffix if suffix is not None else target.suffix,
             dir=folder,
         )
     except OSError as exc:

@@ -32,8 +32,18 @@ def _prompts(tmp_path, plate, frame=0, **extra):
 def test_track_classic_writes_run_and_exports(tmp_path, plate_tif, small_plate, capsys):
     prompts = _prompts(tmp_path, small_plate, frame=1)
     out = tmp_path / "run"
-    rc = main(["track", str(plate_tif), "--prompts", str(prompts), "--out", str(out),
-               "--backend", "classic"])
+    rc = main(
+        [
+            "track",
+            str(plate_tif),
+            "--prompts",
+            str(prompts),
+            "--out",
+            str(out),
+            "--backend",
+            "classic",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     labels = tifffile.imread(out / "masks.tif")
     assert labels.shape == small_plate.labels.shape
@@ -62,8 +72,23 @@ def test_track_classic_writes_run_and_exports(tmp_path, plate_tif, small_plate, 
 def test_track_frame_range(tmp_path, plate_tif, small_plate):
     prompts = _prompts(tmp_path, small_plate, frame=2)
     out = tmp_path / "run"
-    assert main(["track", str(plate_tif), "--prompts", str(prompts), "--out", str(out),
-                 "--backend", "classic", "--frames", "1:5"]) == 0
+    assert (
+        main(
+            [
+                "track",
+                str(plate_tif),
+                "--prompts",
+                str(prompts),
+                "--out",
+                str(out),
+                "--backend",
+                "classic",
+                "--frames",
+                "1:5",
+            ]
+        )
+        == 0
+    )
     labels = tifffile.imread(out / "masks.tif")
     per_frame = labels.reshape(len(labels), -1).any(1)
     assert per_frame.tolist() == [False] + [True] * 5 + [False] * 6
@@ -75,36 +100,89 @@ def test_track_frame_range(tmp_path, plate_tif, small_plate):
         ({"version": 2, "points": []}, "version"),
         ({"version": 1, "points": [{"object": 1, "frame": 0, "x": "a", "y": 1}]}, "points[0]"),
         ({"version": 1, "points": [{"object": 1, "frame": 99, "x": 1, "y": 1}]}, "past the video"),
-        ({"version": 1, "boxes": [{"object": 1, "frame": 0, "x0": 5, "y0": 5, "x1": 2, "y1": 9}]},
-         "boxes[0]"),
+        (
+            {
+                "version": 1,
+                "boxes": [{"object": 1, "frame": 0, "x0": 5, "y0": 5, "x1": 2, "y1": 9}],
+            },
+            "boxes[0]",
+        ),
         ({"version": 1, "points": [{"object": 1, "frame": 0, "x": 999, "y": 1}]}, "outside"),
     ],
 )
 def test_bad_prompts_file_names_entry(tmp_path, plate_tif, payload, message, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(payload))
-    rc = main(["track", str(plate_tif), "--prompts", str(bad), "--out", str(tmp_path / "o"),
-               "--backend", "classic"])
+    rc = main(
+        [
+            "track",
+            str(plate_tif),
+            "--prompts",
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+            "--backend",
+            "classic",
+        ]
+    )
     assert rc == 2
     assert message in capsys.readouterr().err
 
 
 def test_clear_errors_for_user_mistakes(tmp_path, plate_tif, small_plate, capsys):
     prompts = _prompts(tmp_path, small_plate)
-    assert main(["track", str(tmp_path / "nope.mp4"), "--prompts", str(prompts),
-                 "--out", str(tmp_path / "o"), "--backend", "classic"]) == 2
+    assert (
+        main(
+            [
+                "track",
+                str(tmp_path / "nope.mp4"),
+                "--prompts",
+                str(prompts),
+                "--out",
+                str(tmp_path / "o"),
+                "--backend",
+                "classic",
+            ]
+        )
+        == 2
+    )
     assert "nope.mp4" in capsys.readouterr().err
     # a point on empty background
     bg = tmp_path / "bg.json"
     bg.write_text(json.dumps({"version": 1, "points": [{"object": 1, "frame": 0, "x": 2, "y": 2}]}))
-    assert main(["track", str(plate_tif), "--prompts", str(bg), "--out", str(tmp_path / "o"),
-                 "--backend", "classic"]) == 2
+    assert (
+        main(
+            [
+                "track",
+                str(plate_tif),
+                "--prompts",
+                str(bg),
+                "--out",
+                str(tmp_path / "o"),
+                "--backend",
+                "classic",
+            ]
+        )
+        == 2
+    )
     assert "background" in capsys.readouterr().err
     # no SAM 2 checkpoint, no download: says what to do
     os.environ["NAPARI_SAM2_WORMS_CACHE"] = str(tmp_path / "cache")
     try:
-        assert main(["track", str(plate_tif), "--prompts", str(prompts), "--out",
-                     str(tmp_path / "o"), "--no-download"]) == 2
+        assert (
+            main(
+                [
+                    "track",
+                    str(plate_tif),
+                    "--prompts",
+                    str(prompts),
+                    "--out",
+                    str(tmp_path / "o"),
+                    "--no-download",
+                ]
+            )
+            == 2
+        )
     finally:
         del os.environ["NAPARI_SAM2_WORMS_CACHE"]
     err = capsys.readouterr().err
@@ -115,8 +193,20 @@ def test_unwritable_output_keeps_nothing_partial(tmp_path, plate_tif, small_plat
     prompts = _prompts(tmp_path, small_plate)
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
-    rc = main(["track", str(plate_tif), "--prompts", str(prompts), "--out", str(blocker / "run"),
-               "--backend", "classic", "--frames", "0:1"])
+    rc = main(
+        [
+            "track",
+            str(plate_tif),
+            "--prompts",
+            str(prompts),
+            "--out",
+            str(blocker / "run"),
+            "--backend",
+            "classic",
+            "--frames",
+            "0:1",
+        ]
+    )
     assert rc == 2
     assert "run" in capsys.readouterr().err
 
@@ -157,8 +247,20 @@ def test_track_sam2_random_weights_through_local_checkpoint(tmp_path, small_plat
     tifffile.imwrite(video, small_plate.video[:3])
     prompts = _prompts(tmp_path, small_plate, frame=1)
     out = tmp_path / "run"
-    rc = main(["track", str(video), "--prompts", str(prompts), "--out", str(out),
-               "--checkpoint", str(ckpt.path), "--device", "cpu"])
+    rc = main(
+        [
+            "track",
+            str(video),
+            "--prompts",
+            str(prompts),
+            "--out",
+            str(out),
+            "--checkpoint",
+            str(ckpt.path),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     labels = tifffile.imread(out / "masks.tif")
     assert labels.shape == (3, *small_plate.labels.shape[1:])

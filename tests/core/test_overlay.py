@@ -25,8 +25,9 @@ def _deep_pixel(mask):
 def test_overlay_frames_size_and_colour(tmp_path, small_plate):
     video = ArrayVideo(small_plate.video, fps=15.0)
     colors = {o: object_color(o) for o in (1, 2, 3)}
-    out = write_overlay(video, small_plate.labels, tmp_path / "ov.mp4", colors,
-                        start=2, stop=9, stride=2, alpha=1.0)
+    out = write_overlay(
+        video, small_plate.labels, tmp_path / "ov.mp4", colors, start=2, stop=9, stride=2, alpha=1.0
+    )
     back = open_video(out)
     assert len(back) == 4  # frames 2, 4, 6, 8
     assert back.shape[1:3] == small_plate.labels.shape[1:]
@@ -42,12 +43,12 @@ def test_overlay_frames_size_and_colour(tmp_path, small_plate):
 
 def test_overlay_scale_and_cancel(tmp_path, small_plate):
     video = ArrayVideo(small_plate.video, fps=15.0)
-    out = write_overlay(video, small_plate.labels, tmp_path / "half.mp4", {1: "#ff0000"},
-                        scale=0.5)
+    out = write_overlay(video, small_plate.labels, tmp_path / "half.mp4", {1: "#ff0000"}, scale=0.5)
     assert open_video(out).shape[1:3] == (60, 80)
     with pytest.raises(KeyboardInterrupt):
-        write_overlay(video, small_plate.labels, tmp_path / "c.mp4", {1: "#ff0000"},
-                      cancel=lambda: True)
+        write_overlay(
+            video, small_plate.labels, tmp_path / "c.mp4", {1: "#ff0000"}, cancel=lambda: True
+        )
     assert not (tmp_path / "c.mp4").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["half.mp4"]
 
@@ -55,13 +56,30 @@ def test_overlay_scale_and_cancel(tmp_path, small_plate):
 def test_overlay_from_run_cli(tmp_path, small_plate):
     vpath = tmp_path / "plate.tif"
     tifffile.imwrite(vpath, small_plate.video)
-    pts = [{"object": o, "frame": 1, "x": x, "y": y}
-           for o, (x, y) in small_plate.head_points(1).items()]
+    pts = [
+        {"object": o, "frame": 1, "x": x, "y": y}
+        for o, (x, y) in small_plate.head_points(1).items()
+    ]
     (tmp_path / "p.json").write_text(json.dumps({"version": 1, "points": pts}))
     run = tmp_path / "run"
-    assert main(["track", str(vpath), "--prompts", str(tmp_path / "p.json"), "--out", str(run),
-                 "--backend", "classic"]) == 0
+    assert (
+        main(
+            [
+                "track",
+                str(vpath),
+                "--prompts",
+                str(tmp_path / "p.json"),
+                "--out",
+                str(run),
+                "--backend",
+                "classic",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "overlay.mp4"
-    assert main(["export", str(run), "--format", "overlay-mp4", "--out", str(out),
-                 "--frames", "0:5"]) == 0
+    assert (
+        main(["export", str(run), "--format", "overlay-mp4", "--out", str(out), "--frames", "0:5"])
+        == 0
+    )
     assert len(open_video(out)) == 6

@@ -14,7 +14,8 @@ from conftest import REPO
 def test_import_is_light():
     code = (
         "import sys, napari_sam2_worms as m; m.open_video; m.make_plate;"
-        "bad = [k for k in ('torch', 'qtpy', 'PyQt6', 'napari', 'magicgui', 'sam2') if k in sys.modules];"
+        "mods = ('torch', 'qtpy', 'PyQt6', 'napari', 'magicgui', 'sam2');"
+        "bad = [k for k in mods if k in sys.modules];"
         "print(','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -26,7 +27,8 @@ def test_manifest_valid_and_discovered():
 
     out = subprocess.run(
         [sys.executable, "-m", "npe2", "validate", "napari-sam2-worms"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     pm = PluginManager()
@@ -35,16 +37,27 @@ def test_manifest_valid_and_discovered():
     manifest = pm.get_manifest("napari-sam2-worms")
     assert manifest.contributions.readers and manifest.contributions.widgets
     for cmd in manifest.contributions.commands:
-        module, _, attr = cmd.python_name.partition(":")
+        module, _, _attr = cmd.python_name.partition(":")
         assert module.startswith("napari_sam2_worms."), cmd.python_name
 
 
 @pytest.mark.slow
 def test_wheel_ships_manifest_and_entry_point(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(REPO)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
     )
     (wheel,) = tmp_path.glob("napari_sam2_worms-*.whl")
     with zipfile.ZipFile(wheel) as zf:

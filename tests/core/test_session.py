@@ -169,3 +169,25 @@ def test_ids_past_255_switch_to_uint16(session):
     assert session.labels.dtype == np.uint8
     session.add_object(object_id=300)
     assert session.labels.dtype == np.uint16
+
+
+def test_undo_wrong_click_marks_only_stale_window(session, small_plate):
+    a = session.add_object()
+    x, y = small_plate.head_points(0)[1]
+    session.add_point(0, a, x, y)
+    session.add_point(8, a, *small_plate.head_points(8)[1])
+    list(session.propagate("forward"))
+    assert session.stale_window() is None
+    # a wrong negative click on frame 3, then the user deletes it
+    xs, ys = small_plate.head_points(3)[1]
+    session.add_point(3, a, xs, ys)
+    session.add_point(3, a, xs, ys, positive=False)
+    assert session.stale_window() == (1, 7)  # between user frames 0 and 8
+    session.remove_point(3, a, 1)
+    assert np.array_equal(session.labels[3] == a, small_plate.labels[3] == 1)
+    oracle = session.backend
+    oracle.propagated.clear()
+    list(session.repropagate_from(3, "both"))
+    assert sorted(oracle.propagated) == [1, 2, 3, 3, 4, 5, 6, 7]
+    assert session.stale_window() is None
+    assert np.array_equal(session.labels == a, small_plate.labels == 1)

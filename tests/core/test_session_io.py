@@ -32,7 +32,7 @@ def tracked(tmp_path, small_plate):
 
 
 def test_round_trip_array_for_array(tmp_path, tracked, small_plate):
-    s, vpath = tracked
+    s, _ = tracked
     folder = save_session(s, tmp_path / "sess")
     r = load_session(folder, OracleBackend(small_plate.labels))
     assert np.array_equal(r.labels, s.labels) and r.labels.dtype == s.labels.dtype
@@ -62,7 +62,7 @@ def test_different_video_is_refused(tmp_path, tracked, small_plate):
 
 def test_damaged_or_foreign_folder(tmp_path, tracked, small_plate):
     s, _ = tracked
-    with pytest.raises(SessionFileError, match="session.json is missing"):
+    with pytest.raises(SessionFileError, match=r"session\.json is missing"):
         load_session(tmp_path, OracleBackend(small_plate.labels))
     folder = save_session(s, tmp_path / "sess")
     doc = json.loads((folder / "session.json").read_text())

@@ -95,9 +95,7 @@ class Backend(Protocol):
     def remove_object(self, object_id: int) -> None:
         """Forget an object and all its prompts."""
 
-    def propagate(
-        self, start: int, stop: int, reverse: bool = False
-    ) -> Iterator[FrameResult]:
+    def propagate(self, start: int, stop: int, reverse: bool = False) -> Iterator[FrameResult]:
         """Track all objects from ``start`` towards ``stop`` (both inclusive).
 
         Forward when ``reverse`` is False (``start <= stop``), backward otherwise

@@ -66,7 +66,9 @@ class PromptStore:
         """Remove prompts matching ``frame`` and/or ``object_id`` (None matches all)."""
         for store in (self.points, self.boxes, self.masks):
             for key in list(store):
-                if (frame is None or key[0] == frame) and (object_id is None or key[1] == object_id):
+                if (frame is None or key[0] == frame) and (
+                    object_id is None or key[1] == object_id
+                ):
                     del store[key]
 
     # -- prompts file --------------------------------------------------------------
@@ -136,7 +138,9 @@ def parse_prompts(
             obj = _index(entry, "object", where, 1)
             frame = _index(entry, "frame", where, 0)
             if n_frames is not None and frame >= n_frames:
-                raise PromptsFileError(f"{where}: frame {frame} is past the video's end ({n_frames} frames)")
+                raise PromptsFileError(
+                    f"{where}: frame {frame} is past the video's end ({n_frames} frames)"
+                )
             if kind == "points":
                 x, y = _number(entry, "x", where), _number(entry, "y", where)
                 _check_inside(where, [(x, y)], size)
@@ -150,7 +154,9 @@ def parse_prompts(
                     raise PromptsFileError(f"{where}: the box needs x1 > x0 and y1 > y0")
                 _check_inside(where, [(b[0], b[1]), (b[2], b[3])], size)
                 if (frame, obj) in store.boxes:
-                    raise PromptsFileError(f"{where}: object {obj} already has a box on frame {frame}")
+                    raise PromptsFileError(
+                        f"{where}: object {obj} already has a box on frame {frame}"
+                    )
                 store.boxes[(frame, obj)] = b  # type: ignore[assignment]
     names_raw = data.get("names", {})
     if not isinstance(names_raw, dict):

@@ -109,6 +109,7 @@ class TrackingSession:
         self.scores: dict[int, np.ndarray] = {}
         self.flips: list[tuple[int, int, int]] = []  # (object, start, stop) head/tail flips
         self.settings: dict = {}
+        self.stale = np.zeros(self.n_frames, bool)  # computed from prompts that changed since
         self._backend_dirty = False  # prompts not yet sent to the backend (after loading)
         self._lock = threading.RLock()
         backend.open(video)
@@ -141,6 +142,8 @@ class TrackingSession:
             del self.scores[object_id]
             self.flips = [f for f in self.flips if f[0] != object_id]
             self.backend.remove_object(object_id)
+            if not self.objects:
+                self.stale[:] = False
 
     def rename_object(self, object_id: int, name: str) -> None:
         self._require(object_id)
@@ -176,7 +179,10 @@ class TrackingSession:
             raise BadPromptError(
                 f"the point ({x:.1f}, {y:.1f}) is outside the {self.width}x{self.height} frame"
             )
-        pts = [*self.prompts.points.get((frame, object_id), []), (float(x), float(y), bool(positive))]
+        pts = [
+            *self.prompts.points.get((frame, object_id), []),
+            (float(x), float(y), bool(positive)),
+        ]
         return self._apply_points(frame, object_id, pts)
 
     def set_points(
@@ -185,7 +191,10 @@ class TrackingSession:
         """Replace all clicks of ``object_id`` on ``frame`` (e.g. after a point was moved)."""
         frame = self._check_frame(frame)
         self._require(object_id)
-        pts = [(float(x), float(y), bool(p)) for (x, y), p in zip(np.reshape(points, (-1, 2)), positive)]
+        pts = [
+            (float(x), float(y), bool(p))
+            for (x, y), p in zip(np.reshape(points, (-1, 2)), positive)
+        ]
         return self._apply_points(frame, object_id, pts)
 
     def remove_point(self, frame: int, object_id: int, index: int) -> FrameResult:
@@ -257,13 +266,21 @@ class TrackingSession:
         with self._lock:
             saved = {
                 s: d.pop((frame, object_id), None)
-                for s, d in (("p", self.prompts.points), ("b", self.prompts.boxes), ("m", self.prompts.masks))
+                for s, d in (
+                    ("p", self.prompts.points),
+                    ("b", self.prompts.boxes),
+                    ("m", self.prompts.masks),
+                )
             }
             self.prompts.masks[(frame, object_id)] = mask.copy()
             try:
                 return self._send(frame, object_id)
             except Exception:
-                for s, d in (("p", self.prompts.points), ("b", self.prompts.boxes), ("m", self.prompts.masks)):
+                for s, d in (
+                    ("p", self.prompts.points),
+                    ("b", self.prompts.boxes),
+                    ("m", self.prompts.masks),
+                ):
                     d.pop((frame, object_id), None)
                     if saved[s] is not None:
                         d[(frame, object_id)] = saved[s]
@@ -273,9 +290,11 @@ class TrackingSession:
         """Remove the prompts on ``frame`` (of one object, or all); computed masks stay."""
         frame = self._check_frame(frame)
         with self._lock:
-            targets = [object_id] if object_id is not None else [
-                o for f, o in self.prompts.keys() if f == frame
-            ]
+            targets = (
+                [object_id]
+                if object_id is not None
+                else [o for f, o in self.prompts.keys() if f == frame]
+            )
             for obj in set(targets):
                 self.prompts.drop(frame=frame, object_id=obj)
                 self.backend.set_prompts(frame, obj, ObjectPrompts())
@@ -290,7 +309,28 @@ class TrackingSession:
             result.masks[object_id] = prompts.mask
             result.scores.setdefault(object_id, float("inf"))
         self._write(result, only={object_id})
+        self._mark_stale(frame, object_id)
         return result
+
+    def _mark_stale(self, frame: int, object_id: int) -> None:
+        """After a prompt change on ``frame``: frames already tracked from it are stale.
+
+        Those are the computed frames of this object between the previous and the next
+        user-prompted frames (exclusive). Nothing is reset; :meth:`stale_window` tells
+        the user interface what to re-propagate.
+        """
+        lo = self.correction_range(frame, "backward")[1]
+        hi = self.correction_range(frame, "forward")[1]
+        done = ~np.isnan(self.scores[object_id][lo : hi + 1])
+        window = np.zeros(self.n_frames, bool)
+        window[lo : hi + 1] = done
+        window[frame] = False
+        self.stale |= window
+
+    def stale_window(self) -> tuple[int, int] | None:
+        """(first, last) frame computed from prompts that changed since, or None."""
+        idx = np.flatnonzero(self.stale)
+        return (int(idx[0]), int(idx[-1])) if len(idx) else None
 
     def _sync_backend(self) -> None:
         """After loading a saved session: hand all stored prompts to the backend once."""
@@ -308,7 +348,8 @@ class TrackingSession:
             current = self.labels[f]
             new = np.zeros_like(current)
             incoming = {
-                o: m for o, m in result.masks.items()
+                o: m
+                for o, m in result.masks.items()
                 if o in self.objects and (only is None or o in only)
             }
             if only is None:
@@ -374,6 +415,7 @@ class TrackingSession:
                         log.info("propagation cancelled before frame %d", result.frame)
                         return
                     self._write(result)
+                    self.stale[result.frame] = False
                     done += 1
                     yield PropagationStep(result.frame, done, total, sorted(result.masks))
                     if _cancelled(cancel):
@@ -410,7 +452,9 @@ class TrackingSession:
         return runs
 
     def correction_range(
-        self, frame: int, direction: Literal["forward", "backward"] = "forward",
+        self,
+        frame: int,
+        direction: Literal["forward", "backward"] = "forward",
         stop: int | None = None,
     ) -> tuple[int, int]:
         """The frames a correction on ``frame`` re-runs: from ``frame`` up to (not including)
@@ -470,9 +514,14 @@ class TrackingSession:
 
         ids = sorted(self.objects)
         tracks = skeletonize_labels(
-            self.labels, object_ids=ids, n_points=n_points, fps=self.fps,
-            pixel_size=self.pixel_size, names=[self.objects[o].name for o in ids],
-            frames=frames, progress=progress,
+            self.labels,
+            object_ids=ids,
+            n_points=n_points,
+            fps=self.fps,
+            pixel_size=self.pixel_size,
+            names=[self.objects[o].name for o in ids],
+            frames=frames,
+            progress=progress,
         )
         for obj, a, b in self.flips:
             if obj in self.objects:

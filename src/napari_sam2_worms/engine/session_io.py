@@ -139,7 +139,8 @@ def find_session_video(folder: str | os.PathLike, doc: dict[str, Any]) -> Path:
         if c and Path(c).exists():
             return Path(c)
     raise SessionFileError(
-        f"the session's video was not found (looked for {', '.join(str(c) for c in candidates if c)}); "
+        "the session's video was not found (looked for "
+        f"{', '.join(str(c) for c in candidates if c)}); "
         "pass the video explicitly"
     )
 
@@ -190,7 +191,9 @@ def load_session(
     except (OSError, ValueError) as exc:
         raise SessionFileError(f"the session's arrays in {folder} are damaged: {exc}") from exc
     if labels.shape != session.labels.shape:
-        raise SessionFileError(f"masks.tif has shape {labels.shape}, expected {session.labels.shape}")
+        raise SessionFileError(
+            f"masks.tif has shape {labels.shape}, expected {session.labels.shape}"
+        )
     session.labels = labels
     for j, o in enumerate(doc.get("score_objects", [])):
         if o in session.scores:
@@ -205,7 +208,9 @@ def load_session(
                 session.prompts.masks[(int(p["frame"]), int(p["object"]))] = npz[
                     f"f{p['frame']}_o{p['object']}"
                 ].astype(bool)
-    session.flips = [(int(f["object"]), int(f["start"]), int(f["stop"])) for f in doc.get("flips", [])]
+    session.flips = [
+        (int(f["object"]), int(f["start"]), int(f["stop"])) for f in doc.get("flips", [])
+    ]
     session.settings = dict(doc.get("settings", {}))
     session._backend_dirty = bool(session.prompts.keys())
     return session

@@ -128,8 +128,14 @@ def write_overlay(
     path = Path(path)
     with atomic_path(path, suffix=".mp4") as tmp:
         writer = imageio_ffmpeg.write_frames(
-            str(tmp), (out_w, out_h), fps=fps, codec="libx264", pix_fmt_in="rgb24",
-            pix_fmt_out="yuv420p", macro_block_size=1, quality=None,
+            str(tmp),
+            (out_w, out_h),
+            fps=fps,
+            codec="libx264",
+            pix_fmt_in="rgb24",
+            pix_fmt_out="yuv420p",
+            macro_block_size=1,
+            quality=None,
             output_params=["-crf", "18", "-preset", "veryfast"],
         )
         writer.send(None)
@@ -143,8 +149,13 @@ def write_overlay(
                     if len(rows):
                         sk = {o: tracks.points[rows[0], j] for o, j in col_of.items()}
                 img = render_overlay_frame(
-                    np.asarray(video[f]), np.asarray(labels[f]), colors, skeletons=sk,
-                    names=names, alpha=alpha, scale=scale,
+                    np.asarray(video[f]),
+                    np.asarray(labels[f]),
+                    colors,
+                    skeletons=sk,
+                    names=names,
+                    alpha=alpha,
+                    scale=scale,
                 )
                 canvas = np.zeros((out_h, out_w, 3), np.uint8)
                 canvas[: img.shape[0], : img.shape[1]] = img[:out_h, :out_w]
@@ -181,6 +192,15 @@ def write_overlay_from_run(
     colors = {int(o["id"]): o.get("color") or object_color(int(o["id"])) for o in objs}
     names = {int(o["id"]): o.get("name", str(o["id"])) for o in objs}
     return write_overlay(
-        video, labels, path, colors, tracks=tracks, names=names, fps=doc.get("fps"),
-        start=start, stop=stop, stride=stride, scale=scale,
+        video,
+        labels,
+        path,
+        colors,
+        tracks=tracks,
+        names=names,
+        fps=doc.get("fps"),
+        start=start,
+        stop=stop,
+        stride=stride,
+        scale=scale,
     )

@@ -96,7 +96,10 @@ def point_styles(objects_of_points: np.ndarray, positive: np.ndarray, session_ob
     """Face colours (object colour), border colours and symbols (polarity) per point."""
     grey = np.array([0.5, 0.5, 0.5, 1.0])
     face = np.array(
-        [hex_to_rgba(session_objects[o].color) if o in session_objects else grey for o in objects_of_points]
+        [
+            hex_to_rgba(session_objects[o].color) if o in session_objects else grey
+            for o in objects_of_points
+        ]
     ).reshape(-1, 4)
     border = np.array(
         [hex_to_rgba(POSITIVE_BORDER if p else NEGATIVE_BORDER) for p in positive]
@@ -197,7 +200,12 @@ def flagged_frames(session, tracks) -> list[Flag]:
                 if np.isfinite(a0) and np.isfinite(a1) and a0 > 0 and abs(a1 / a0 - 1) > AREA_JUMP:
                     reasons.append("area change")
                 l0, l1 = length[ti - 1], length[ti]
-                if np.isfinite(l0) and np.isfinite(l1) and l0 > 0 and abs(l1 / l0 - 1) > LENGTH_JUMP:
+                if (
+                    np.isfinite(l0)
+                    and np.isfinite(l1)
+                    and l0 > 0
+                    and abs(l1 / l0 - 1) > LENGTH_JUMP
+                ):
                     reasons.append("length change")
             why = str(tracks.reason[ti, k] or "")
             if present and why and why != "missing":

@@ -110,7 +110,9 @@ class ModelPanel(QGroupBox):
             self.status.setText("no model loaded")
 
     def _browse(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "SAM 2 checkpoint", "", "Checkpoints (*.pt *.pth)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "SAM 2 checkpoint", "", "Checkpoints (*.pt *.pth)"
+        )
         if path:
             self.checkpoint.setText(path)
 

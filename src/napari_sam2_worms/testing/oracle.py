@@ -70,7 +70,7 @@ class OracleBackend:
 
     def _identity(self, object_id: int) -> int | None:
         """The ground-truth id this object tracks (from its earliest prompt)."""
-        for (f, o) in sorted(self.prompts):
+        for f, o in sorted(self.prompts):
             if o != object_id:
                 continue
             m = self._animals(f, self.prompts[(f, o)])

@@ -1,0 +1,223 @@
+"""Menu commands: export skeleton tracks, save session, open session.
+
+Each command takes the viewer and finds the viewer's tracker widget (and its session).
+The ``*_to`` / ``*_from`` functions do the work without dialogs (tests, scripts).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import napari
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+)
+
+from ._widget import TrackerWidget, widget_for
+
+log = logging.getLogger(__name__)
+
+
+def _session_widget(viewer) -> TrackerWidget | None:
+    try:
+        widget = widget_for(viewer)
+    except LookupError as exc:
+        show_warning(str(exc))
+        return None
+    if widget.session is None:
+        show_warning("There is no tracking session yet: load a model in the tracker first.")
+        return None
+    return widget
+
+
+# -- export -------------------------------------------------------------------------------
+def export_tracks_to(
+    widget: TrackerWidget,
+    path: str | Path,
+    fmt: str,
+    *,
+    pixel_size: float | None = None,
+    objects: Iterable[int] | None = None,
+    frames: tuple[int, int] | None = None,
+) -> Path:
+    """Skeletonize the widget's session and write its tracks to ``path`` in ``fmt``."""
+    from ..export import export_tracks
+
+    s = widget.session
+    if s is None:
+        raise LookupError("there is no tracking session to export; load a model and track first")
+    return export_tracks(
+        s.skeletons(),
+        path,
+        fmt,
+        pixel_size=pixel_size,
+        objects=objects,
+        frames=frames,
+        units="px",
+    )
+
+
+class ExportDialog(QDialog):
+    """Format, file, pixel size, objects and frames of an export."""
+
+    def __init__(self, widget: TrackerWidget, parent=None) -> None:
+        from ..export import FORMATS
+
+        super().__init__(parent)
+        self.setWindowTitle("Export skeleton tracks")
+        s = widget.session
+        form = QFormLayout(self)
+        self.fmt = QComboBox()
+        for name, f in FORMATS.items():
+            self.fmt.addItem(f"{name} ({f.extension})", name)
+        self.path = QLineEdit(str(Path.home() / "tracks.csv"))
+        browse = QPushButton("…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.path)
+        row.addWidget(browse)
+        self.pixel_size = QDoubleSpinBox()
+        self.pixel_size.setRange(0, 1e4)
+        self.pixel_size.setDecimals(4)
+        self.pixel_size.setSpecialValueText("unknown")
+        self.pixel_size.setValue(s.pixel_size or 0)
+        self.objects = QLineEdit()
+        self.objects.setPlaceholderText("all (or ids, e.g. 1,3)")
+        self.start, self.stop = QSpinBox(), QSpinBox()
+        for b in (self.start, self.stop):
+            b.setRange(0, s.n_frames - 1)
+        self.stop.setValue(s.n_frames - 1)
+        frames = QHBoxLayout()
+        frames.addWidget(self.start)
+        frames.addWidget(self.stop)
+        form.addRow("Format", self.fmt)
+        form.addRow("File", row)
+        form.addRow("Pixel size (µm)", self.pixel_size)
+        form.addRow("Objects", self.objects)
+        form.addRow("Frames", frames)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+        self.fmt.currentIndexChanged.connect(self._fix_suffix)
+
+    def _fix_suffix(self) -> None:
+        from ..export import FORMATS
+
+        ext = FORMATS[self.fmt.currentData()].extension
+        p = self.path.text()
+        stem = p.split(".")[0] if "." in Path(p).name else p
+        self.path.setText(stem + ext)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export tracks", self.path.text())
+        if path:
+            self.path.setText(path)
+
+    def options(self) -> dict:
+        ids = [int(v) for v in self.objects.text().replace(" ", "").split(",") if v]
+        return {
+            "path": self.path.text(),
+            "fmt": self.fmt.currentData(),
+            "pixel_size": self.pixel_size.value() or None,
+            "objects": ids or None,
+            "frames": (self.start.value(), self.stop.value()),
+        }
+
+
+def export_tracks_dialog(viewer: napari.viewer.Viewer) -> None:
+    """Menu command: Export skeleton tracks…"""
+    widget = _session_widget(viewer)
+    if widget is None:
+        return
+    dialog = ExportDialog(widget, widget)
+    if dialog.exec() != QDialog.DialogCode.Accepted:
+        return
+    opts = dialog.options()
+    try:
+        path = export_tracks_to(widget, opts.pop("path"), opts.pop("fmt"), **opts)
+    except Exception as exc:
+        widget.notify_error(exc)
+        return
+    show_info(f"Tracks written to {path}")
+
+
+# -- sessions -----------------------------------------------------------------------------
+def save_session_to(widget: TrackerWidget, folder: str | Path) -> Path:
+    """Save the widget's session into ``folder``."""
+    from ..engine.session_io import save_session
+
+    if widget.session is None:
+        raise LookupError("there is no tracking session to save")
+    return save_session(widget.session, folder)
+
+
+def open_session_from(widget: TrackerWidget, folder: str | Path) -> None:
+    """Open a saved session in the widget, with the selected backend.
+
+    The session's video is the widget's current one when the shapes match, else the saved
+    video path (opened as a new image layer).
+    """
+    from ..engine.session_io import find_session_video, load_session, read_session_json
+
+    backend = widget.model_panel.backend_factory()()
+    video = None
+    current = widget.session
+    doc = read_session_json(folder)
+    if current is not None and list(current.video.shape[:3]) == list(doc["video"]["shape"][:3]):
+        video = current.video
+    session = load_session(folder, backend, video=video)
+    if video is None:
+        path = find_session_video(folder, doc)
+        widget._image_layer = widget.viewer.add_image(
+            session.video, name=Path(path).stem, metadata={"fps": session.fps}
+        )
+    widget.set_session(session)
+
+
+def save_session_dialog(viewer: napari.viewer.Viewer) -> None:
+    """Menu command: Save tracking session…"""
+    widget = _session_widget(viewer)
+    if widget is None:
+        return
+    folder = QFileDialog.getExistingDirectory(widget, "Save session into folder")
+    if not folder:
+        return
+    try:
+        path = save_session_to(widget, folder)
+    except Exception as exc:
+        widget.notify_error(exc)
+        return
+    show_info(f"Session saved in {path}")
+
+
+def open_session_dialog(viewer: napari.viewer.Viewer) -> None:
+    """Menu command: Open tracking session…"""
+    try:
+        widget = widget_for(viewer)
+    except LookupError as exc:
+        show_warning(str(exc))
+        return
+    folder = QFileDialog.getExistingDirectory(widget, "Open session folder")
+    if not folder:
+        return
+    try:
+        open_session_from(widget, folder)
+    except Exception as exc:
+        widget.notify_error(exc)
+        return
+    show_info(f"Session opened from {folder}")

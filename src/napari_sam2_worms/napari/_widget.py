@@ -1,0 +1,696 @@
+"""The dock widget: a thin container wiring the panels, the session and the layers.
+
+Long work (loading a model, SAM 2 clicks, propagation, skeletons of all frames) runs in
+``napari.qt.threading.thread_worker``s; layers are only touched in main-thread handlers.
+Set ``TrackerWidget.synchronous = True`` (or pass ``synchronous=True``) to run the
+generators inline, e.g. in tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+
+from ..engine.session import TrackingSession
+from . import _layers
+from ._model_panel import ModelPanel, sam2_available
+from ._objects_panel import ObjectsPanel
+from ._propagate_panel import PropagatePanel
+from ._review_panel import ReviewPanel
+
+log = logging.getLogger(__name__)
+
+PROMPTS, MASKS, SKELETONS, HEADS = "prompts", "masks", "skeletons", "heads"
+
+#: viewer id -> the viewer's (last opened) widget, for the menu commands
+_REGISTRY: dict[int, weakref.ref] = {}
+
+
+def widget_for(viewer) -> TrackerWidget:
+    """The tracker widget docked in ``viewer``; a clear error when there is none."""
+    ref = _REGISTRY.get(id(viewer))
+    widget = ref() if ref is not None else None
+    if widget is None:
+        raise LookupError(
+            "open the tracker first: Plugins > SAM 2 worm tracker (napari-sam2-worms)"
+        )
+    return widget
+
+
+class TrackerWidget(QWidget):
+    """SAM 2 / classic worm tracker dock widget.
+
+    Parameters
+    ----------
+    napari_viewer : the viewer (napari passes it).
+    synchronous : run long work inline instead of in worker threads (tests).
+    """
+
+    synchronous = False
+
+    def __init__(self, napari_viewer, synchronous: bool | None = None) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        if synchronous is not None:
+            self.synchronous = synchronous
+        self.session: TrackingSession | None = None
+        self._image_layer = None
+        self._cancel = threading.Event()
+        self._workers: set = set()
+        self._syncing_points = False
+        self._prompt_busy = False
+        self._last_refresh = 0.0
+        self.running = False
+        self.model_panel = ModelPanel(self)
+        self.objects_panel = ObjectsPanel(self)
+        self.propagate_panel = PropagatePanel(self)
+        self.review_panel = ReviewPanel(self)
+        inner = QWidget()
+        lay = QVBoxLayout(inner)
+        for p in (self.model_panel, self.objects_panel, self.propagate_panel, self.review_panel):
+            lay.addWidget(p)
+        lay.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self.viewer.dims.events.current_step.connect(self._on_step)
+        _REGISTRY[id(self.viewer)] = weakref.ref(self)
+        if not sam2_available():
+            self.model_panel.set_backend("classic")
+
+    # -- lifecycle ------------------------------------------------------------------
+    def closeEvent(self, event) -> None:
+        self.disconnect_viewer()
+        super().closeEvent(event)
+
+    def disconnect_viewer(self) -> None:
+        """Stop workers and disconnect from the viewer's and layers' events."""
+        self._cancel.set()
+        for w in list(self._workers):
+            try:
+                w.quit()
+            except RuntimeError:
+                pass
+        try:
+            self.viewer.dims.events.current_step.disconnect(self._on_step)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+        for name, cb in ((PROMPTS, self._on_points_data), (MASKS, self._on_labels_changed)):
+            layer = self._layer(name)
+            if layer is not None:
+                try:
+                    layer.events.data.disconnect(cb)
+                except (TypeError, ValueError, RuntimeError):
+                    pass
+        if _REGISTRY.get(id(self.viewer)) is not None and _REGISTRY[id(self.viewer)]() is self:
+            del _REGISTRY[id(self.viewer)]
+
+    # -- workers --------------------------------------------------------------------
+    def run_work(
+        self,
+        func: Callable[[], Any],
+        *,
+        on_yield: Callable[[Any], None] | None = None,
+        on_return: Callable[[Any], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+        on_finish: Callable[[], None] | None = None,
+    ) -> None:
+        """Run ``func`` (a function or generator function) in a worker or inline.
+
+        Handlers run on the main thread. A generator's yielded values go to ``on_yield``.
+        """
+        import inspect
+
+        on_error = on_error or self.notify_error
+        if self.synchronous:
+            try:
+                if inspect.isgeneratorfunction(func):
+                    gen = func()
+                    while True:
+                        try:
+                            value = next(gen)
+                        except StopIteration as stop:
+                            result = stop.value
+                            break
+                        if on_yield:
+                            on_yield(value)
+                else:
+                    result = func()
+            except Exception as exc:
+                on_error(exc)
+            else:
+                if on_return:
+                    on_return(result)
+            finally:
+                if on_finish:
+                    on_finish()
+            return
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(func)
+        self._workers.add(worker)
+        if on_yield and hasattr(worker, "yielded"):
+            worker.yielded.connect(on_yield)
+        if on_return:
+            worker.returned.connect(on_return)
+        worker.errored.connect(on_error)
+
+        def finished():
+            self._workers.discard(worker)
+            if on_finish:
+                on_finish()
+
+        worker.finished.connect(finished)
+        worker.start()
+
+    def notify_error(self, exc: Exception) -> None:
+        """Show an exception as a napari notification (the message says what to do)."""
+        log.warning("tracker error: %s", exc, exc_info=exc)
+        msg = str(exc) or type(exc).__name__
+        if isinstance(exc, (ValueError, LookupError)):
+            show_warning(msg)
+        else:
+            show_error(f"{type(exc).__name__}: {msg}")
+
+    # -- layers ---------------------------------------------------------------------
+    def _layer(self, name: str):
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def image_layer(self):
+        """The video layer: the selected image layer, else the first one."""
+        from napari.layers import Image
+
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Image):
+            return active
+        for layer in self.viewer.layers:
+            if isinstance(layer, Image):
+                return layer
+        return None
+
+    def _video_of(self, layer):
+        from ..video import ArrayVideo
+        from ..video._base import LazyVideo
+
+        data = layer.data
+        if isinstance(data, LazyVideo):
+            return data
+        fps = float(layer.metadata.get("fps", 25.0) or 25.0)
+        return ArrayVideo(np.asarray(data), fps=fps)
+
+    def current_frame(self) -> int:
+        step = self.viewer.dims.current_step
+        return int(step[0]) if len(step) else 0
+
+    @property
+    def current_object(self) -> int | None:
+        return self.objects_panel.current()
+
+    def _ensure_layers(self) -> None:
+        s = self.session
+        assert s is not None
+        labels = self._layer(MASKS)
+        if labels is None or labels.data.shape != s.labels.shape:
+            if labels is not None:
+                self.viewer.layers.remove(labels)
+            labels = self.viewer.add_labels(np.array(s.labels), name=MASKS, opacity=0.5)
+            labels.events.data.connect(self._on_labels_changed)
+        else:
+            labels.data[:] = s.labels
+        labels.colormap = _layers.labels_colormap(s.objects)
+        labels.refresh()
+        shapes = self._layer(SKELETONS)
+        if shapes is None:
+            self.viewer.add_shapes(ndim=3, name=SKELETONS, edge_width=1.5, face_color="transparent")
+        heads = self._layer(HEADS)
+        if heads is None:
+            self.viewer.add_points(ndim=3, name=HEADS, size=5, border_width=0)
+        points = self._layer(PROMPTS)
+        if points is None:
+            points = self.viewer.add_points(
+                ndim=3,
+                name=PROMPTS,
+                size=8,
+                border_width=0.3,
+                features={"object": np.zeros(0, int), "positive": np.zeros(0, bool)},
+            )
+            points.events.data.connect(self._on_points_data)
+            points.bind_key("n", self._toggle_negative, overwrite=True)
+        self._rebuild_points()
+        points.mode = "add"
+        self.viewer.layers.selection.active = points
+
+    def _toggle_negative(self, _layer=None) -> None:
+        self.objects_panel.negative.setChecked(not self.objects_panel.negative.isChecked())
+
+    def update_point_defaults(self) -> None:
+        """New clicks get the current object and polarity."""
+        points = self._layer(PROMPTS)
+        obj = self.current_object
+        if points is None or obj is None or self.session is None:
+            return
+        positive = not self.objects_panel.negative.isChecked()
+        points.feature_defaults = {"object": obj, "positive": positive}
+        face, border, _ = _layers.point_styles(
+            np.array([obj]), np.array([positive]), self.session.objects
+        )
+        points.current_face_color = face[0]
+        points.current_border_color = border[0]
+
+    def _rebuild_points(self) -> None:
+        """Show the session's clicks in the prompts layer (after a failure, load, removal)."""
+        points = self._layer(PROMPTS)
+        if points is None or self.session is None:
+            return
+        data, objs, pos = _layers.prompts_to_points(self.session)
+        self._syncing_points = True
+        try:
+            points.data = data
+            points.features = {"object": objs, "positive": pos}
+            self._style_points()
+        finally:
+            self._syncing_points = False
+        self.update_point_defaults()
+
+    def _style_points(self) -> None:
+        points = self._layer(PROMPTS)
+        feats = points.features
+        if len(points.data) == 0:
+            return
+        face, border, symbols = _layers.point_styles(
+            np.asarray(feats["object"], int),
+            np.asarray(feats["positive"], bool),
+            self.session.objects,
+        )
+        points.face_color = face
+        points.border_color = border
+        points.symbol = symbols
+
+    def refresh_labels(self, frames=None) -> None:
+        """Copy session labels into the masks layer (all frames, or the given ones)."""
+        labels = self._layer(MASKS)
+        if labels is None or self.session is None:
+            return
+        if labels.data.shape != self.session.labels.shape:
+            self._ensure_layers()
+            return
+        if frames is None:
+            labels.data[:] = self.session.labels
+        else:
+            for f in frames:
+                labels.data[f] = self.session.labels[f]
+        labels.refresh()
+        self.refresh_skeletons()
+
+    # -- model ----------------------------------------------------------------------
+    def load_model(self, on_loaded: Callable[[], None] | None = None) -> None:
+        """Build the chosen backend on the video layer in a worker, then start a session."""
+        layer = self.image_layer()
+        if layer is None:
+            show_warning("Open a video first (File > Open, drag and drop, or File > Open Sample).")
+            return
+        video = self._video_of(layer)
+        panel = self.model_panel
+        build = panel.backend_factory()
+        name = panel.backend_name
+        panel.busy(f"loading {name}…")
+
+        def work():
+            backend = build()
+            return TrackingSession(video, backend)
+
+        def done(session):
+            self._image_layer = layer
+            self.set_session(session)
+            panel.idle(f"{name} ready on '{layer.name}' ({session.n_frames} frames)")
+            if on_loaded:
+                on_loaded()
+
+        def failed(exc):
+            from ..checkpoints import CheckpointError
+
+            if isinstance(exc, CheckpointError) and name == "sam2":
+                show_warning(f"{exc}\nUsing the classic backend instead for now.")
+                panel.idle("no SAM 2 checkpoint: using classic")
+                panel.set_backend("classic")
+                self.load_model(on_loaded)
+                return
+            panel.idle(f"loading failed: {exc}")
+            self.notify_error(exc)
+
+        self.run_work(work, on_return=done, on_error=failed)
+
+    def download_checkpoint(self) -> None:
+        """Download the selected SAM 2 model with a progress bar."""
+        from ..checkpoints import download_checkpoint
+
+        panel = self.model_panel
+        model = panel.model.currentText()
+        panel.busy(f"downloading {model}…", 100)
+
+        def work():
+            state: dict[str, Any] = {"pct": 0}
+
+            def progress(done, total):
+                state["pct"] = int(100 * done / total) if total else 0
+
+            def fetch():
+                try:
+                    state["path"] = download_checkpoint(model, progress=progress)
+                except Exception as exc:
+                    state["error"] = exc
+
+            t = threading.Thread(target=fetch, daemon=True)
+            t.start()
+            while t.is_alive():
+                t.join(0.2)
+                yield state["pct"]
+            if "error" in state:
+                raise state["error"]
+            return state["path"]
+
+        def done(path):
+            panel.idle(f"downloaded {path}")
+            show_info(f"SAM 2 checkpoint ready: {path}")
+
+        self.run_work(
+            work,
+            on_yield=panel.progress.setValue,
+            on_return=done,
+            on_error=lambda e: (panel.idle("download failed"), self.notify_error(e)),
+        )
+
+    def set_session(self, session: TrackingSession) -> None:
+        """Show ``session`` in the layers and panels (replaces the current one)."""
+        old = self.session
+        self.session = session
+        if old is not None and old is not session:
+            try:
+                old.close()
+            except Exception:
+                log.debug("closing the old session failed", exc_info=True)
+        self.propagate_panel.set_frames(session.n_frames)
+        self.review_panel.set_frames(session.n_frames)
+        self._ensure_layers()
+        self.objects_panel.refresh(session.objects)
+        self.refresh_skeletons()
+
+    def _require_session(self) -> TrackingSession | None:
+        if self.session is None:
+            show_warning("Load a model first (section 1, 'Load model').")
+        return self.session
+
+    # -- objects --------------------------------------------------------------------
+    def add_object(self, name: str | None = None) -> int | None:
+        s = self._require_session()
+        if s is None:
+            return None
+        oid = s.add_object(name)
+        self._objects_changed()
+        self.objects_panel.select(oid)
+        return oid
+
+    def remove_object(self, object_id: int | None) -> None:
+        s = self._require_session()
+        if s is None or object_id is None:
+            return
+        s.remove_object(object_id)
+        self._objects_changed()
+        self._rebuild_points()
+        self.refresh_labels()
+
+    def rename_object(self, object_id: int | None, name: str) -> None:
+        s = self._require_session()
+        if s is None or object_id is None:
+            return
+        try:
+            s.rename_object(object_id, name)
+        except ValueError as exc:
+            self.notify_error(exc)
+        self.objects_panel.refresh(s.objects)
+
+    def _objects_changed(self) -> None:
+        s = self.session
+        self.objects_panel.refresh(s.objects)
+        labels = self._layer(MASKS)
+        if labels is not None:
+            labels.colormap = _layers.labels_colormap(s.objects)
+        self._style_points() if self._layer(PROMPTS) is not None and len(
+            self._layer(PROMPTS).data
+        ) else None
+
+    def detect_objects(self) -> None:
+        """Classic backend: one object and one positive click per animal on this frame."""
+        s = self._require_session()
+        if s is None:
+            return
+        if not hasattr(s.backend, "detect"):
+            show_warning("Detection needs the classic backend; click on each animal instead.")
+            return
+        frame = self.current_frame()
+        points = self._layer(PROMPTS)
+        for x, y in s.backend.detect(frame):
+            self.add_object()
+            points.add(np.array([frame, y, x], float))  # same path as a click
+
+    # -- prompts --------------------------------------------------------------------
+    def _on_points_data(self, event) -> None:
+        action = str(getattr(getattr(event, "action", None), "value", getattr(event, "action", "")))
+        if self._syncing_points or action not in ("added", "removed", "changed"):
+            return
+        s = self.session
+        if s is None:
+            return
+        if action == "added":
+            self._style_points()
+        self._sync_prompts()
+
+    def _sync_prompts(self) -> None:
+        """Send (frame, object) groups whose clicks changed to the session."""
+        s = self.session
+        points = self._layer(PROMPTS)
+        if s is None or points is None or self._prompt_busy or self.running:
+            return
+        feats = points.features
+        wanted = _layers.points_to_prompts(
+            points.data, np.asarray(feats["object"], int), np.asarray(feats["positive"], bool)
+        )
+        wanted = {k: v for k, v in wanted.items() if k[1] in s.objects}
+        keys = _layers.changed_prompt_keys(s, wanted)
+        if not keys:
+            return
+
+        def work():
+            for frame, obj in keys:
+                pts = wanted.get((frame, obj), [])
+                xy = np.array([p[:2] for p in pts], float).reshape(-1, 2)
+                s.set_points(frame, obj, xy, np.array([p[2] for p in pts], bool))
+            return [f for f, _ in keys]
+
+        def done(frames):
+            self.refresh_labels(sorted(set(frames)))
+
+        def failed(exc):
+            self.notify_error(exc)
+            self._rebuild_points()  # the session kept the previous clicks
+            self.refresh_labels(sorted({f for f, _ in keys}))
+
+        def finish():
+            self._prompt_busy = False
+            # clicks made while SAM 2 was busy
+            if not self.synchronous:
+                self._sync_prompts()
+
+        cheap = getattr(s.backend, "name", "") != "sam2"
+        self._prompt_busy = True
+        if cheap and not self.synchronous:
+            self.synchronous = True
+            try:
+                self.run_work(work, on_return=done, on_error=failed, on_finish=finish)
+            finally:
+                self.synchronous = False
+        else:
+            self.run_work(work, on_return=done, on_error=failed, on_finish=finish)
+
+    # -- propagation ----------------------------------------------------------------
+    def propagate(self, direction: str | None = None, start=None, stop=None) -> None:
+        """Propagate (forward, backward, both or range) in a worker; layers fill as it goes."""
+        s = self._require_session()
+        if s is None or self.running:
+            return
+        panel = self.propagate_panel
+        direction = direction or panel.direction.currentText()
+        if direction == "range":
+            a, b = panel.start.value(), panel.stop.value()
+            direction, start, stop = ("forward", a, b) if b >= a else ("backward", a, b)
+        self._run_steps(lambda cancel: s.propagate(direction, start, stop, cancel=cancel))
+
+    def repropagate(self, direction: str | None = None) -> None:
+        """Re-run tracking from the current frame after a correction."""
+        s = self._require_session()
+        if s is None or self.running:
+            return
+        direction = direction or self.propagate_panel.direction.currentText()
+        if direction == "range":
+            direction = "forward"
+        frame = self.current_frame()
+        self._run_steps(lambda cancel: s.repropagate_from(frame, direction, cancel=cancel))
+
+    def _run_steps(self, make_gen) -> None:
+        panel = self.propagate_panel
+        self._cancel = cancel = threading.Event()
+        self.running = True
+        panel.running(True)
+        panel.progress.setRange(0, 0)
+        pending: list[int] = []
+
+        def work():
+            yield from make_gen(cancel)
+
+        def on_step(step):
+            panel.progress.setRange(0, step.total)
+            panel.progress.setValue(step.done)
+            pending.append(step.frame)
+            now = time.monotonic()
+            if step.frame == self.current_frame() or now - self._last_refresh > 0.2:
+                self.refresh_labels(pending)
+                pending.clear()
+                self._last_refresh = time.monotonic()
+
+        def finish():
+            self.running = False
+            panel.running(False)
+            # every layer consistent with the session, also after an error or a cancel
+            self.refresh_labels()
+            if cancel.is_set():
+                show_info("Propagation cancelled; the frames done so far are kept.")
+
+        self.run_work(work, on_yield=on_step, on_finish=finish)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def use_painted_mask(self) -> None:
+        """Use the painted mask of the current object on the current frame as its prompt."""
+        s = self._require_session()
+        obj = self.current_object
+        if s is None:
+            return
+        if obj is None:
+            show_warning("Pick the object you painted in the objects list first.")
+            return
+        frame = self.current_frame()
+        mask = np.asarray(self._layer(MASKS).data[frame]) == obj
+        try:
+            s.set_mask(frame, obj, mask)
+        except Exception as exc:
+            self.notify_error(exc)
+        self._rebuild_points()
+        self.refresh_labels([frame])
+
+    # -- review ---------------------------------------------------------------------
+    def _on_step(self, _event=None) -> None:
+        self.refresh_skeletons()
+
+    def _on_labels_changed(self, _event=None) -> None:
+        self.refresh_skeletons()
+
+    def refresh_skeletons(self) -> None:
+        """Skeletons of the current frame (fast) or of all frames (in a worker)."""
+        s = self.session
+        shapes, heads = self._layer(SKELETONS), self._layer(HEADS)
+        if s is None or shapes is None or heads is None:
+            return
+        ids = sorted(s.objects)
+        if self.review_panel.all_frames.isChecked():
+            if self.running:
+                return
+            self.run_work(
+                s.skeletons,
+                on_return=lambda t: self._show_shapes(_layers.tracks_skeleton_shapes(t, s.objects)),
+            )
+            return
+        from ..skeleton import skeletonize_frame
+
+        frame = self.current_frame()
+        labels = self._layer(MASKS)
+        sk = skeletonize_frame(np.asarray(labels.data[frame]), ids) if ids else {}
+        self._show_shapes(_layers.frame_skeleton_shapes(frame, sk, s.objects))
+
+    def _show_shapes(self, shp: _layers.SkeletonShapes) -> None:
+        shapes, heads = self._layer(SKELETONS), self._layer(HEADS)
+        if shapes is None or heads is None:
+            return
+        if shapes.nshapes:
+            shapes.selected_data = set(range(shapes.nshapes))
+            shapes.remove_selected()
+        if shp.paths:
+            shapes.add_paths(shp.paths, edge_color=np.array(shp.colors), edge_width=1.5)
+        shapes.features = {"object": np.asarray(shp.objects, int)}
+        heads.data = shp.heads
+        if len(shp.heads):
+            heads.face_color = shp.head_colors
+
+    def update_flags(self) -> None:
+        """Compute the flagged frames (skeletons of every frame, in a worker)."""
+        s = self._require_session()
+        if s is None:
+            return
+
+        def work():
+            return _layers.flagged_frames(s, s.skeletons())
+
+        names = {o: obj.name for o, obj in s.objects.items()}
+        self.run_work(work, on_return=lambda flags: self.review_panel.set_flags(flags, names))
+
+    def goto(self, frame: int, object_id: int | None = None) -> None:
+        self.viewer.dims.set_current_step(0, frame)
+        if object_id is not None:
+            self.objects_panel.select(object_id)
+
+    def flip_head_tail(self, start: int, stop: int) -> None:
+        """Flip head and tail of the current object over frames start..stop (inclusive)."""
+        s = self._require_session()
+        obj = self.current_object
+        if s is None or obj is None:
+            return
+        a, b = sorted((int(start), int(stop)))
+        s.flips.append((obj, a, b))
+        show_info(f"head and tail of {s.objects[obj].name} flipped on frames {a}-{b}")
+
+
+def launch_demo(backend: str = "auto"):
+    """Open napari with the synthetic plate and the tracker docked; returns the viewer.
+
+    ``backend``: "auto" (SAM 2 when a checkpoint is cached, else classic with a notice),
+    "sam2" or "classic". Does not call ``napari.run()``.
+    """
+    import napari
+
+    from ._sample_data import synthetic_plate
+
+    viewer = napari.Viewer(title="napari-sam2-worms demo")
+    for data, meta, _kind in synthetic_plate():
+        viewer.add_image(data, **meta)
+    widget = TrackerWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SAM 2 worm tracker", area="right")
+    if backend == "auto":
+        backend = "sam2" if sam2_available() else "classic"
+        if backend == "classic":
+            show_info(
+                "No SAM 2 checkpoint is cached: the classic tracker is selected. Press "
+                "'Download checkpoint' (or choose a file) to use SAM 2."
+            )
+    widget.model_panel.set_backend(backend)
+    return viewer
