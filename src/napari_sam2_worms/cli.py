@@ -64,6 +64,13 @@ def cmd_track(args: argparse.Namespace) -> int:
         device=args.device,
         download=not args.no_download,
     )
+    if args.backend == "auto" and getattr(backend, "name", "") == "classic":
+        print(
+            "notice: no SAM 2 checkpoint available; using the classic backend "
+            "(napari-sam2-worms download, or --checkpoint PATH, to use SAM 2)",
+            file=sys.stderr,
+        )
+    args.backend = getattr(backend, "name", args.backend)
     session = TrackingSession(video, backend, fps=args.fps, pixel_size=args.pixel_size)
     session.settings = {"backend": args.backend, "model": args.model, "device": args.device}
     for obj in store.objects():
@@ -219,7 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("video", help="mp4/avi/mov/mkv, a TIFF stack or a folder of frames")
     t.add_argument("--prompts", required=True, help="prompts file (JSON, version 1)")
     t.add_argument("--out", required=True, help="output folder")
-    t.add_argument("--backend", default="sam2", choices=["sam2", "classic"])
+    t.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "sam2", "classic"],
+        help="auto (default): SAM 2 when a checkpoint is available, else classic with a notice",
+    )
     t.add_argument("--model", default="sam2.1_hiera_tiny")
     t.add_argument("--checkpoint", help="a local SAM 2 checkpoint file (.pt)")
     t.add_argument("--no-download", action="store_true", help="never download a checkpoint")

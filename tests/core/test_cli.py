@@ -167,26 +167,19 @@ def test_clear_errors_for_user_mistakes(tmp_path, plate_tif, small_plate, capsys
     )
     assert "background" in capsys.readouterr().err
     # no SAM 2 checkpoint, no download: says what to do
+    track = ["track", str(plate_tif), "--prompts", str(prompts), "--no-download"]
     os.environ["NAPARI_SAM2_WORMS_CACHE"] = str(tmp_path / "cache")
     try:
-        assert (
-            main(
-                [
-                    "track",
-                    str(plate_tif),
-                    "--prompts",
-                    str(prompts),
-                    "--out",
-                    str(tmp_path / "o"),
-                    "--no-download",
-                ]
-            )
-            == 2
-        )
+        assert main([*track, "--out", str(tmp_path / "o"), "--backend", "sam2"]) == 2
+        err = capsys.readouterr().err
+        assert "--backend classic" in err and "sam2.1_hiera_tiny.pt" in err
+        # the default (auto) falls back to the classic backend with a notice
+        assert main([*track, "--out", str(tmp_path / "auto"), "--frames", "0:1"]) == 0
+        assert "using the classic backend" in capsys.readouterr().err
+        doc = json.loads((tmp_path / "auto" / "session.json").read_text())
+        assert doc["backend"] == {"name": "classic"}
     finally:
         del os.environ["NAPARI_SAM2_WORMS_CACHE"]
-    err = capsys.readouterr().err
-    assert "--backend classic" in err and "sam2.1_hiera_tiny.pt" in err
 
 
 def test_unwritable_output_keeps_nothing_partial(tmp_path, plate_tif, small_plate, capsys):

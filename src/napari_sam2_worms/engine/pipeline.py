@@ -14,7 +14,7 @@ from ..backends.base import Backend, BackendError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("sam2", "classic")
+BACKENDS = ("auto", "sam2", "classic")
 
 
 def make_backend(
@@ -27,12 +27,32 @@ def make_backend(
     progress=None,
     **options: Any,
 ) -> Backend:
-    """Build a backend: ``"sam2"`` (SAM 2 video predictor) or ``"classic"`` (threshold tracker).
+    """Build a backend: ``"sam2"`` (SAM 2 video predictor), ``"classic"`` (threshold
+    tracker) or ``"auto"`` (SAM 2 when a checkpoint can be had, else classic with a
+    logged warning: what an offline first run gets).
 
     The SAM 2 checkpoint is resolved here (explicit file, then the cache, then a download
     when allowed), so a missing checkpoint fails early with a message that says where to
     put the file, or to use ``--backend classic``.
     """
+    if name == "auto":
+        try:
+            return make_backend(
+                "sam2",
+                model=model,
+                checkpoint=checkpoint,
+                device=device,
+                download=download,
+                progress=progress,
+                **options,
+            )
+        except BackendError as exc:
+            log.warning(
+                "No SAM 2 checkpoint available (%s). Falling back to the classic backend, "
+                "which needs no weights; its masks suit dark worms on a plain background.",
+                str(exc).splitlines()[0],
+            )
+            return make_backend("classic")
     if name == "classic":
         from ..backends.classic import ClassicBackend
 
