@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
+from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -62,7 +64,7 @@ class ModelPanel(QGroupBox):
         self.load_button = QPushButton("Load model")
         self.load_button.clicked.connect(lambda: host.load_model())
         self.download_button = QPushButton("Download checkpoint")
-        self.download_button.clicked.connect(lambda: host.download_checkpoint())
+        self.download_button.clicked.connect(self.download)
         buttons = QHBoxLayout()
         buttons.addWidget(self.load_button)
         buttons.addWidget(self.download_button)
@@ -138,6 +140,46 @@ class ModelPanel(QGroupBox):
             return Sam2Backend(model, path, device, download=False, **options)
 
         return build
+
+    def download(self) -> None:
+        """Download the selected SAM 2 model with a progress bar."""
+        from ..checkpoints import download_checkpoint
+
+        panel = self
+        model = panel.model.currentText()
+        panel.busy(f"downloading {model}…", 100)
+
+        def work():
+            state: dict[str, Any] = {"pct": 0}
+
+            def progress(done, total):
+                state["pct"] = int(100 * done / total) if total else 0
+
+            def fetch():
+                try:
+                    state["path"] = download_checkpoint(model, progress=progress)
+                except Exception as exc:
+                    state["error"] = exc
+
+            t = threading.Thread(target=fetch, daemon=True)
+            t.start()
+            while t.is_alive():
+                t.join(0.2)
+                yield state["pct"]
+            if "error" in state:
+                raise state["error"]
+            return state["path"]
+
+        def done(path):
+            panel.idle(f"downloaded {path}")
+            show_info(f"SAM 2 checkpoint ready: {path}")
+
+        self.host.run_work(
+            work,
+            on_yield=panel.progress.setValue,
+            on_return=done,
+            on_error=lambda e: (panel.idle("download failed"), self.host.notify_error(e)),
+        )
 
     def busy(self, text: str, maximum: int = 0) -> None:
         self.status.setText(text)

@@ -25,6 +25,7 @@ from ._model_panel import ModelPanel, sam2_available
 from ._objects_panel import ObjectsPanel
 from ._propagate_panel import PropagatePanel
 from ._review_panel import ReviewPanel
+from ._workers import run_work
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class TrackerWidget(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(inner)
+        inner.setMinimumWidth(330)
+        self.setMinimumWidth(350)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
@@ -113,66 +116,18 @@ class TrackerWidget(QWidget):
                     layer.events.data.disconnect(cb)
                 except (TypeError, ValueError, RuntimeError):
                     pass
+        points = self._layer(PROMPTS)
+        if points is not None and self._on_press in points.mouse_drag_callbacks:
+            points.mouse_drag_callbacks.remove(self._on_press)
         if _REGISTRY.get(id(self.viewer)) is not None and _REGISTRY[id(self.viewer)]() is self:
             del _REGISTRY[id(self.viewer)]
 
     # -- workers --------------------------------------------------------------------
-    def run_work(
-        self,
-        func: Callable[[], Any],
-        *,
-        on_yield: Callable[[Any], None] | None = None,
-        on_return: Callable[[Any], None] | None = None,
-        on_error: Callable[[Exception], None] | None = None,
-        on_finish: Callable[[], None] | None = None,
-    ) -> None:
-        """Run ``func`` (a function or generator function) in a worker or inline.
-
-        Handlers run on the main thread. A generator's yielded values go to ``on_yield``.
-        """
-        import inspect
-
-        on_error = on_error or self.notify_error
-        if self.synchronous:
-            try:
-                if inspect.isgeneratorfunction(func):
-                    gen = func()
-                    while True:
-                        try:
-                            value = next(gen)
-                        except StopIteration as stop:
-                            result = stop.value
-                            break
-                        if on_yield:
-                            on_yield(value)
-                else:
-                    result = func()
-            except Exception as exc:
-                on_error(exc)
-            else:
-                if on_return:
-                    on_return(result)
-            finally:
-                if on_finish:
-                    on_finish()
-            return
-        from napari.qt.threading import create_worker
-
-        worker = create_worker(func)
-        self._workers.add(worker)
-        if on_yield and hasattr(worker, "yielded"):
-            worker.yielded.connect(on_yield)
-        if on_return:
-            worker.returned.connect(on_return)
-        worker.errored.connect(on_error)
-
-        def finished():
-            self._workers.discard(worker)
-            if on_finish:
-                on_finish()
-
-        worker.finished.connect(finished)
-        worker.start()
+    def run_work(self, func: Callable[[], Any], **handlers) -> None:
+        """Run ``func`` in a worker (or inline when :attr:`synchronous`); see
+        :func:`._workers.run_work` for the handlers (they run on the main thread)."""
+        handlers.setdefault("on_error", self.notify_error)
+        run_work(func, synchronous=self.synchronous, workers=self._workers, **handlers)
 
     def notify_error(self, exc: Exception) -> None:
         """Show an exception as a napari notification (the message says what to do)."""
@@ -225,14 +180,16 @@ class TrackerWidget(QWidget):
             if labels is not None:
                 self.viewer.layers.remove(labels)
             labels = self.viewer.add_labels(np.array(s.labels), name=MASKS, opacity=0.5)
-            labels.events.data.connect(self._on_labels_changed)
         else:
             labels.data[:] = s.labels
         labels.colormap = _layers.labels_colormap(s.objects)
         labels.refresh()
+        # (re)connect: layers may come from an earlier widget on this viewer
+        labels.events.data.disconnect(self._on_labels_changed)
+        labels.events.data.connect(self._on_labels_changed)
         shapes = self._layer(SKELETONS)
         if shapes is None:
-            self.viewer.add_shapes(ndim=3, name=SKELETONS, edge_width=1.5, face_color="transparent")
+            self.viewer.add_shapes(ndim=3, name=SKELETONS, edge_width=2.5, face_color="transparent")
         heads = self._layer(HEADS)
         if heads is None:
             self.viewer.add_points(ndim=3, name=HEADS, size=5, border_width=0)
@@ -245,8 +202,12 @@ class TrackerWidget(QWidget):
                 border_width=0.3,
                 features={"object": np.zeros(0, int), "positive": np.zeros(0, bool)},
             )
-            points.events.data.connect(self._on_points_data)
-            points.bind_key("n", self._toggle_negative, overwrite=True)
+        points.events.data.disconnect(self._on_points_data)
+        points.events.data.connect(self._on_points_data)
+        points.bind_key("n", self._toggle_negative, overwrite=True)
+        if self._on_press not in points.mouse_drag_callbacks:
+            # before the add-mode callback, which adds the point on release
+            points.mouse_drag_callbacks.insert(0, self._on_press)
         self._rebuild_points()
         points.mode = "add"
         self.viewer.layers.selection.active = points
@@ -254,13 +215,20 @@ class TrackerWidget(QWidget):
     def _toggle_negative(self, _layer=None) -> None:
         self.objects_panel.negative.setChecked(not self.objects_panel.negative.isChecked())
 
-    def update_point_defaults(self) -> None:
-        """New clicks get the current object and polarity."""
+    def _on_press(self, layer, event) -> None:
+        """Shift-click adds a negative point (positive when 'Negative clicks' is on)."""
+        if event.type == "mouse_press" and str(layer.mode) == "add":
+            self.update_point_defaults(invert="Shift" in event.modifiers)
+
+    def update_point_defaults(self, invert: bool = False) -> None:
+        """New clicks get the current object and polarity (``invert``: Shift held)."""
         points = self._layer(PROMPTS)
         obj = self.current_object
         if points is None or obj is None or self.session is None:
             return
-        positive = not self.objects_panel.negative.isChecked()
+        positive = self.objects_panel.negative.isChecked() == invert
+        # "current" colours also recolour selected points: never those of another object
+        points.selected_data = set()
         points.feature_defaults = {"object": obj, "positive": positive}
         face, border, _ = _layers.point_styles(
             np.array([obj]), np.array([positive]), self.session.objects
@@ -276,6 +244,7 @@ class TrackerWidget(QWidget):
         data, objs, pos = _layers.prompts_to_points(self.session)
         self._syncing_points = True
         try:
+            points.selected_data = set()
             points.data = data
             points.features = {"object": objs, "positive": pos}
             self._style_points()
@@ -351,46 +320,6 @@ class TrackerWidget(QWidget):
 
         self.run_work(work, on_return=done, on_error=failed)
 
-    def download_checkpoint(self) -> None:
-        """Download the selected SAM 2 model with a progress bar."""
-        from ..checkpoints import download_checkpoint
-
-        panel = self.model_panel
-        model = panel.model.currentText()
-        panel.busy(f"downloading {model}…", 100)
-
-        def work():
-            state: dict[str, Any] = {"pct": 0}
-
-            def progress(done, total):
-                state["pct"] = int(100 * done / total) if total else 0
-
-            def fetch():
-                try:
-                    state["path"] = download_checkpoint(model, progress=progress)
-                except Exception as exc:
-                    state["error"] = exc
-
-            t = threading.Thread(target=fetch, daemon=True)
-            t.start()
-            while t.is_alive():
-                t.join(0.2)
-                yield state["pct"]
-            if "error" in state:
-                raise state["error"]
-            return state["path"]
-
-        def done(path):
-            panel.idle(f"downloaded {path}")
-            show_info(f"SAM 2 checkpoint ready: {path}")
-
-        self.run_work(
-            work,
-            on_yield=panel.progress.setValue,
-            on_return=done,
-            on_error=lambda e: (panel.idle("download failed"), self.notify_error(e)),
-        )
-
     def set_session(self, session: TrackingSession) -> None:
         """Show ``session`` in the layers and panels (replaces the current one)."""
         old = self.session
@@ -446,9 +375,9 @@ class TrackerWidget(QWidget):
         labels = self._layer(MASKS)
         if labels is not None:
             labels.colormap = _layers.labels_colormap(s.objects)
-        self._style_points() if self._layer(PROMPTS) is not None and len(
-            self._layer(PROMPTS).data
-        ) else None
+        points = self._layer(PROMPTS)
+        if points is not None and len(points.data):
+            self._style_points()
 
     def detect_objects(self) -> None:
         """Classic backend: one object and one positive click per animal on this frame."""
@@ -474,6 +403,7 @@ class TrackerWidget(QWidget):
             return
         if action == "added":
             self._style_points()
+            self.update_point_defaults()  # a Shift-click's polarity is for one point
         self._sync_prompts()
 
     def _sync_prompts(self) -> None:
@@ -575,6 +505,7 @@ class TrackerWidget(QWidget):
             self.refresh_labels()
             if cancel.is_set():
                 show_info("Propagation cancelled; the frames done so far are kept.")
+            self._sync_prompts()  # clicks made while it ran
 
         self.run_work(work, on_yield=on_step, on_finish=finish)
 
@@ -636,7 +567,7 @@ class TrackerWidget(QWidget):
             shapes.selected_data = set(range(shapes.nshapes))
             shapes.remove_selected()
         if shp.paths:
-            shapes.add_paths(shp.paths, edge_color=np.array(shp.colors), edge_width=1.5)
+            shapes.add_paths(shp.paths, edge_color=np.array(shp.colors), edge_width=2.5)
         shapes.features = {"object": np.asarray(shp.objects, int)}
         heads.data = shp.heads
         if len(shp.heads):

@@ -1,0 +1,78 @@
+"""Run long work in a ``thread_worker`` (or inline, for tests) with main-thread handlers."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def run_work(
+    func: Callable[[], Any],
+    *,
+    synchronous: bool = False,
+    workers: set | None = None,
+    on_yield: Callable[[Any], None] | None = None,
+    on_return: Callable[[Any], None] | None = None,
+    on_error: Callable[[Exception], None] | None = None,
+    on_finish: Callable[[], None] | None = None,
+) -> None:
+    """Run ``func`` (a function or a generator function).
+
+    Parameters
+    ----------
+    func : the work; a generator's yielded values go to ``on_yield``.
+    synchronous : run inline (tests); else in a ``napari.qt.threading`` worker.
+    workers : a set that holds running workers (so they can be stopped and are not
+        garbage-collected while running).
+    on_yield, on_return, on_error, on_finish : handlers, called on the main thread;
+        ``on_finish`` runs after success, error or cancel.
+    """
+    if synchronous:
+        try:
+            if inspect.isgeneratorfunction(func):
+                gen = func()
+                while True:
+                    try:
+                        value = next(gen)
+                    except StopIteration as stop:
+                        result = stop.value
+                        break
+                    if on_yield:
+                        on_yield(value)
+            else:
+                result = func()
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
+        else:
+            if on_return:
+                on_return(result)
+        finally:
+            if on_finish:
+                on_finish()
+        return
+    from napari.qt.threading import create_worker
+
+    worker = create_worker(func)
+    if workers is not None:
+        workers.add(worker)
+    if on_yield and hasattr(worker, "yielded"):
+        worker.yielded.connect(on_yield)
+    if on_return:
+        worker.returned.connect(on_return)
+    if on_error:
+        worker.errored.connect(on_error)
+
+    def finished():
+        if workers is not None:
+            workers.discard(worker)
+        if on_finish:
+            on_finish()
+
+    worker.finished.connect(finished)
+    worker.start()
