@@ -194,13 +194,9 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import napari
+    from .napari._demo import run_demo
 
-    from .napari._widget import launch_demo
-
-    launch_demo(backend=args.backend)
-    if not args.no_run:
-        napari.run()
+    run_demo(backend=args.backend, run=not args.no_run)
     return 0
 
 

@@ -259,9 +259,8 @@ def test_read_only_folder_gives_output_error(tracks, tmp_path, fmt):
 
 
 def test_csv_uses_skeleton_table(tracks, tmp_path):
-    skeleton = pytest.importorskip("napari_sam2_worms.skeleton")
-    if not hasattr(skeleton, "read_csv"):
-        pytest.skip("skeleton.read_csv/write_csv not available yet")
+    from napari_sam2_worms import skeleton
+
     path = export_tracks(
         tracks, tmp_path / "s.csv", "csv", objects=[2], frames=(2, 5), pixel_size=3.0
     )

@@ -138,9 +138,7 @@ def test_run_dir_skeletonizes_masks(small_plate, tmp_path, monkeypatch):
 
 
 def test_run_dir_reads_skeletons_csv_and_session_wins(tmp_path):
-    skeleton = pytest.importorskip("napari_sam2_worms.skeleton")
-    if not hasattr(skeleton, "write_csv"):
-        pytest.skip("skeleton.read_csv/write_csv not available yet")
+    from napari_sam2_worms import skeleton
     from napari_sam2_worms.tracks import SkeletonTracks
 
     tr = SkeletonTracks.empty(4, [1, 2], 49, fps=5.0)
