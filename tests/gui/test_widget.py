@@ -143,6 +143,12 @@ def test_classic_workflow(make_napari_viewer, plate, tmp_path):
     # export and save/open session
     out = _menu.export_tracks_to(widget, tmp_path / "tracks.csv", "csv")
     assert out.is_file() and out.stat().st_size > 100
+    ov = _menu.export_tracks_to(widget, tmp_path / "ov.mp4", "overlay-mp4", frames=(0, 3))
+    from napari_sam2_worms.video import open_video
+
+    assert len(open_video(ov)) == 4
+    pngs = _menu.export_tracks_to(widget, tmp_path / "png", "masks-png", objects=[1])
+    assert len(list(pngs.rglob("*.png"))) == s.n_frames
     _menu.save_session_to(widget, tmp_path / "session")
     saved = s.labels.copy()
     labels.data[:] = 0

@@ -43,6 +43,20 @@ def _session_widget(viewer) -> TrackerWidget | None:
 
 
 # -- export -------------------------------------------------------------------------------
+#: Exports of the masks and the overlay video, next to the skeleton formats.
+EXTRA_FORMATS = {
+    "overlay-mp4": (".mp4", "overlay video: masks, skeletons, names (H.264)"),
+    "masks-tiff": (".tif", "label stack TIFF"),
+    "masks-png": ("", "folder of per-object PNG masks"),
+}
+
+
+def _extension(fmt: str) -> str:
+    from ..export import FORMATS
+
+    return EXTRA_FORMATS[fmt][0] if fmt in EXTRA_FORMATS else FORMATS[fmt].extension
+
+
 def export_tracks_to(
     widget: TrackerWidget,
     path: str | Path,
@@ -51,13 +65,40 @@ def export_tracks_to(
     pixel_size: float | None = None,
     objects: Iterable[int] | None = None,
     frames: tuple[int, int] | None = None,
+    units: str = "px",
 ) -> Path:
-    """Skeletonize the widget's session and write its tracks to ``path`` in ``fmt``."""
+    """Write the widget's session to ``path`` in ``fmt``: a skeleton format of
+    :data:`napari_sam2_worms.export.FORMATS` or one of :data:`EXTRA_FORMATS`."""
     from ..export import export_tracks
 
     s = widget.session
     if s is None:
         raise LookupError("there is no tracking session to export; load a model and track first")
+    ids = sorted(objects) if objects else sorted(s.objects)
+    if fmt == "masks-tiff":
+        from ..export.masks import write_label_tiff
+
+        return write_label_tiff(s.labels, path, fps=s.fps)
+    if fmt == "masks-png":
+        from ..export.masks import write_mask_pngs
+
+        names = [s.objects[o].name for o in ids]
+        return write_mask_pngs(s.labels, path, object_ids=ids, names=names)
+    if fmt == "overlay-mp4":
+        from ..export.overlay import write_overlay
+
+        a, b = frames if frames else (0, s.n_frames - 1)
+        return write_overlay(
+            s.video,
+            s.labels,
+            path,
+            {o: s.objects[o].color for o in ids},
+            tracks=s.skeletons(),
+            names={o: s.objects[o].name for o in ids},
+            fps=s.fps,
+            start=a,
+            stop=b,
+        )
     return export_tracks(
         s.skeletons(),
         path,
@@ -65,7 +106,7 @@ def export_tracks_to(
         pixel_size=pixel_size,
         objects=objects,
         frames=frames,
-        units="px",
+        units=units,
     )
 
 
@@ -82,6 +123,10 @@ class ExportDialog(QDialog):
         self.fmt = QComboBox()
         for name, f in FORMATS.items():
             self.fmt.addItem(f"{name} ({f.extension})", name)
+        for name, (_ext, desc) in EXTRA_FORMATS.items():
+            self.fmt.addItem(f"{name} ({desc})", name)
+        self.units = QComboBox()
+        self.units.addItems(["px", "um", "mm"])
         self.path = QLineEdit(str(Path.home() / "tracks.csv"))
         browse = QPushButton("…")
         browse.clicked.connect(self._browse)
@@ -105,6 +150,7 @@ class ExportDialog(QDialog):
         form.addRow("Format", self.fmt)
         form.addRow("File", row)
         form.addRow("Pixel size (µm)", self.pixel_size)
+        form.addRow("Units", self.units)
         form.addRow("Objects", self.objects)
         form.addRow("Frames", frames)
         buttons = QDialogButtonBox(
@@ -116,9 +162,7 @@ class ExportDialog(QDialog):
         self.fmt.currentIndexChanged.connect(self._fix_suffix)
 
     def _fix_suffix(self) -> None:
-        from ..export import FORMATS
-
-        ext = FORMATS[self.fmt.currentData()].extension
+        ext = _extension(self.fmt.currentData())
         p = self.path.text()
         stem = p.split(".")[0] if "." in Path(p).name else p
         self.path.setText(stem + ext)
@@ -136,6 +180,7 @@ class ExportDialog(QDialog):
             "pixel_size": self.pixel_size.value() or None,
             "objects": ids or None,
             "frames": (self.start.value(), self.stop.value()),
+            "units": self.units.currentText(),
         }
 
 
