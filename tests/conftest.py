@@ -11,6 +11,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _autosave_in_tmp(tmp_path_factory, monkeypatch):
+    """Autosaves of tests go to a temporary folder, never the user's cache."""
+    monkeypatch.setenv(
+        "NAPARI_SAM2_WORMS_AUTOSAVE", str(tmp_path_factory.getbasetemp() / "autosave")
+    )
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -89,3 +89,21 @@ def test_failed_save_keeps_previous_session(tmp_path, tracked, small_plate, monk
     assert after["session.json"] == before["session.json"]
     assert after["scores.npy"] == before["scores.npy"]
     assert after["masks.tif"] == before["masks.tif"]
+
+
+def test_autosave_goes_to_session_dir_or_user_folder(tmp_path, tracked, small_plate, monkeypatch):
+    from napari_sam2_worms.engine.session_io import autosave
+
+    s, _ = tracked
+    monkeypatch.setenv("NAPARI_SAM2_WORMS_AUTOSAVE", str(tmp_path / "auto"))
+    folder = autosave(s)
+    assert folder.parent == tmp_path / "auto" and folder.name.startswith("plate-")
+    r = load_session(folder, OracleBackend(small_plate.labels))
+    assert np.array_equal(r.labels, s.labels)
+    s.settings["session_dir"] = str(tmp_path / "mine")
+    assert autosave(s) == tmp_path / "mine"
+    # an unwritable place is logged, never raised: the session in memory is untouched
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    s.settings["session_dir"] = str(blocker / "sub")
+    assert autosave(s) is None

@@ -102,6 +102,12 @@ def test_classic_workflow(make_napari_viewer, plate, tmp_path):
     np.testing.assert_array_equal(labels.data, s.labels)
     ious = [_match(plate.labels[t], s.labels[t], o) for t in range(s.n_frames) for o in s.objects]
     assert np.mean(ious) > 0.8
+    # autosaved after the propagation: reopening gives the same masks
+    import tifffile
+
+    from napari_sam2_worms.engine.session_io import autosave_dir
+
+    np.testing.assert_array_equal(tifffile.imread(autosave_dir(s) / "masks.tif"), s.labels)
 
     # skeletons: one path per object on the current frame, following the frame
     widget.goto(5)

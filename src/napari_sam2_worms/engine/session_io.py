@@ -214,3 +214,35 @@ def load_session(
     session.settings = dict(doc.get("settings", {}))
     session._backend_dirty = bool(session.prompts.keys())
     return session
+
+
+def autosave_dir(session: TrackingSession) -> Path:
+    """Where :func:`autosave` writes: the folder the session was last saved to or opened
+    from (``session.settings["session_dir"]``), else a per-user folder named after the
+    video (``$NAPARI_SAM2_WORMS_AUTOSAVE`` or ``<user cache>/napari-sam2-worms/autosave``)."""
+    if session.settings.get("session_dir"):
+        return Path(session.settings["session_dir"])
+    root = os.environ.get("NAPARI_SAM2_WORMS_AUTOSAVE")
+    if root is None:
+        import pooch
+
+        root = str(pooch.os_cache("napari-sam2-worms") / "autosave")
+    path = getattr(session.video, "path", None)
+    stem = Path(path).stem if path else "untitled"
+    key = hashlib.sha256(str(Path(path).resolve() if path else id(session)).encode()).hexdigest()
+    return Path(root) / f"{stem}-{key[:10]}"
+
+
+def autosave(session: TrackingSession) -> Path | None:
+    """Save ``session`` to :func:`autosave_dir` after a propagation; never raises.
+
+    A failure (read-only or full disk) is logged and returns None: the session in memory
+    is untouched and the user can still save elsewhere.
+    """
+    folder = autosave_dir(session)
+    try:
+        save_session(session, folder)
+    except OSError as exc:
+        log.warning("autosave to %s failed: %s", folder, exc)
+        return None
+    return folder

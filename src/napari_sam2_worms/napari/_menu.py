@@ -208,6 +208,7 @@ def save_session_to(widget: TrackerWidget, folder: str | Path) -> Path:
 
     if widget.session is None:
         raise LookupError("there is no tracking session to save")
+    widget.session.settings["session_dir"] = str(Path(folder).resolve())
     return save_session(widget.session, folder)
 
 
@@ -226,6 +227,7 @@ def open_session_from(widget: TrackerWidget, folder: str | Path) -> None:
     if current is not None and list(current.video.shape[:3]) == list(doc["video"]["shape"][:3]):
         video = current.video
     session = load_session(folder, backend, video=video)
+    session.settings["session_dir"] = str(Path(folder).resolve())
     if video is None:
         path = find_session_video(folder, doc)
         widget._image_layer = widget.viewer.add_image(

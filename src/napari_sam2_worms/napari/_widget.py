@@ -486,7 +486,13 @@ class TrackerWidget(QWidget):
         pending: list[int] = []
 
         def work():
-            yield from make_gen(cancel)
+            from ..engine.session_io import autosave
+
+            try:
+                yield from make_gen(cancel)
+            finally:
+                if self.session is not None:  # a crash now loses nothing already tracked
+                    autosave(self.session)
 
         def on_step(step):
             panel.progress.setRange(0, step.total)

@@ -1,0 +1,118 @@
+"""Batched propagation (all objects in one forward) gives the per-object masks.
+
+Random weights at image_size=256 on the CPU: the masks mean nothing, but both modes
+run the same network on the same memory, so they must agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sam2_worms.backends.base import ObjectPrompts
+from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+from napari_sam2_worms.testing.random_sam2 import make_random_checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def plate():
+    from napari_sam2_worms.synthetic import make_plate
+
+    return make_plate(n_frames=6, height=64, width=80, n_worms=3, seed=3)
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    folder = tmp_path_factory.getbasetemp() / "sam2_random"
+    ckpt = make_random_checkpoint(folder / "sam2.1_hiera_tiny.pt", reuse=True)
+    be = Sam2Backend(checkpoint=ckpt.path, device="cpu", image_size=256, download=False)
+    be.load()
+    return be.predictor
+
+
+def click(plate, frame, worm):
+    xy = plate.centerlines[frame, worm, 24][None].astype(np.float32)
+    h, w = plate.video.shape[1:3]
+    xy = np.clip(xy, 0, [w - 1, h - 1]).astype(np.float32)
+    return ObjectPrompts(points=xy, labels=np.array([1], np.int32))
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return 1.0 if union == 0 else float((a & b).sum() / union)
+
+
+def track(predictor, plate, batch: bool, calls, monkeypatch=None) -> list:
+    """Run ``calls`` ((kind, args) steps) and return every propagated FrameResult
+    (and the number of stored outputs, and of ``track_step`` calls while propagating)."""
+    be = Sam2Backend(device="cpu", predictor=predictor, batch_objects=batch)
+    be.open(plate.video)
+    steps = []
+    if monkeypatch is not None:
+        inner = type(predictor).track_step
+
+        def counting(self, *a, **k):
+            steps.append(k["current_vision_feats"][-1].shape[1])  # batch size
+            return inner(self, *a, **k)
+
+        monkeypatch.setattr(type(predictor), "track_step", counting)
+    results = []
+    for kind, args in calls:
+        if kind == "click":
+            frame, obj, worm = args
+            be.set_prompts(frame, obj, click(plate, frame, worm))
+            steps.clear()
+        else:
+            results += list(be.propagate(*args))
+    stored = be.stored_frames()
+    be.close()
+    if monkeypatch is not None:
+        monkeypatch.undo()
+    return results, stored, steps
+
+
+def compare(a, b) -> list[float]:
+    assert [r.frame for r in a] == [r.frame for r in b]
+    ious = []
+    assert any(m.any() for r in b for m in r.masks.values())  # not all empty
+    for ra, rb in zip(a, b):
+        assert sorted(ra.masks) == sorted(rb.masks)
+        for o in ra.masks:
+            ious.append(iou(ra.masks[o], rb.masks[o]))
+            assert abs(ra.scores[o] - rb.scores[o]) < 1e-2 * max(1.0, abs(rb.scores[o]))
+    return ious
+
+
+def test_batched_matches_per_object(predictor, plate, monkeypatch):
+    calls = [("click", (0, k + 1, k)) for k in range(3)] + [("prop", (0, 3))]
+    batched, n_b, steps_b = track(predictor, plate, True, calls, monkeypatch)
+    single, n_s, steps_s = track(predictor, plate, False, calls, monkeypatch)
+    # frames 1..3: one forward for 3 objects vs. three forwards of one
+    assert steps_b == [3, 3, 3] and steps_s == [1] * 9
+    ious = compare(batched, single)
+    assert len(ious) == 4 * 3
+    print(f"mean IoU {np.mean(ious):.5f}")
+    assert min(ious) >= 0.99, f"mean IoU {np.mean(ious):.4f}, min {min(ious):.4f}"
+    assert n_b == n_s  # same per-object outputs stored
+
+
+def test_batched_late_object_correction_and_reverse(predictor, plate, monkeypatch):
+    """Objects with different memories (added late, corrected) are grouped correctly."""
+    calls = [
+        ("click", (0, 1, 0)),
+        ("click", (0, 2, 1)),
+        ("prop", (0, 2)),
+        ("click", (2, 3, 2)),  # a late object: its memory differs from the others'
+        ("prop", (2, 4)),  # frames 3, 4: objects 1+2 batched, object 3 alone
+        ("click", (4, 1, 0)),  # a correction of object 1 on a tracked frame
+        ("prop", (4, 2, True)),  # each object has its own memory now
+    ]
+    batched, _, steps = track(predictor, plate, True, calls, monkeypatch)
+    assert steps == [1, 1]  # after the correction: objects 2 and 3 alone, frame 3
+    single, _, _ = track(predictor, plate, False, calls)
+    ious = compare(batched, single)
+    assert len(ious) == 2 * 3 + 3 * 3 + 3 * 3
+    print(f"mean IoU {np.mean(ious):.5f}")
+    assert min(ious) >= 0.99, f"mean IoU {np.mean(ious):.4f}, min {min(ious):.4f}"
