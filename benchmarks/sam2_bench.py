@@ -98,14 +98,19 @@ class RepeatVideo:
         return self.frames[j if j < k else 2 * k - 2 - j]
 
 
-def bench_ours(predictor, plate, n_obj, args) -> dict:
+def bench_ours(predictor, plate, n_obj, args, batch_objects: bool = True) -> dict:
     from napari_sam2_worms.backends.base import ObjectPrompts
     from napari_sam2_worms.backends.sam2_backend import Sam2Backend
 
     device = next(predictor.parameters()).device
     _peak_reset(device)
     t0 = time.perf_counter()
-    be = Sam2Backend(predictor=predictor, device=str(device), read_ahead=args.read_ahead)
+    be = Sam2Backend(
+        predictor=predictor,
+        device=str(device),
+        read_ahead=args.read_ahead,
+        batch_objects=batch_objects,
+    )
     be.open(plate.video)
     setup = time.perf_counter() - t0
     lat = []
@@ -118,12 +123,41 @@ def bench_ours(predictor, plate, n_obj, args) -> dict:
         _sync(device)
         lat.append(time.perf_counter() - t)
     t = time.perf_counter()
-    n = sum(1 for _ in be.propagate(0, len(plate.video) - 1))
+    masks = [r.masks for r in be.propagate(0, len(plate.video) - 1)]
     _sync(device)
-    fps = n / (time.perf_counter() - t)
+    fps = len(masks) / (time.perf_counter() - t)
     peak = _peak_gib(device)
     be.close()
-    return dict(setup=setup, first=lat[0], cached=float(np.median(lat[1:])), fps=fps, peak=peak)
+    return dict(
+        setup=setup,
+        first=lat[0],
+        cached=float(np.median(lat[1:])),
+        fps=fps,
+        peak=peak,
+        masks=masks,
+    )
+
+
+def bench_ours_per_object(predictor, plate, n_obj, args) -> dict:
+    return bench_ours(predictor, plate, n_obj, args, batch_objects=False)
+
+
+def mean_iou(a: list[dict], b: list[np.ndarray], ids: list[int]) -> float:
+    """Mean IoU over frames and objects between our masks and raw (N, H, W) masks.
+
+    The raw masks are made non-overlapping as ours (highest logit wins); the raw
+    predictor reads JPEG frames resized by PIL, ours the exact frames, so with random
+    weights (masks sensitive to every input pixel) the IoU is below 1.
+    """
+    ious = []
+    for ours, raw in zip(a, b):
+        for k, o in enumerate(ids):
+            m, r = ours.get(o), raw[k]
+            if m is None:
+                continue
+            union = (m | r).sum()
+            ious.append(1.0 if union == 0 else (m & r).sum() / union)
+    return float(np.mean(ious)) if ious else float("nan")
 
 
 def bench_raw(predictor, plate, n_obj, args) -> dict:
@@ -143,9 +177,10 @@ def bench_raw(predictor, plate, n_obj, args) -> dict:
             setup = time.perf_counter() - t0
             lat = []
             for k in [0, *range(n_obj)]:  # object 1 twice (see bench_ours)
-                xy = plate.centerlines[0, k % plate.centerlines.shape[1], 24 + (len(lat) == 1)][
-                    None
-                ]
+                xy = _inside(
+                    plate,
+                    plate.centerlines[0, k % plate.centerlines.shape[1], 24 + (len(lat) == 1)],
+                )
                 t = time.perf_counter()
                 predictor.add_new_points_or_box(
                     state, 0, k + 1, points=xy, labels=np.array([1], np.int32)
@@ -153,16 +188,22 @@ def bench_raw(predictor, plate, n_obj, args) -> dict:
                 _sync(device)
                 lat.append(time.perf_counter() - t)
             t = time.perf_counter()
-            n = 0
+            out = []
             for _f, _ids, masks in predictor.propagate_in_video(state):
-                (masks > 0).cpu()  # users take the masks off the GPU too
-                n += 1
+                lg = masks[:, 0].float()  # resolved like ours (highest logit wins), for IoU
+                win = (
+                    lg.argmax(0, keepdim=True)
+                    == torch.arange(len(lg), device=lg.device)[:, None, None]
+                )
+                out.append(((lg > 0) & win).cpu().numpy())  # users take masks off the GPU
             _sync(device)
-            fps = n / (time.perf_counter() - t)
+            fps = len(out) / (time.perf_counter() - t)
         peak = _peak_gib(device)
         del state
     # the init_state warm-up encodes frame 0, so the first click is already "cached"
-    return dict(setup=setup, first=lat[0], cached=float(np.median(lat[1:])), fps=fps, peak=peak)
+    return dict(
+        setup=setup, first=lat[0], cached=float(np.median(lat[1:])), fps=fps, peak=peak, masks=out
+    )
 
 
 def bench_long(predictor, plate, n_frames, every) -> list[tuple[int, float, float]]:
@@ -208,6 +249,9 @@ def main(argv=None) -> None:
     )
     p.add_argument("--long", type=int, default=0, help="also track 1 object over N frames")
     p.add_argument("--no-raw", action="store_true", help="skip the raw SAM2VideoPredictor")
+    p.add_argument(
+        "--no-per-object", action="store_true", help="skip ours with batch_objects=False"
+    )
     p.add_argument("--read-ahead", type=int, default=0, help="frames decoded ahead (ours)")
     p.add_argument("--checkpoint", default=None, help="real weights (default: random)")
     args = p.parse_args(argv)
@@ -244,25 +288,36 @@ def main(argv=None) -> None:
     )
     print(
         "| engine | objects | setup s | open to first mask s | first click ms "
-        "| cached click ms | propagate frames/s | peak GPU GiB |"
+        "| cached click ms | propagate frames/s | peak GPU GiB | mean IoU vs raw |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n_obj in objects:
-        engines = [("ours (lazy frames)", bench_ours)]
+        engines = [("ours, batched objects", bench_ours)]
+        if not args.no_per_object:
+            engines.append(("ours, per object", bench_ours_per_object))
         if not args.no_raw:
-            engines.append(("raw SAM2VideoPredictor (JPEG + init_state)", bench_raw))
+            engines.insert(0, ("raw SAM2VideoPredictor (JPEG + init_state)", bench_raw))
+        raw_masks = None
         for label, fn in engines:
             try:
                 r = fn(predictor, plate, n_obj, args)
-                print(
-                    f"| {label} | {n_obj} | {r['setup']:.2f} | {r['setup'] + r['first']:.2f} | "
-                    f"{1000 * r['first']:.0f} | "
-                    f"{1000 * r['cached']:.0f} | {r['fps']:.1f} | {r['peak']:.2f} |",
-                    flush=True,
-                )
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
-                print(f"| {label} | {n_obj} | out of GPU memory | | | | | |", flush=True)
+                print(f"| {label} | {n_obj} | out of GPU memory | | | | | | |", flush=True)
+                continue
+            if fn is bench_raw:
+                raw_masks, iou = r["masks"], "-"
+            elif raw_masks is None:
+                iou = "n/a"
+            else:
+                iou = f"{mean_iou(r['masks'], raw_masks, list(range(1, n_obj + 1))):.4f}"
+            print(
+                f"| {label} | {n_obj} | {r['setup']:.2f} | {r['setup'] + r['first']:.2f} | "
+                f"{1000 * r['first']:.0f} | "
+                f"{1000 * r['cached']:.0f} | {r['fps']:.1f} | {r['peak']:.2f} | {iou} |",
+                flush=True,
+            )
+            del r
     if args.long:
         every = max(1, args.long // 10)
         print(f"\nLong video: 1 object, {args.long} frames (lazy, repeated)\n")

@@ -62,9 +62,11 @@ def track(predictor, plate, batch: bool, calls, monkeypatch=None) -> list:
     for kind, args in calls:
         if kind == "click":
             frame, obj, worm = args
+            n = len(steps)
             be.set_prompts(frame, obj, click(plate, frame, worm))
-            steps.clear()
+            del steps[n:]  # only count propagation steps
         else:
+            steps.append("prop")
             results += list(be.propagate(*args))
     stored = be.stored_frames()
     be.close()
@@ -90,7 +92,7 @@ def test_batched_matches_per_object(predictor, plate, monkeypatch):
     batched, n_b, steps_b = track(predictor, plate, True, calls, monkeypatch)
     single, n_s, steps_s = track(predictor, plate, False, calls, monkeypatch)
     # frames 1..3: one forward for 3 objects vs. three forwards of one
-    assert steps_b == [3, 3, 3] and steps_s == [1] * 9
+    assert steps_b == ["prop", 3, 3, 3] and steps_s == ["prop"] + [1] * 9
     ious = compare(batched, single)
     assert len(ious) == 4 * 3
     print(f"mean IoU {np.mean(ious):.5f}")
@@ -105,12 +107,13 @@ def test_batched_late_object_correction_and_reverse(predictor, plate, monkeypatc
         ("click", (0, 2, 1)),
         ("prop", (0, 2)),
         ("click", (2, 3, 2)),  # a late object: its memory differs from the others'
-        ("prop", (2, 4)),  # frames 3, 4: objects 1+2 batched, object 3 alone
+        ("prop", (2, 4)),
         ("click", (4, 1, 0)),  # a correction of object 1 on a tracked frame
         ("prop", (4, 2, True)),  # each object has its own memory now
     ]
     batched, _, steps = track(predictor, plate, True, calls, monkeypatch)
-    assert steps == [1, 1]  # after the correction: objects 2 and 3 alone, frame 3
+    # frames 2-4: objects 1+2 in one forward, object 3 alone (its memory differs)
+    assert steps == ["prop", 2, 2, "prop", 2, 2, 1, 2, 1, "prop"] + [1] * 7
     single, _, _ = track(predictor, plate, False, calls)
     ious = compare(batched, single)
     assert len(ious) == 2 * 3 + 3 * 3 + 3 * 3

@@ -26,6 +26,11 @@ differently from sam2's demo code, and why:
   ``max_obj_ptrs_in_encoder - 1`` previous frames, so nothing it can read is lost.
   Conditioning (prompted) frames are always kept. sam2 caches backbone features of
   one frame only; the frame cache is an LRU of ``image_cache_frames`` frames.
+- **Objects batched.** By default (``batch_objects=True``) propagation runs memory
+  attention, the mask decoder and the memory encoder once per frame for all objects
+  whose memory bank reads the same frames (:mod:`.sam2_batched`), instead of once per
+  object as sam2 1.1.0 does; outputs are written back per object, so prompts, late
+  objects, corrections and trimming are unchanged. Masks match the per-object path.
 - **Overlaps.** Masks are resolved pixel-wise by the highest mask logit, like sam2's
   ``_apply_non_overlapping_constraints``; scores are sam2's object-score logits.
 - **Device.** CUDA (bf16 autocast + TF32), Apple MPS or CPU. A CUDA out-of-memory
@@ -81,6 +86,10 @@ class Sam2Backend:
         released weights were trained at 1024).
     predictor : an already loaded ``SAM2VideoPredictor`` to use instead of loading one.
     progress : ``callback(done_bytes, total_bytes)`` while downloading the checkpoint.
+    batch_objects : on frames without prompts, track all objects in one batched forward
+        pass (memory attention, mask decoder, memory encoder) instead of one pass per
+        object as sam2 1.1.0 does; same masks (see :mod:`.sam2_batched`), faster with
+        several objects. False uses sam2's own ``propagate_in_video``.
     """
 
     name = "sam2"
@@ -100,6 +109,7 @@ class Sam2Backend:
         image_size: int | None = None,
         predictor: Any = None,
         progress: Callable[[int, int], None] | None = None,
+        batch_objects: bool = True,
     ) -> None:
         self.model = model
         self.checkpoint = checkpoint
@@ -110,6 +120,7 @@ class Sam2Backend:
         self.offload_state_to_cpu = offload_state_to_cpu
         self.image_size = image_size
         self.progress = progress
+        self.batch_objects = batch_objects
         self.device = resolve_device(device)
         self.predictor = predictor
         self._memory_frames = memory_frames
@@ -398,13 +409,17 @@ class Sam2Backend:
         else:
             fg = lg > 0
         known = [o for o in ids if o in scores]
+        # non-blocking copy of the scores, then one blocking copy of the masks: a single
+        # synchronisation per frame
         host_scores = (
-            torch.cat([scores[o].reshape(-1)[:1].float() for o in known]).cpu().tolist()
+            torch.cat([scores[o].reshape(-1)[:1].float() for o in known]).to(
+                "cpu", non_blocking=True
+            )
             if known
-            else []
+            else None
         )
         fg = fg.cpu().numpy()
-        by_id = dict(zip(known, host_scores))
+        by_id = dict(zip(known, [] if host_scores is None else host_scores.tolist()))
         masks = {int(o): fg[i] for i, o in enumerate(ids)}
         return FrameResult(frame, masks, {int(o): by_id.get(o, float("-inf")) for o in ids})
 
@@ -427,8 +442,34 @@ class Sam2Backend:
         return self._propagate(start, abs(stop - start), reverse)
 
     def _propagate(self, start: int, count: int, reverse: bool) -> Iterator[FrameResult]:
-        state = self.state
         self.frames.set_direction(reverse)
+        from .sam2_batched import can_batch
+
+        if self.batch_objects and can_batch(self.predictor):
+            return self._propagate_batched(start, count, reverse)
+        return self._propagate_per_object(start, count, reverse)
+
+    def _propagate_batched(self, start: int, count: int, reverse: bool) -> Iterator[FrameResult]:
+        from .sam2_batched import propagate_batched
+
+        inner = propagate_batched(
+            self.predictor, self.state, start, count, reverse, self.memory_frames
+        )
+        try:
+            while True:
+                with self._compute():
+                    try:
+                        frame, obj_ids, video_res, scores = next(inner)
+                    except StopIteration:
+                        return
+                    result = self._to_result(frame, obj_ids, video_res, dict(zip(obj_ids, scores)))
+                    self._trim(frame)
+                yield result
+        finally:
+            inner.close()
+
+    def _propagate_per_object(self, start: int, count: int, reverse: bool) -> Iterator[FrameResult]:
+        state = self.state
         inner = self.predictor.propagate_in_video(
             state, start_frame_idx=start, max_frame_num_to_track=count, reverse=reverse
         )
