@@ -34,6 +34,23 @@ def small_plate():
     return make_plate(n_frames=12, height=120, width=160, n_worms=3, seed=1)
 
 
+@pytest.fixture(scope="session")
+def sam2_random(tmp_path_factory):
+    """SAM 2 tiny with random weights, built from sam2's own config, saved as a checkpoint
+    and loaded once through the real local-file path (resolve_checkpoint) at
+    image_size=256. Masks from it say nothing about quality: tests assert semantics only."""
+    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+    from napari_sam2_worms.checkpoints import resolve_checkpoint
+    from napari_sam2_worms.testing.random_sam2 import make_random_checkpoint
+
+    folder = tmp_path_factory.getbasetemp() / "sam2_random"
+    ckpt = make_random_checkpoint(folder / "sam2.1_hiera_tiny.pt", reuse=True)
+    path = resolve_checkpoint("sam2.1_hiera_tiny", ckpt.path, download=False)
+    backend = Sam2Backend(checkpoint=path, device="cpu", image_size=256)
+    backend.load()
+    return backend
+
+
 class ArrayVideoStub:
     """Minimal lazy-video stand-in over an array (counts frame reads)."""
 

@@ -21,8 +21,6 @@ from napari_sam2_worms.backends.base import (
 )
 from napari_sam2_worms.backends.sam2_backend import Sam2Backend
 from napari_sam2_worms.backends.sam2_frames import IMG_MEAN, IMG_STD, LazySam2Frames
-from napari_sam2_worms.checkpoints import resolve_checkpoint
-from napari_sam2_worms.testing.random_sam2 import make_random_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -35,14 +33,9 @@ def plate():
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
+def loaded(sam2_random):
     """A backend loaded once through resolve_checkpoint(local random checkpoint)."""
-    folder = tmp_path_factory.getbasetemp() / "sam2_random"
-    ckpt = make_random_checkpoint(folder / "sam2.1_hiera_tiny.pt", reuse=True)
-    path = resolve_checkpoint("sam2.1_hiera_tiny", ckpt.path, download=False)
-    backend = Sam2Backend(checkpoint=path, device="cpu", image_size=256)
-    backend.load()
-    return backend
+    return sam2_random
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import pytest
 
 from napari_sam2_worms.backends.base import ObjectPrompts
 from napari_sam2_worms.backends.sam2_backend import Sam2Backend
-from napari_sam2_worms.testing.random_sam2 import make_random_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +23,8 @@ def plate():
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory):
-    folder = tmp_path_factory.getbasetemp() / "sam2_random"
-    ckpt = make_random_checkpoint(folder / "sam2.1_hiera_tiny.pt", reuse=True)
-    be = Sam2Backend(checkpoint=ckpt.path, device="cpu", image_size=256, download=False)
-    be.load()
-    return be.predictor
+def predictor(sam2_random):
+    return sam2_random.predictor
 
 
 def click(plate, frame, worm):

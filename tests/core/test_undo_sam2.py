@@ -6,17 +6,12 @@ import numpy as np
 import pytest
 
 from napari_sam2_worms.backends.sam2_backend import Sam2Backend
-from napari_sam2_worms.checkpoints import resolve_checkpoint
 from napari_sam2_worms.engine.session import TrackingSession
-from napari_sam2_worms.testing.random_sam2 import make_random_checkpoint
 
 
 @pytest.mark.slow
-def test_removing_wrong_negative_point_restores_mask(tmp_path_factory, small_plate, video_stub):
-    folder = tmp_path_factory.getbasetemp() / "sam2_random"
-    ckpt = make_random_checkpoint(folder / "sam2.1_hiera_tiny.pt", reuse=True)
-    path = resolve_checkpoint("sam2.1_hiera_tiny", ckpt.path, download=False)
-    backend = Sam2Backend(checkpoint=path, device="cpu", image_size=256)
+def test_removing_wrong_negative_point_restores_mask(sam2_random, small_plate, video_stub):
+    backend = Sam2Backend(device="cpu", predictor=sam2_random.predictor)
     video = video_stub(small_plate.video[:4])
     s = TrackingSession(video, backend)
     a = s.add_object()
