@@ -218,3 +218,27 @@ def test_still_worm_head_from_intensity_cue():
     labels2 = labels[:, :, ::-1].copy()
     tr2 = skeletonize_labels(labels2, images=images2)
     assert (tr2.points[:, 0, 0, 0] < tr2.points[:, 0, -1, 0]).all()
+
+
+def test_worker_processes_give_the_serial_result(plate, monkeypatch):
+    """Objects spread over processes follow the same chain through time as the serial
+    loop (coiled frames use the previous centerline): identical tracks."""
+    import napari_sam2_worms.skeleton.labels as labels_mod
+
+    lab = np.asarray(plate.labels).copy()
+    lab[7] = 0  # a frame without objects
+    lab[9][lab[9] == 2] = 0  # one object missing on a frame
+    ids = [1, 2, 3, 9]  # 9 is never present
+    serial = skeletonize_labels(lab, ids)
+    monkeypatch.setattr(labels_mod, "PARALLEL_MIN_MASKS", 1)
+    seen = []
+    par = skeletonize_labels(lab, ids, workers=2, progress=lambda d, n: seen.append((d, n)))
+    assert seen and seen[-1] == (60, 60)
+    np.testing.assert_array_equal(par.points, serial.points)
+    np.testing.assert_array_equal(par.widths, serial.widths)
+    np.testing.assert_array_equal(par.reason, serial.reason)
+    np.testing.assert_array_equal(par.good, serial.good)
+    for name in serial.features:
+        np.testing.assert_array_equal(par.features[name], serial.features[name])
+    assert (par.reason[:, 3] == "missing").all() and (par.reason[7] == "missing").all()
+    assert (serial.reason == "coiled").any()  # the chain matters on this clip

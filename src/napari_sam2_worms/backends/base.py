@@ -10,7 +10,7 @@ Coordinates are always (x, y) in pixels of the original video (x = column).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -52,6 +52,51 @@ class ObjectPrompts:
         return len(self.points) == 0 and self.box is None and self.mask is None
 
 
+class LabelMasks(MutableMapping):
+    """``{object id: (H, W) bool mask}`` backed by one non-overlapping label image.
+
+    A GPU backend resolves overlaps on the device and sends one small ``(H, W)`` index
+    image per frame instead of one full-frame mask per object; masks are made on
+    access. ``index`` holds 0 for background and ``k + 1`` for ``ids[k]``. Assigning a
+    mask stores it as an override (the index image is left as it is).
+    """
+
+    def __init__(self, index: np.ndarray, ids: list[int]) -> None:
+        self.index = index
+        self.ids = [int(o) for o in ids]
+        self._pos = {o: k + 1 for k, o in enumerate(self.ids)}
+        self._over: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, object_id: int) -> np.ndarray:
+        object_id = int(object_id)
+        if object_id in self._over:
+            return self._over[object_id]
+        return self.index == self._pos[object_id]
+
+    def __setitem__(self, object_id: int, mask: np.ndarray) -> None:
+        object_id = int(object_id)
+        self._over[object_id] = mask
+        if object_id not in self._pos:
+            self.ids.append(object_id)
+            self._pos[object_id] = 0  # never matches: only the override counts
+
+    def __delitem__(self, object_id: int) -> None:
+        object_id = int(object_id)
+        del self._pos[object_id]  # KeyError when absent, as a dict
+        self.ids.remove(object_id)
+        self._over.pop(object_id, None)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self.ids))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def plain(self) -> bool:
+        """True while no mask was assigned or deleted: the index image says it all."""
+        return not self._over
+
+
 @dataclass
 class FrameResult:
     """What a backend returns for one frame.
@@ -60,7 +105,7 @@ class FrameResult:
     ----------
     frame : frame index.
     masks : object id -> (H, W) bool mask (full frame). Objects not found may be absent
-        or have an empty mask.
+        or have an empty mask. May be a :class:`LabelMasks` (masks made on access).
     scores : object id -> object score (SAM 2's object-score logit; higher = more
         confident the object is present; the classic backend uses a bounded
         heuristic). ``-inf`` when the object was lost.

@@ -32,7 +32,14 @@ differently from sam2's demo code, and why:
   object as sam2 1.1.0 does; outputs are written back per object, so prompts, late
   objects, corrections and trimming are unchanged. Masks match the per-object path.
 - **Overlaps.** Masks are resolved pixel-wise by the highest mask logit, like sam2's
-  ``_apply_non_overlapping_constraints``; scores are sam2's object-score logits.
+  ``_apply_non_overlapping_constraints``; scores are sam2's object-score logits. The
+  resolution happens on the device, and one (H, W) index image per frame (1 byte per
+  pixel whatever the number of objects) is copied to the host, asynchronously: the
+  next frame is queued on the GPU before the current one is handed over, so the
+  caller's work on a frame (label stack, skeletons) overlaps the GPU's on the next.
+- **Compiled and tuned on CUDA.** ``compile=True`` compiles the hot modules
+  (:mod:`.sam2_compile`); CUDA graphs replay the hot modules once shapes settle
+  (:mod:`.sam2_graphs`); the attention kernel is chosen by the number of objects.
 - **Device.** CUDA (bf16 autocast + TF32), Apple MPS or CPU. A CUDA out-of-memory
   error becomes a :class:`BackendError` that says what to do; the cache is emptied
   and the backend stays usable.
@@ -50,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..checkpoints import DEFAULT_MODEL, load_predictor, resolve_checkpoint, resolve_device
-from .base import BackendError, BadPromptError, FrameResult, ObjectPrompts
+from .base import BackendError, BadPromptError, FrameResult, LabelMasks, ObjectPrompts
 from .sam2_frames import LazySam2Frames
 
 if TYPE_CHECKING:
@@ -78,7 +85,9 @@ class Sam2Backend:
     read_ahead : frames decoded ahead in a background thread during propagation (0 =
         off: on an H100 with an in-memory video the thread cost ~7 % frames/s; turn it
         on for slow decoders, e.g. long compressed videos).
-    compile : use sam2's ``torch.compile``'d predictor (CUDA only; slow first frames).
+    compile : ``torch.compile`` the hot modules (CUDA only): False, True (mode
+        "default") or a mode name (see :mod:`.sam2_compile`). The first propagated
+        frames are slow while it compiles; clicks never compile.
     offload_state_to_cpu : keep tracking memory on the CPU (less GPU memory, slower).
     memory_frames : non-conditioning outputs kept around the current frame (default:
         what sam2's memory bank can read, see the module docstring).
@@ -90,6 +99,8 @@ class Sam2Backend:
         pass (memory attention, mask decoder, memory encoder) instead of one pass per
         object as sam2 1.1.0 does; same masks (see :mod:`.sam2_batched`), faster with
         several objects. False uses sam2's own ``propagate_in_video``.
+    cuda_graphs : on CUDA, replay CUDA graphs of the hot modules once their input
+        shapes repeat (:mod:`.sam2_graphs`); same results, far fewer kernel launches.
     """
 
     name = "sam2"
@@ -103,13 +114,14 @@ class Sam2Backend:
         *,
         image_cache_frames: int = 4,
         read_ahead: int = 0,
-        compile: bool = False,
+        compile: bool | str = False,
         offload_state_to_cpu: bool = False,
         memory_frames: int | None = None,
         image_size: int | None = None,
         predictor: Any = None,
         progress: Callable[[int, int], None] | None = None,
         batch_objects: bool = True,
+        cuda_graphs: bool = True,
     ) -> None:
         self.model = model
         self.checkpoint = checkpoint
@@ -121,6 +133,7 @@ class Sam2Backend:
         self.image_size = image_size
         self.progress = progress
         self.batch_objects = batch_objects
+        self.cuda_graphs = cuda_graphs
         self.device = resolve_device(device)
         self.predictor = predictor
         self._memory_frames = memory_frames
@@ -143,17 +156,19 @@ class Sam2Backend:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        predictor = load_predictor(self.model, path, self.device, image_size=self.image_size)
-        if self.compile and self.device.type == "cuda":
-            from sam2.sam2_video_predictor import SAM2VideoPredictorVOS
-
-            predictor.__class__ = SAM2VideoPredictorVOS
-            predictor._compile_all_components()
-        self.predictor = predictor
+        self.predictor = load_predictor(self.model, path, self.device, image_size=self.image_size)
 
     def _configure(self) -> None:
         """Settings of the predictor this adapter relies on (see module docstring)."""
         p = self.predictor
+        if self.compile and self.device.type == "cuda":
+            from .sam2_compile import compile_predictor
+
+            compile_predictor(p, "default" if self.compile is True else str(self.compile))
+        if self.cuda_graphs and self.device.type == "cuda":
+            from .sam2_graphs import graph_predictor
+
+            graph_predictor(p)
         p.add_all_frames_to_correct_as_cond = True
         p.clear_non_cond_mem_around_input = False
         if self.device.type != "cuda" and not getattr(p, "_nsw_fp32_memory", False):
@@ -240,17 +255,28 @@ class Sam2Backend:
         return self.state
 
     @contextlib.contextmanager
-    def _compute(self) -> Iterator[None]:
-        """inference mode + bf16 autocast on CUDA; OOM -> BackendError (backend usable)."""
+    def _compute(self, propagating: bool = False) -> Iterator[None]:
+        """inference mode + bf16 autocast on CUDA; OOM -> BackendError (backend usable).
+
+        Outside propagation, compiled modules run eagerly (a click never compiles).
+        """
         import torch
+
+        from .sam2_compile import attention_kernels, eager
 
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16)
             if self.device.type == "cuda"
             else contextlib.nullcontext()
         )
+        n_obj = len(self.state["obj_ids"]) if self.state else 1
         try:
-            with torch.inference_mode(), autocast:
+            with (
+                torch.inference_mode(),
+                autocast,
+                attention_kernels(n_obj, self.device),
+                contextlib.nullcontext() if propagating else eager(self.predictor),
+            ):
                 yield
         except torch.cuda.OutOfMemoryError as exc:
             if self.state is not None:
@@ -395,33 +421,62 @@ class Sam2Backend:
     def _to_result(
         self, frame: int, ids: list[int], video_res: torch.Tensor, scores: dict[int, Any]
     ) -> FrameResult:
-        """(N, 1, H, W) logits -> non-overlapping bool masks (highest logit wins).
+        """(N, 1, H, W) logits -> non-overlapping masks (highest logit wins), now."""
+        return self._finish(self._launch(frame, ids, video_res, scores))
 
-        ``scores`` maps ids to sam2's object-score logit tensors; they are copied to the
-        host together with the masks (one synchronisation per frame).
+    def _launch(
+        self, frame: int, ids: list[int], video_res: torch.Tensor, scores: dict[int, Any]
+    ) -> tuple:
+        """Resolve overlaps on the device and start copying the result to the host.
+
+        The result is one (H, W) index image (0 = background, k + 1 = ``ids[k]``) and the
+        object-score logits, copied asynchronously (pinned memory on CUDA);
+        :meth:`_finish` waits for the copy. ``scores`` maps ids to sam2's object-score
+        logit tensors.
         """
         import torch
 
-        lg = video_res[:, 0].float()
-        if len(ids) > 1:
-            winner = lg.argmax(dim=0, keepdim=True)
-            fg = (lg > 0) & (winner == _arange_like(lg))
+        lg = video_res[:, 0]
+        n = lg.shape[0]
+        if n > 1:
+            best, winner = lg.max(dim=0)
+            index = torch.where(best > 0, winner + 1, 0)
         else:
-            fg = lg > 0
+            index = lg[0] > 0
+        dtype = torch.uint8 if n < 255 else torch.int16 if n < 32767 else torch.int32
+        index = index.to(dtype)
         known = [o for o in ids if o in scores]
-        # non-blocking copy of the scores, then one blocking copy of the masks: a single
-        # synchronisation per frame
-        host_scores = (
-            torch.cat([scores[o].reshape(-1)[:1].float() for o in known]).to(
-                "cpu", non_blocking=True
-            )
+        score_t = (
+            torch.cat([scores[o].reshape(-1)[:1].float() for o in known])
             if known
-            else None
+            else torch.zeros(0, device=lg.device)
         )
-        fg = fg.cpu().numpy()
-        by_id = dict(zip(known, [] if host_scores is None else host_scores.tolist()))
-        masks = {int(o): fg[i] for i, o in enumerate(ids)}
-        return FrameResult(frame, masks, {int(o): by_id.get(o, float("-inf")) for o in ids})
+        if lg.device.type == "cuda":
+            host_index = torch.empty(index.shape, dtype=dtype, pin_memory=True)
+            host_scores = torch.empty(score_t.shape, dtype=torch.float32, pin_memory=True)
+            host_index.copy_(index, non_blocking=True)
+            host_scores.copy_(score_t, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            host_index, host_scores, event = index.cpu(), score_t.cpu(), None
+        return frame, list(ids), known, host_index, host_scores, event
+
+    @staticmethod
+    def _finish(launched: tuple) -> FrameResult:
+        """Wait for a :meth:`_launch` copy; the frame's :class:`FrameResult`."""
+        frame, ids, known, host_index, host_scores, event = launched
+        if event is not None:
+            event.synchronize()
+        index = host_index.numpy().copy()  # the pinned buffer goes back to torch's cache
+        if index.dtype == bool:
+            index = index.view(np.uint8)
+        by_id = dict(zip(known, host_scores.tolist()))
+        return FrameResult(
+            frame,
+            LabelMasks(index, [int(o) for o in ids]),
+            {int(o): by_id.get(o, float("-inf")) for o in ids},
+        )
 
     # -- propagation ---------------------------------------------------------------------
     def propagate(self, start: int, stop: int, reverse: bool = False) -> Iterator[FrameResult]:
@@ -455,39 +510,64 @@ class Sam2Backend:
         inner = propagate_batched(
             self.predictor, self.state, start, count, reverse, self.memory_frames
         )
-        try:
-            while True:
-                with self._compute():
-                    try:
-                        frame, obj_ids, video_res, scores = next(inner)
-                    except StopIteration:
-                        return
-                    result = self._to_result(frame, obj_ids, video_res, dict(zip(obj_ids, scores)))
-                    self._trim(frame)
-                yield result
-        finally:
-            inner.close()
+
+        def step() -> tuple | None:
+            try:
+                frame, obj_ids, video_res, scores = next(inner)
+            except StopIteration:
+                return None
+            return self._launch(frame, obj_ids, video_res, dict(zip(obj_ids, scores)))
+
+        return self._pipelined(inner, step)
 
     def _propagate_per_object(self, start: int, count: int, reverse: bool) -> Iterator[FrameResult]:
         state = self.state
         inner = self.predictor.propagate_in_video(
             state, start_frame_idx=start, max_frame_num_to_track=count, reverse=reverse
         )
+
+        def step() -> tuple | None:
+            try:
+                frame, obj_ids, video_res = next(inner)
+            except StopIteration:
+                return None
+            scores = {}
+            for o in obj_ids:
+                out = self._output(state["obj_id_to_idx"][o], frame)
+                if out is not None:
+                    scores[o] = out["object_score_logits"]
+            return self._launch(frame, list(obj_ids), video_res, scores)
+
+        return self._pipelined(inner, step)
+
+    def _pipelined(
+        self, inner: Iterator, step: Callable[[], tuple | None]
+    ) -> Iterator[FrameResult]:
+        """Yield frame ``t`` only after frame ``t + 1`` is queued on the device.
+
+        The host copy of ``t`` was queued before ``t + 1``'s work, so waiting for it
+        leaves the GPU busy with ``t + 1`` while the caller handles ``t``.
+        """
+        from .sam2_graphs import capturing
+
+        pending = None
         try:
             while True:
-                with self._compute():
-                    try:
-                        frame, obj_ids, video_res = next(inner)
-                    except StopIteration:
-                        return
-                    scores = {}
-                    for o in obj_ids:
-                        out = self._output(state["obj_id_to_idx"][o], frame)
-                        if out is not None:
-                            scores[o] = out["object_score_logits"]
-                    result = self._to_result(frame, list(obj_ids), video_res, scores)
-                    self._trim(frame)
-                yield result
+                try:
+                    with self._compute(propagating=True), capturing():
+                        launched = step()
+                        if launched is not None:
+                            self._trim(launched[0])
+                except BaseException:
+                    if pending is not None:  # hand over the frame already computed
+                        done, pending = self._finish(pending), None
+                        yield done
+                    raise
+                if pending is not None:
+                    yield self._finish(pending)
+                if launched is None:
+                    return
+                pending = launched
         finally:
             inner.close()
 

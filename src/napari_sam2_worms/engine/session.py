@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from ..backends.base import Backend, BadPromptError, FrameResult, ObjectPrompts
+from ..backends.base import Backend, BadPromptError, FrameResult, LabelMasks, ObjectPrompts
 from .prompts import PromptStore
 
 if TYPE_CHECKING:
@@ -344,6 +344,9 @@ class TrackingSession:
     def _write(self, result: FrameResult, only: set[int] | None = None) -> None:
         """Compose ``result`` into the label stack, honouring user edits and the overlap rule."""
         f = result.frame
+        if only is None and isinstance(result.masks, LabelMasks) and result.masks.plain():
+            self._write_index(result)
+            return
         with self._lock:
             current = self.labels[f]
             new = np.zeros_like(current)
@@ -372,6 +375,40 @@ class TrackingSession:
                     new[(current == o) & (new == 0)] = o
             for o in kept:
                 new[(current == o) & (new == 0)] = o
+            self.labels[f] = new
+            for o in incoming:
+                self.scores[o][f] = result.scores.get(o, np.nan)
+
+    def _write_index(self, result: FrameResult) -> None:
+        """:meth:`_write` for a result given as one non-overlapping index image.
+
+        Same outcome as the general path (user-edited objects keep their pixels and go
+        first; objects without a result keep theirs where nothing else landed), in a
+        few whole-frame operations whatever the number of objects.
+        """
+        f = result.frame
+        masks = result.masks
+        with self._lock:
+            current = self.labels[f]
+            incoming = [
+                o for o in masks.ids if o in self.objects and not self.is_user_edited(f, o)
+            ]
+            locked = [o for o in self.objects if o not in incoming and self.is_user_edited(f, o)]
+            kept = [o for o in self.objects if o not in incoming and o not in locked]
+            lut = np.zeros(len(masks.ids) + 1, current.dtype)
+            for k, o in enumerate(masks.ids):
+                if o in incoming:
+                    lut[k + 1] = o
+            new = lut[masks.index]
+            if locked or kept:
+                old_ids = np.asarray(locked + kept, current.dtype)
+                present = np.isin(current, old_ids)
+                if present.any():
+                    if locked:
+                        lock = np.isin(current, np.asarray(locked, current.dtype))
+                        new[lock] = current[lock]
+                    keep = present & (new == 0)
+                    new[keep] = current[keep]
             self.labels[f] = new
             for o in incoming:
                 self.scores[o][f] = result.scores.get(o, np.nan)
@@ -507,9 +544,10 @@ class TrackingSession:
             return np.zeros(0, int)
         return np.flatnonzero(~np.isnan(table).all(axis=1))
 
-    def skeletons(self, n_points: int = 49, frames=None, progress=None):
+    def skeletons(self, n_points: int = 49, frames=None, progress=None, workers: int = 0):
         """Skeleton tracks of all objects (see :mod:`napari_sam2_worms.skeleton`), with the
-        user's head/tail flips applied."""
+        user's head/tail flips applied. ``workers`` > 1 spreads objects over processes
+        (same result)."""
         from ..skeleton import flip_head_tail, skeletonize_labels
 
         ids = sorted(self.objects)
@@ -522,6 +560,7 @@ class TrackingSession:
             names=[self.objects[o].name for o in ids],
             frames=frames,
             progress=progress,
+            workers=workers,
         )
         for obj, a, b in self.flips:
             if obj in self.objects:

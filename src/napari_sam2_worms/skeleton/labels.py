@@ -24,10 +24,22 @@ __all__ = ["skeletonize_frame", "skeletonize_labels"]
 
 log = logging.getLogger(__name__)
 
+#: fewer (frames x objects) than this are skeletonized in this process
+PARALLEL_MIN_MASKS = 2000
+
 
 def _object_slices(frame: np.ndarray) -> dict[int, tuple[slice, slice]]:
     objs = ndimage.find_objects(frame)
     return {i + 1: s for i, s in enumerate(objs) if s is not None}
+
+
+def _crop(frame: np.ndarray, sl: tuple[slice, slice]) -> tuple[np.ndarray, int, int, bool]:
+    """An object's bounding box plus a 1-pixel margin: (labels crop, row0, col0, border)."""
+    h, w = frame.shape
+    r0, r1 = max(sl[0].start - 1, 0), min(sl[0].stop + 1, h)
+    c0, c1 = max(sl[1].start - 1, 0), min(sl[1].stop + 1, w)
+    border = sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w
+    return frame[r0:r1, c0:c1], r0, c0, border
 
 
 def _one(
@@ -36,10 +48,15 @@ def _one(
     """Skeleton of object ``oid`` + (touching another label, touching the border)."""
     if sl is None:
         return skeletonize_mask(np.zeros((1, 1), bool), n_points), False, False
-    h, w = frame.shape
-    r0, r1 = max(sl[0].start - 1, 0), min(sl[0].stop + 1, h)
-    c0, c1 = max(sl[1].start - 1, 0), min(sl[1].stop + 1, w)
-    sub = frame[r0:r1, c0:c1]
+    sub, r0, c0, border = _crop(frame, sl)
+    sk, touching = _one_crop(sub, oid, r0, c0, n_points, prev)
+    return sk, touching, border
+
+
+def _one_crop(
+    sub: np.ndarray, oid: int, r0: int, c0: int, n_points: int, prev
+) -> tuple[MaskSkeleton, bool]:
+    """Skeleton of ``oid`` inside its label crop + whether it touches another label."""
     m = sub == oid
     p = None if prev is None else np.asarray(prev, float) - np.array([c0, r0], float)
     sk = skeletonize_mask(m, n_points, prev=p)
@@ -51,8 +68,31 @@ def _one(
     if other.any():
         grown = ndimage.binary_dilation(m, structure=np.ones((3, 3), bool))
         touching = bool((grown & other).any())
-    border = sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w
-    return sk, touching, border
+    return sk, touching
+
+
+def _object_track(
+    oid: int, items: list[tuple[int, np.ndarray, int, int, bool]], n_points: int
+) -> list[tuple]:
+    """One object over its frames (in order), as the serial loop does it.
+
+    ``items``: (frame, labels crop, row0, col0, border) where the object is present.
+    Returns (frame, reason, points or None, widths, area, cx, cy) per item. Runs in a
+    worker process.
+    """
+    out = []
+    prev, last_t = None, -99
+    for t, sub, r0, c0, border in items:
+        p = prev if last_t >= t - 2 else None
+        sk, touching = _one_crop(sub, oid, r0, c0, n_points, p)
+        reason = _reason(sk, touching, border)
+        ok = bool(np.isfinite(sk.points).all())
+        if ok:
+            prev, last_t = sk.points, t
+        area = sk.area if sk.reason != "missing" else np.nan
+        cx, cy = sk.centroid if sk.reason != "missing" else (np.nan, np.nan)
+        out.append((t, reason, sk.points if ok else None, sk.widths, area, cx, cy))
+    return out
 
 
 def _reason(sk: MaskSkeleton, touching: bool, border: bool) -> str:
@@ -102,6 +142,7 @@ def skeletonize_labels(
     names: Sequence[str] | None = None,
     frames: Sequence[int] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 0,
 ) -> SkeletonTracks:
     """Centerlines, flags and features of every object on every frame of a label stack.
 
@@ -117,6 +158,10 @@ def skeletonize_labels(
     names : object names (default ``worm<id>``).
     frames : optional subset of frame indices to process; the others stay ``missing``.
     progress : optional ``progress(done, total)`` callback.
+    workers : worker processes (0 or 1: this process). Objects are split between
+        processes, each follows its objects through time exactly as the serial loop
+        does, so the result does not depend on the number of workers. Used only for
+        at least :data:`PARALLEL_MIN_MASKS` masks (starting processes costs ~1 s).
 
     Returns
     -------
@@ -156,6 +201,9 @@ def skeletonize_labels(
     area = np.full((t_n, len(ids)), np.nan, np.float32)
     cx = np.full((t_n, len(ids)), np.nan, np.float32)
     cy = np.full((t_n, len(ids)), np.nan, np.float32)
+    if workers > 1 and len(ids) > 1 and len(todo) * len(ids) >= PARALLEL_MIN_MASKS:
+        _parallel(labels, ids, todo, n_points, workers, tracks, area, cx, cy, progress)
+        todo = todo[:0]
     prev: dict[int, np.ndarray] = {}
     last_t: dict[int, int] = {}
     for done, t in enumerate(todo, 1):
@@ -183,3 +231,56 @@ def skeletonize_labels(
     orient_tracks(tracks, images=images)
     compute_features(tracks)
     return tracks
+
+
+def _parallel(
+    labels: np.ndarray,
+    ids: list[int],
+    todo: np.ndarray,
+    n_points: int,
+    workers: int,
+    tracks: SkeletonTracks,
+    area: np.ndarray,
+    cx: np.ndarray,
+    cy: np.ndarray,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """The serial loop's results, objects spread over ``workers`` processes.
+
+    This process finds each frame's objects and cuts their crops (small); workers
+    (spawned: safe beside CUDA and Qt threads) skeletonize one object each at a time.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    items: dict[int, list] = {oid: [] for oid in ids}
+    for t in todo:
+        frame = labels[t]
+        if not frame.any():
+            continue
+        for oid, sl in _object_slices(frame).items():
+            if oid in items:
+                sub, r0, c0, border = _crop(frame, sl)
+                items[oid].append((int(t), sub.copy(), r0, c0, border))
+    col = {oid: k for k, oid in enumerate(ids)}
+    ctx = multiprocessing.get_context("spawn")
+    n_workers = min(int(workers), len(ids))
+    done = 0
+    with ProcessPoolExecutor(n_workers, mp_context=ctx) as pool:
+        futures = {
+            pool.submit(_object_track, oid, items[oid], n_points): oid
+            for oid in sorted(ids, key=lambda o: -len(items[o]))  # longest first
+        }
+        for fut, oid in futures.items():
+            k = col[oid]
+            for t, reason, pts, widths, a, x, y in fut.result():
+                tracks.reason[t, k] = reason
+                tracks.good[t, k] = reason == ""
+                if pts is not None:
+                    tracks.points[t, k] = pts
+                    tracks.widths[t, k] = widths
+                area[t, k], cx[t, k], cy[t, k] = a, x, y
+            done += 1
+            if progress is not None:
+                progress(done * len(todo) // len(ids), len(todo))
+    log.info("skeletonized %d objects x %d frames in %d processes", len(ids), len(todo), n_workers)
