@@ -1,3 +1,4 @@
+# ruff: noqa: E501
 """Where does a SAM 2 propagation frame spend its time? (GPU profiling helper.)
 
 Runs our batched propagation on a synthetic plate with random weights and prints, per
@@ -61,8 +62,10 @@ def attention_backends(device, n_obj: int, mem_frames: int = 7) -> None:
                     F.scaled_dot_product_attention(q, k, v)
                 torch.cuda.synchronize()
             dt = (time.perf_counter() - t) / 10
-            print(f"  sdpa {name:9s} {n_obj:3d} obj: {dt * 1e3:7.2f} ms  {flops / dt / 1e12:6.0f} TFLOP/s")
-        except Exception as exc:  # noqa: BLE001
+            print(
+                f"  sdpa {name:9s} {n_obj:3d} obj: {dt * 1e3:7.2f} ms  {flops / dt / 1e12:6.0f} TFLOP/s"
+            )
+        except Exception as exc:
             print(f"  sdpa {name:9s}: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}")
 
 
@@ -126,13 +129,18 @@ def main(argv=None) -> None:
             next(gen)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        print(f"\n{n} objects: first {warm} frames (warm-up, compilation) took {time.perf_counter() - t:.1f} s")
+        print(
+            f"\n{n} objects: first {warm} frames (warm-up, compilation) took {time.perf_counter() - t:.1f} s"
+        )
         if args.no_profiler:
             t = time.perf_counter()
             for _ in range(args.profile_frames):
                 next(gen)
             torch.cuda.synchronize() if device.type == "cuda" else None
-            print(f"{n} objects: {args.profile_frames / (time.perf_counter() - t):.1f} frames/s", flush=True)
+            print(
+                f"{n} objects: {args.profile_frames / (time.perf_counter() - t):.1f} frames/s",
+                flush=True,
+            )
             gen.close()
             be.close()
             continue
@@ -147,23 +155,55 @@ def main(argv=None) -> None:
         gen.close()
         be.close()
         events = prof.key_averages()
-        dev_attr = "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total"
-        kernels = [e for e in events if getattr(e, dev_attr, 0) > 0 and e.device_type.name != "CPU"] if device.type == "cuda" else []
-        gpu_busy = sum(getattr(e, dev_attr) for e in events if e.device_type.name == "CUDA") / 1e3 / args.profile_frames
-        n_launch = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")) / args.profile_frames
-        print(f"\n## {n} objects: {1 / wall:.1f} frames/s under the profiler; wall {wall * 1e3:.1f} ms/frame, "
-              f"GPU kernels {gpu_busy:.1f} ms/frame, {n_launch:.0f} launches/frame")
+        dev_attr = (
+            "self_device_time_total"
+            if hasattr(events[0], "self_device_time_total")
+            else "self_cuda_time_total"
+        )
+        kernels = (
+            [e for e in events if getattr(e, dev_attr, 0) > 0 and e.device_type.name != "CPU"]
+            if device.type == "cuda"
+            else []
+        )
+        gpu_busy = (
+            sum(getattr(e, dev_attr) for e in events if e.device_type.name == "CUDA")
+            / 1e3
+            / args.profile_frames
+        )
+        n_launch = (
+            sum(
+                e.count
+                for e in events
+                if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")
+            )
+            / args.profile_frames
+        )
+        print(
+            f"\n## {n} objects: {1 / wall:.1f} frames/s under the profiler; wall {wall * 1e3:.1f} ms/frame, "
+            f"GPU kernels {gpu_busy:.1f} ms/frame, {n_launch:.0f} launches/frame"
+        )
         print("| range | CPU ms/frame | GPU ms/frame |\n|---|---|---|")
         for e in events:
-            if e.key in ("image_encoder", "memory_attention", "sam_heads", "memory_encoder",
-                         "memory_prepare+attention", "to_video_res", "wait+copy"):
+            if e.key in (
+                "image_encoder",
+                "memory_attention",
+                "sam_heads",
+                "memory_encoder",
+                "memory_prepare+attention",
+                "to_video_res",
+                "wait+copy",
+            ):
                 dev = getattr(e, "device_time_total", getattr(e, "cuda_time_total", 0))
-                print(f"| {e.key} | {e.cpu_time_total / 1e3 / args.profile_frames:.2f} | {dev / 1e3 / args.profile_frames:.2f} |")
+                print(
+                    f"| {e.key} | {e.cpu_time_total / 1e3 / args.profile_frames:.2f} | {dev / 1e3 / args.profile_frames:.2f} |"
+                )
         if kernels:
             kernels.sort(key=lambda e: -getattr(e, dev_attr))
             print("\n| kernel | calls/frame | GPU ms/frame |\n|---|---|---|")
             for e in kernels[: args.rows]:
-                print(f"| {e.key[:90]} | {e.count / args.profile_frames:.0f} | {getattr(e, dev_attr) / 1e3 / args.profile_frames:.3f} |")
+                print(
+                    f"| {e.key[:90]} | {e.count / args.profile_frames:.0f} | {getattr(e, dev_attr) / 1e3 / args.profile_frames:.3f} |"
+                )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def test_index_result_writes_what_per_object_masks_write(small_plate, video_stub
         TrackingSession(video_stub(small_plate.video), OracleBackend(small_plate.labels))
         for _ in range(2)
     ]
-    t, h, w = small_plate.video.shape[:3]
+    h, w = small_plate.video.shape[1:3]
     f = 4
     before = rng.integers(0, 7, (h, w)).astype(np.uint8)  # objects 1..6 already there
     edited = rng.choice(np.arange(1, 7), size=rng.integers(0, 3), replace=False)
