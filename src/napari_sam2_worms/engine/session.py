@@ -390,9 +390,7 @@ class TrackingSession:
         masks = result.masks
         with self._lock:
             current = self.labels[f]
-            incoming = [
-                o for o in masks.ids if o in self.objects and not self.is_user_edited(f, o)
-            ]
+            incoming = [o for o in masks.ids if o in self.objects and not self.is_user_edited(f, o)]
             locked = [o for o in self.objects if o not in incoming and self.is_user_edited(f, o)]
             kept = [o for o in self.objects if o not in incoming and o not in locked]
             lut = np.zeros(len(masks.ids) + 1, current.dtype)
