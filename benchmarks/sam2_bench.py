@@ -1,20 +1,28 @@
-"""Benchmark our SAM 2 backend against the raw ``SAM2VideoPredictor`` (JPEG folder).
+"""SAM 2 end to end through our engine vs the raw ``SAM2VideoPredictor``, side by side.
 
-Random weights (the speed and memory of SAM 2 do not depend on the weights), a
-synthetic worm plate, 1/5/20 objects. Reports propagation frames/s, click-to-mask
-latency (first click on a frame, then a click on the same frame: features cached),
-setup time and peak GPU memory, as a markdown table. ``--long N`` also tracks one
-object over an N-frame video (frames repeated lazily, nothing preloaded) and prints
-the memory every few hundred frames: it stays flat.
+Random weights (speed and memory do not depend on the weights; masks from random
+weights say nothing about quality), a synthetic worm plate, one click per worm.
 
-GPU (the lead's H100)::
+Ours is timed end to end through :class:`~napari_sam2_worms.engine.session.TrackingSession`:
+frames in (a lazy video), clicks, propagation into the label stack, then skeletons
+(worker processes). Configurations: ``eager`` (batched objects, no graphs, no
+compilation), ``graphs`` (+ CUDA graphs), ``compile`` (+ torch.compile; compilation is
+timed separately, in a warm-up run). The raw predictor is what users run today: JPEG
+folder, ``init_state`` (preloads every frame), ``propagate_in_video``; its frames/s is
+propagation only. For the mask comparison both read exactly the same input tensors:
+the raw predictor's preloaded images are replaced by ours (made from the decoded JPEGs),
+so the IoU measures the engines, not the resizing.
 
-    python benchmarks/sam2_bench.py --model sam2.1_hiera_tiny --long 10000
+GPU (as in docs/performance.md)::
 
-CPU smoke run (small sizes)::
+    python benchmarks/sam2_bench.py --objects 1,10,50 --raw-objects 1,10
+    python benchmarks/sam2_bench.py --objects 1 --no-raw --long 10000 --configs compile
+    python benchmarks/sam2_bench.py --model sam2.1_hiera_large --objects 1 --raw-objects 1
 
-    python benchmarks/sam2_bench.py --device cpu --frames 6 --width 160 --height 120 \
-        --objects 1,2 --image-size 256 --long 40
+CPU smoke run::
+
+    python benchmarks/sam2_bench.py --device cpu --frames 4 --width 160 --height 120 \\
+        --objects 1,2 --raw-objects 2 --image-size 256 --configs eager --long 12
 """
 
 from __future__ import annotations
@@ -73,163 +81,212 @@ def _autocast(device):
     return contextlib.nullcontext()
 
 
-def _inside(plate, xy: np.ndarray) -> np.ndarray:
-    """A click (1, 2) clipped into the frame (some synthetic worms leave the plate)."""
-    h, w = plate.video.shape[1:3]
-    return np.clip(xy, 0, [w - 1, h - 1])[None].astype(np.float32)
+class ArrayClip:
+    """A (T, H, W, 3) uint8 array as a lazy video with fps (what the session reads)."""
 
-
-class RepeatVideo:
-    """A lazy (T, H, W) video of ``n`` frames cycling through ``frames`` (ping-pong)."""
-
-    def __init__(self, frames: np.ndarray, n: int) -> None:
-        self.frames, self.n = frames, n
+    def __init__(self, frames: np.ndarray, n: int | None = None, fps: float = 15.0) -> None:
+        self.frames, self.n, self.fps = frames, n or len(frames), fps
 
     @property
     def shape(self):
         return (self.n, *self.frames.shape[1:])
 
+    @property
+    def dtype(self):
+        return self.frames.dtype
+
+    @property
+    def ndim(self):
+        return self.frames.ndim
+
     def __len__(self):
         return self.n
 
     def __getitem__(self, i):
-        k = len(self.frames)
+        k = len(self.frames)  # ping-pong through the clip when n > k
         j = int(i) % (2 * k - 2) if k > 1 else 0
         return self.frames[j if j < k else 2 * k - 2 - j]
 
 
-def bench_ours(predictor, plate, n_obj, args, batch_objects: bool = True) -> dict:
-    from napari_sam2_worms.backends.base import ObjectPrompts
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+def jpeg_clip(plate, folder: Path) -> ArrayClip:
+    """Dump the plate as JPEG files (the raw predictor's input) and decode them back."""
+    from PIL import Image
 
-    device = next(predictor.parameters()).device
+    frames = []
+    for i, frame in enumerate(plate.video):
+        path = folder / f"{i:05d}.jpg"
+        Image.fromarray(frame).convert("RGB").save(path, quality=95)
+        frames.append(np.asarray(Image.open(path).convert("RGB")))
+    return ArrayClip(np.stack(frames))
+
+
+def clicks(plate, n_obj: int) -> list[np.ndarray]:
+    h, w = plate.video.shape[1:3]
+    return [
+        np.clip(plate.centerlines[0, k % plate.centerlines.shape[1], 24], 0, [w - 1, h - 1])
+        for k in range(n_obj)
+    ]
+
+
+def new_predictor(args, device):
+    import torch
+
+    from napari_sam2_worms.checkpoints import build_model, load_predictor
+
+    torch.manual_seed(0)  # every configuration gets the same random weights
+    if args.checkpoint:
+        return load_predictor(args.model, args.checkpoint, device, image_size=args.image_size)
+    return build_model(args.model, device, image_size=args.image_size)
+
+
+def run_ours(predictor, clip, pts, config: str, args, device) -> dict:
+    """Clicks, propagation into the label stack, skeletons: timed end to end."""
+    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+    from napari_sam2_worms.engine.session import TrackingSession
+
     _peak_reset(device)
+    rss0 = _rss_gib()
     t0 = time.perf_counter()
-    be = Sam2Backend(
+    backend = Sam2Backend(
         predictor=predictor,
         device=str(device),
-        read_ahead=args.read_ahead,
-        batch_objects=batch_objects,
+        compile=config == "compile",
+        cuda_graphs=config in ("graphs", "compile"),
     )
-    be.open(plate.video)
-    setup = time.perf_counter() - t0
+    session = TrackingSession(clip, backend)
     lat = []
-    for k in [0, *range(n_obj)]:  # object 1 twice: the second click finds features cached
-        xy = _inside(
-            plate, plate.centerlines[0, k % plate.centerlines.shape[1], 24 + (len(lat) == 1)]
-        )
+    session.add_object()
+    x, y = float(pts[0][0]), float(pts[0][1])
+    for dx in (0.0, 1.0):  # a second click on object 1 finds the frame's features cached
         t = time.perf_counter()
-        be.set_prompts(0, k + 1, ObjectPrompts(points=xy, labels=np.array([1])))
+        session.add_point(0, 1, x + dx, y, True)
         _sync(device)
         lat.append(time.perf_counter() - t)
+    for k, xy in enumerate(pts[1:], 2):
+        session.add_object()
+        session.add_point(0, k, float(xy[0]), float(xy[1]), True)
+    open_to_mask = time.perf_counter() - t0 - lat[1]  # open, then all first clicks
     t = time.perf_counter()
-    masks = [r.masks for r in be.propagate(0, len(plate.video) - 1)]
+    for _ in session.propagate("forward"):
+        pass
     _sync(device)
-    fps = len(masks) / (time.perf_counter() - t)
-    peak = _peak_gib(device)
-    be.close()
-    return dict(
-        setup=setup,
+    t_prop = time.perf_counter() - t
+    t = time.perf_counter()
+    tracks = session.skeletons(workers=args.workers)
+    t_skel = time.perf_counter() - t
+    n = len(clip)
+    out = dict(
         first=lat[0],
-        cached=float(np.median(lat[1:])),
-        fps=fps,
-        peak=peak,
-        masks=masks,
+        cached=lat[1],
+        open=open_to_mask,
+        prop_fps=(n - 1) / t_prop,
+        e2e_fps=n / (sum(lat) + t_prop + t_skel),
+        skel_s=t_skel,
+        peak=_peak_gib(device),
+        rss=_rss_gib() - rss0,
+        labels=session.labels,
+        good=float(np.mean(tracks.good[1:])) if tracks.good.size else float("nan"),
     )
+    session.close()
+    return out
 
 
-def bench_ours_per_object(predictor, plate, n_obj, args) -> dict:
-    return bench_ours(predictor, plate, n_obj, args, batch_objects=False)
+def run_raw(predictor, clip, folder: Path, pts, device) -> dict:
+    """JPEG folder + init_state + clicks + propagate_in_video, with our input tensors."""
+    import torch
+
+    from napari_sam2_worms.backends.sam2_frames import LazySam2Frames
+
+    _peak_reset(device)
+    with torch.inference_mode(), _autocast(device):
+        t0 = time.perf_counter()
+        state = predictor.init_state(str(folder))
+        setup = time.perf_counter() - t0
+        ours = LazySam2Frames(clip, predictor.image_size, device, cache_frames=1)
+        images = torch.stack([ours[i] for i in range(len(clip))])
+        state["images"] = images.to(state["images"].device)  # same input as ours
+        state["cached_features"] = {}  # init_state encoded frame 0 from its own images
+        lat = []
+        x, y = float(pts[0][0]), float(pts[0][1])
+        for p in ([[x, y]], [[x, y], [x + 1.0, y]]):  # as our session: points accumulate
+            t = time.perf_counter()
+            predictor.add_new_points_or_box(
+                state, 0, 1, points=np.array(p, np.float32), labels=np.ones(len(p), np.int32)
+            )
+            _sync(device)
+            lat.append(time.perf_counter() - t)
+        # sam2 fed the first click's mask into the second; ours answers from the prompts
+        # alone (see Sam2Backend): redo object 1 from its two points for the comparison
+        predictor.clear_all_prompts_in_frame(state, 0, 1)
+        predictor.add_new_points_or_box(
+            state, 0, 1, points=np.array(p, np.float32), labels=np.ones(len(p), np.int32)
+        )
+        for k, xy in enumerate(pts[1:], 2):
+            predictor.add_new_points_or_box(
+                state, 0, k, points=np.array([xy], np.float32), labels=np.array([1], np.int32)
+            )
+        t = time.perf_counter()
+        masks = []
+        for _f, _ids, video_res in predictor.propagate_in_video(state):
+            lg = video_res[:, 0].float()
+            best, win = lg.max(0)
+            masks.append(torch.where(best > 0, win + 1, 0).to(torch.uint8).cpu().numpy())
+        _sync(device)
+        fps = (len(clip) - 1) / (time.perf_counter() - t)
+    peak = _peak_gib(device)
+    del state, images
+    return dict(setup=setup, first=lat[0], cached=lat[1], fps=fps, peak=peak, labels=masks)
 
 
-def mean_iou(a: list[dict], b: list[np.ndarray], ids: list[int]) -> float:
-    """Mean IoU over frames and objects between our masks and raw (N, H, W) masks.
-
-    The raw masks are made non-overlapping as ours (highest logit wins); the raw
-    predictor reads JPEG frames resized by PIL, ours the exact frames, so with random
-    weights (masks sensitive to every input pixel) the IoU is below 1.
-    """
+def mean_iou(labels: np.ndarray, raw: list[np.ndarray], n_obj: int) -> float:
+    """Mean IoU over frames 1.. and objects between our label stack and the raw masks."""
     ious = []
-    for ours, raw in zip(a, b):
-        for k, o in enumerate(ids):
-            m, r = ours.get(o), raw[k]
-            if m is None:
-                continue
-            union = (m | r).sum()
-            ious.append(1.0 if union == 0 else (m & r).sum() / union)
+    for t in range(1, len(raw)):
+        for o in range(1, n_obj + 1):
+            a, b = labels[t] == o, raw[t] == o
+            union = (a | b).sum()
+            if union:
+                ious.append((a & b).sum() / union)
     return float(np.mean(ious)) if ious else float("nan")
 
 
-def bench_raw(predictor, plate, n_obj, args) -> dict:
-    """What users do today: dump JPEGs, init_state (preloads all frames), click, propagate."""
-    import torch
-    from PIL import Image
-
-    device = next(predictor.parameters()).device
-    _peak_reset(device)
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        for i, frame in enumerate(plate.video):
-            Image.fromarray(frame).convert("RGB").save(Path(tmp) / f"{i:05d}.jpg", quality=95)
-        with torch.inference_mode(), _autocast(device):
-            state = predictor.init_state(tmp)
-            _sync(device)
-            setup = time.perf_counter() - t0
-            lat = []
-            for k in [0, *range(n_obj)]:  # object 1 twice (see bench_ours)
-                xy = _inside(
-                    plate,
-                    plate.centerlines[0, k % plate.centerlines.shape[1], 24 + (len(lat) == 1)],
-                )
-                t = time.perf_counter()
-                predictor.add_new_points_or_box(
-                    state, 0, k + 1, points=xy, labels=np.array([1], np.int32)
-                )
-                _sync(device)
-                lat.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            out = []
-            for _f, _ids, masks in predictor.propagate_in_video(state):
-                lg = masks[:, 0].float()  # resolved like ours (highest logit wins), for IoU
-                win = (
-                    lg.argmax(0, keepdim=True)
-                    == torch.arange(len(lg), device=lg.device)[:, None, None]
-                )
-                out.append(((lg > 0) & win).cpu().numpy())  # users take masks off the GPU
-            _sync(device)
-            fps = len(out) / (time.perf_counter() - t)
-        peak = _peak_gib(device)
-        del state
-    # the init_state warm-up encodes frame 0, so the first click is already "cached"
-    return dict(
-        setup=setup, first=lat[0], cached=float(np.median(lat[1:])), fps=fps, peak=peak, masks=out
-    )
-
-
-def bench_long(predictor, plate, n_frames, every) -> list[tuple[int, float, float]]:
-    from napari_sam2_worms.backends.base import ObjectPrompts
+def long_run(predictor, plate, n_frames: int, config: str, args, device) -> list[tuple]:
+    """One object over an n-frame video (lazy, ping-pong): GPU and host memory."""
     from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+    from napari_sam2_worms.engine.session import TrackingSession
 
-    device = next(predictor.parameters()).device
+    clip = ArrayClip(np.stack([np.dstack([f] * 3) for f in plate.video]), n_frames)
     _peak_reset(device)
-    be = Sam2Backend(predictor=predictor, device=str(device))
-    be.open(RepeatVideo(plate.video, n_frames))
-    xy = plate.centerlines[0, 0, 24][None]
-    be.set_prompts(0, 1, ObjectPrompts(points=xy, labels=np.array([1])))
+    backend = Sam2Backend(
+        predictor=predictor,
+        device=str(device),
+        compile=config == "compile",
+        cuda_graphs=config in ("graphs", "compile"),
+    )
+    rss0 = _rss_gib()
+    session = TrackingSession(clip, backend)
+    session.add_object()
+    xy = clicks(plate, 1)[0]
+    session.add_point(0, 1, float(xy[0]), float(xy[1]), True)
+    every = max(1, n_frames // 10)
     rows = []
     t = time.perf_counter()
-    for r in be.propagate(0, n_frames - 1):
-        if r.frame % every == 0 or r.frame == n_frames - 1:
+    for step in session.propagate("forward"):
+        f = step.frame
+        if f in (200, n_frames - 1) or f % every == 0:
+            _sync(device)
             rows.append(
                 (
-                    r.frame,
+                    f,
                     _now_gib(device),
-                    _rss_gib(),
-                    be.stored_frames(),
-                    (r.frame + 1) / (time.perf_counter() - t),
+                    _peak_gib(device),
+                    _rss_gib() - rss0,
+                    session.labels[: f + 1].nbytes / 2**30,
+                    backend.stored_frames(),
+                    (f + 1) / (time.perf_counter() - t),
                 )
             )
-    be.close()
+    session.close()
     return rows
 
 
@@ -240,25 +297,19 @@ def main(argv=None) -> None:
     p.add_argument("--frames", type=int, default=200)
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
-    p.add_argument("--objects", default="1,5,20")
-    p.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="model input size override (CPU smoke runs only)",
-    )
+    p.add_argument("--objects", default="1,10,50")
+    p.add_argument("--raw-objects", default="1,10", help="object counts run on the raw predictor")
+    p.add_argument("--no-raw", action="store_true")
+    p.add_argument("--configs", default="eager,graphs,compile")
+    p.add_argument("--workers", type=int, default=min(8, (os.cpu_count() or 2) - 1))
+    p.add_argument("--image-size", type=int, default=None, help="CPU smoke runs only")
     p.add_argument("--long", type=int, default=0, help="also track 1 object over N frames")
-    p.add_argument("--no-raw", action="store_true", help="skip the raw SAM2VideoPredictor")
-    p.add_argument(
-        "--no-per-object", action="store_true", help="skip ours with batch_objects=False"
-    )
-    p.add_argument("--read-ahead", type=int, default=0, help="frames decoded ahead (ours)")
     p.add_argument("--checkpoint", default=None, help="real weights (default: random)")
     args = p.parse_args(argv)
 
     import torch
 
-    from napari_sam2_worms.checkpoints import build_model, load_predictor, resolve_device
+    from napari_sam2_worms.checkpoints import resolve_device
     from napari_sam2_worms.synthetic import make_plate
 
     device = resolve_device(args.device)
@@ -266,65 +317,76 @@ def main(argv=None) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     objects = [int(x) for x in args.objects.split(",")]
+    raw_objects = set() if args.no_raw else {int(x) for x in args.raw_objects.split(",") if x}
+    configs = [c for c in args.configs.split(",") if c]
+    if device.type != "cuda":
+        configs = [c for c in configs if c == "eager"] or ["eager"]
     plate = make_plate(
         n_frames=args.frames, height=args.height, width=args.width, n_worms=max(objects), seed=0
     )
-    if args.checkpoint:
-        predictor = load_predictor(args.model, args.checkpoint, device, image_size=args.image_size)
-    else:
-        torch.manual_seed(0)
-        predictor = build_model(args.model, device, image_size=args.image_size)
     gpu = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     print(
-        f"\n{args.model}, {gpu}, image_size {predictor.image_size}, video "
-        f"{args.width}x{args.height}x{args.frames}, torch {torch.__version__}\n"
+        f"\n{args.model}, {gpu}, torch {torch.__version__}, image_size "
+        f"{args.image_size or 1024}, video {args.width}x{args.height}x{args.frames}, "
+        f"skeleton workers {args.workers}, {time.strftime('%Y-%m-%d')}\n",
+        flush=True,
     )
-    # warm-up (cuDNN autotune, allocator)
-    bench_ours(
-        predictor,
-        make_plate(n_frames=3, height=args.height, width=args.width, n_worms=1, seed=0),
-        1,
-        args,
-    )
-    print(
-        "| engine | objects | setup s | open to first mask s | first click ms "
-        "| cached click ms | propagate frames/s | peak GPU GiB | mean IoU vs raw |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for n_obj in objects:
-        engines = [("ours, batched objects", bench_ours)]
-        if not args.no_per_object:
-            engines.append(("ours, per object", bench_ours_per_object))
-        if not args.no_raw:
-            engines.insert(0, ("raw SAM2VideoPredictor (JPEG + init_state)", bench_raw))
-        raw_masks = None
-        for label, fn in engines:
-            try:
-                r = fn(predictor, plate, n_obj, args)
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                print(f"| {label} | {n_obj} | out of GPU memory | | | | | | |", flush=True)
-                continue
-            if fn is bench_raw:
-                raw_masks, iou = r["masks"], "-"
-            elif raw_masks is None:
-                iou = "n/a"
-            else:
-                iou = f"{mean_iou(r['masks'], raw_masks, list(range(1, n_obj + 1))):.4f}"
+    predictors = {c: new_predictor(args, device) for c in configs}
+    warm = make_plate(n_frames=24, height=args.height, width=args.width, n_worms=max(objects))
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = jpeg_clip(plate, Path(tmp))
+        warm_clip = ArrayClip(np.stack([np.dstack([f] * 3) for f in warm.video]))
+        print(
+            "| engine | objects | open to first mask s | click ms (cached) | propagate "
+            "frames/s | end-to-end frames/s | skeletons s | peak GPU GiB | host GiB | "
+            "x raw | mean IoU vs raw |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for n_obj in objects:
+            pts = clicks(plate, n_obj)
+            raw = None
+            if n_obj in raw_objects:
+                raw = run_raw(predictors[configs[0]], clip, Path(tmp), pts, device)
+                print(
+                    f"| raw SAM2VideoPredictor | {n_obj} | {raw['setup'] + raw['first']:.2f} | "
+                    f"{1000 * raw['cached']:.0f} | {raw['fps']:.1f} | - | - | "
+                    f"{raw['peak']:.2f} | - | 1.0 | - |",
+                    flush=True,
+                )
+            for config in configs:
+                pred = predictors[config]
+                t = time.perf_counter()  # warm-up: cuDNN autotune, compilation, graphs
+                run_ours(pred, warm_clip, clicks(warm, n_obj), config, args, device)
+                warm_s = time.perf_counter() - t
+                try:
+                    r = run_ours(pred, clip, pts, config, args, device)
+                except torch.cuda.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    print(f"| ours, {config} | {n_obj} | out of GPU memory |", flush=True)
+                    continue
+                ratio = f"{r['prop_fps'] / raw['fps']:.1f}" if raw else "-"
+                iou = f"{mean_iou(r['labels'], raw['labels'], n_obj):.3f}" if raw else "-"
+                print(
+                    f"| ours, {config} (warm-up {warm_s:.0f} s) | {n_obj} | {r['open']:.2f} | "
+                    f"{1000 * r['cached']:.0f} | {r['prop_fps']:.1f} | {r['e2e_fps']:.1f} | "
+                    f"{r['skel_s']:.2f} | {r['peak']:.2f} | {r['rss']:.2f} | {ratio} | {iou} |",
+                    flush=True,
+                )
+    if args.long:
+        config = configs[-1]
+        print(f"\nLong video: 1 object, {args.long} frames (lazy, ping-pong), ours {config}\n")
+        print(
+            "| frame | GPU allocated GiB | GPU peak GiB | host growth GiB | label stack GiB "
+            "| stored outputs | frames/s |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for row in long_run(predictors[config], plate, args.long, config, args, device):
+            f, now, peak, rss, stack, stored, fps = row
             print(
-                f"| {label} | {n_obj} | {r['setup']:.2f} | {r['setup'] + r['first']:.2f} | "
-                f"{1000 * r['first']:.0f} | "
-                f"{1000 * r['cached']:.0f} | {r['fps']:.1f} | {r['peak']:.2f} | {iou} |",
+                f"| {f} | {now:.3f} | {peak:.3f} | {rss:.2f} | {stack:.2f} | {stored} | "
+                f"{fps:.1f} |",
                 flush=True,
             )
-            del r
-    if args.long:
-        every = max(1, args.long // 10)
-        print(f"\nLong video: 1 object, {args.long} frames (lazy, repeated)\n")
-        print("| frame | GPU allocated GiB | process RSS GiB | stored outputs | frames/s |")
-        print("|---|---|---|---|---|")
-        for frame, gib, rss, stored, fps in bench_long(predictor, plate, args.long, every):
-            print(f"| {frame} | {gib:.3f} | {rss:.2f} | {stored} | {fps:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

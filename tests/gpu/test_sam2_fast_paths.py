@@ -1,0 +1,64 @@
+"""CUDA graphs and torch.compile give the eager engine's masks (random weights)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+def _track(cuda_graphs: bool, compile: bool, plate) -> tuple[list, object]:
+    from napari_sam2_worms.backends.base import ObjectPrompts
+    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+    from napari_sam2_worms.checkpoints import build_model
+
+    torch.manual_seed(0)
+    pred = build_model("sam2.1_hiera_tiny", "cuda")
+    be = Sam2Backend(predictor=pred, device="cuda", cuda_graphs=cuda_graphs, compile=compile)
+    be.open(plate.video)
+    for k in range(3):
+        xy = plate.centerlines[0, k, 24][None]
+        be.set_prompts(0, k + 1, ObjectPrompts(points=xy, labels=np.array([1])))
+    out = [r.masks.index.copy() for r in be.propagate(0, len(plate.video) - 1)]
+    return out, pred
+
+
+def _iou(a: list, b: list) -> float:
+    vals = []
+    for x, y in zip(a, b):
+        for o in (1, 2, 3):
+            u = ((x == o) | (y == o)).sum()
+            if u:
+                vals.append(((x == o) & (y == o)).sum() / u)
+    return float(np.mean(vals))
+
+
+@pytest.fixture(scope="module")
+def plate():
+    from napari_sam2_worms.synthetic import make_plate
+
+    return make_plate(n_frames=40, height=240, width=320, n_worms=3, seed=2)
+
+
+@pytest.fixture(scope="module")
+def eager(plate):
+    return _track(False, False, plate)[0]
+
+
+def test_cuda_graphs_replay_and_match_eager(plate, eager):
+    graphed, pred = _track(True, False, plate)
+    replays = {g.name: g.replays for g in pred._nsw_graphs}
+    assert replays["image_encoder"] >= 30 and replays["memory_attention"] >= 15, replays
+    assert _iou(graphed, eager) > 0.99
+
+
+def test_compiled_matches_eager(plate, eager):
+    compiled, pred = _track(True, True, plate)
+    assert pred._nsw_compiled == "default"
+    assert _iou(compiled, eager) > 0.9
