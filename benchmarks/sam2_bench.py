@@ -3,16 +3,16 @@
 Random weights (speed and memory do not depend on the weights; masks from random
 weights say nothing about quality), a synthetic worm plate, one click per worm.
 
-Ours is timed end to end through :class:`~napari_sam2_worms.engine.session.TrackingSession`:
-frames in (a lazy video), clicks, propagation into the label stack, then skeletons
-(worker processes; with random weights, the skeletons timed are those of the plate's
-ground-truth masks, since random weights make blobs, not worms). Configurations: ``eager`` (batched objects, no graphs, no
-compilation), ``graphs`` (+ CUDA graphs), ``compile`` (+ torch.compile; compilation is
-timed separately, in a warm-up run). The raw predictor is what users run today: JPEG
-folder, ``init_state`` (preloads every frame), ``propagate_in_video``; its frames/s is
-propagation only. For the mask comparison both read exactly the same input tensors:
-the raw predictor's preloaded images are replaced by ours (made from the decoded JPEGs),
-so the IoU measures the engines, not the resizing.
+Ours is timed end to end through the TrackingSession: frames in (a lazy video),
+clicks, propagation into the label stack, then skeletons (worker processes; with
+random weights the skeletons timed are those of the plate's ground-truth masks, since
+random weights make blobs, not worms). Configurations: ``eager`` (batched objects, no
+graphs, no compilation), ``graphs`` (+ CUDA graphs), ``compile`` (+ torch.compile;
+compilation is timed separately, in a warm-up run). The raw predictor is what users
+run today: JPEG folder, ``init_state`` (preloads every frame), ``propagate_in_video``;
+its frames/s is propagation only. For the mask comparison both read exactly the same
+input tensors: the raw predictor's preloaded images are replaced by ours (made from
+the decoded JPEGs), so the IoU measures the engines, not the resizing.
 
 GPU (as in docs/performance.md)::
 
