@@ -134,6 +134,9 @@ class Sam2Backend:
         self.progress = progress
         self.batch_objects = batch_objects
         self.cuda_graphs = cuda_graphs
+        #: tests/benchmarks: ``hook(frame, ids, video_res_logits)`` before overlaps are
+        #: resolved (the per-object masks are ``logits[:, 0] > 0``)
+        self.logits_hook: Callable[[int, list[int], Any], None] | None = None
         self.device = resolve_device(device)
         self.predictor = predictor
         self._memory_frames = memory_frames
@@ -436,6 +439,8 @@ class Sam2Backend:
         """
         import torch
 
+        if self.logits_hook is not None:
+            self.logits_hook(frame, list(ids), video_res)
         lg = video_res[:, 0]
         n = lg.shape[0]
         if n > 1:
