@@ -65,6 +65,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: CUDA graphs are captured only while tracking at most this many objects
+GRAPH_MAX_OBJECTS = 4
+
 OOM_MESSAGE = (
     "GPU out of memory while running SAM 2 ({model}, {n} objects). Use a smaller model "
     "(sam2.1_hiera_tiny), track fewer objects at once, close other GPU programs, or "
@@ -555,11 +558,15 @@ class Sam2Backend:
         """
         from .sam2_graphs import capturing
 
+        # graphs pay where launches dominate (few objects); with more objects the GPU is
+        # the bottleneck and a graph would only hold memory (measured: docs/performance.md)
+        n_obj = len(self.state["obj_ids"])
+        graphs = capturing() if n_obj <= GRAPH_MAX_OBJECTS else contextlib.nullcontext()
         pending = None
         try:
             while True:
                 try:
-                    with self._compute(propagating=True), capturing():
+                    with self._compute(propagating=True), graphs:
                         launched = step()
                         if launched is not None:
                             self._trim(launched[0])
