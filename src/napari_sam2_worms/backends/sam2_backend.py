@@ -561,12 +561,12 @@ class Sam2Backend:
         # graphs pay where launches dominate (few objects); with more objects the GPU is
         # the bottleneck and a graph would only hold memory (measured: docs/performance.md)
         n_obj = len(self.state["obj_ids"])
-        graphs = capturing() if n_obj <= GRAPH_MAX_OBJECTS else contextlib.nullcontext()
+        graphs = capturing if n_obj <= GRAPH_MAX_OBJECTS else contextlib.nullcontext
         pending = None
         try:
             while True:
                 try:
-                    with self._compute(propagating=True), graphs:
+                    with self._compute(propagating=True), graphs():
                         launched = step()
                         if launched is not None:
                             self._trim(launched[0])
