@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -57,12 +58,18 @@ def cmd_track(args: argparse.Namespace) -> int:
     video = open_video(args.video)
     n, h, w = video.shape[:3]
     store, names = read_prompts_file(args.prompts, n_frames=n, size=(w, h))
+    sam2_options = (
+        {"compile": args.compile, "cuda_graphs": not args.no_cuda_graphs}
+        if args.backend != "classic"
+        else {}
+    )
     backend = make_backend(
         args.backend,
         model=args.model,
         checkpoint=args.checkpoint,
         device=args.device,
         download=not args.no_download,
+        **sam2_options,
     )
     if args.backend == "auto" and getattr(backend, "name", "") == "classic":
         print(
@@ -92,7 +99,9 @@ def cmd_track(args: argparse.Namespace) -> int:
         bar.close()
     skel_bar = _Bar("skeletons")
     try:
-        out = write_run(session, args.out, n_points=args.points, progress=skel_bar)
+        out = write_run(
+            session, args.out, n_points=args.points, progress=skel_bar, workers=args.workers
+        )
     finally:
         skel_bar.close()
     print(f"wrote {out / 'masks.tif'}, {out / 'skeletons.csv'} and the session to {out}")
@@ -233,6 +242,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-download", action="store_true", help="never download a checkpoint")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     t.add_argument("--frames", help="START:STOP, frames to track (inclusive)")
+    t.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile SAM 2 on CUDA: faster after a ~1 min warm-up (long videos)",
+    )
+    t.add_argument(
+        "--no-cuda-graphs", action="store_true", help="SAM 2 on CUDA: do not replay CUDA graphs"
+    )
+    t.add_argument(
+        "--workers",
+        type=int,
+        default=max(1, min(8, (os.cpu_count() or 2) - 1)),
+        help="processes that skeletonize (default: CPU cores - 1, at most 8)",
+    )
     t.add_argument("--points", type=int, default=49, help="skeleton points (default 49)")
     t.add_argument("--fps", type=float, help="override the video's frame rate")
     t.add_argument("--pixel-size", type=float, help="micrometres per pixel")

@@ -255,3 +255,28 @@ def test_read_ahead_thread_prefetches(plate):
     frames[11]
     assert video.reads.count(11) == 1  # served from the read-ahead, not decoded again
     frames.close()
+
+
+def test_index_image_resolves_overlaps_by_logit_and_cpu_ignores_gpu_options(backend, plate):
+    """Results come as one index image (highest logit wins, 0 where no logit > 0);
+    compile and CUDA graphs are CUDA-only and leave a CPU model untouched."""
+    from napari_sam2_worms.backends.base import LabelMasks
+
+    backend.compile, backend.cuda_graphs = True, True
+    backend.open(plate.video)
+    assert not getattr(backend.predictor, "_nsw_compiled", None)
+    assert getattr(backend.predictor, "_nsw_graphs", None) is None
+    seen = {}
+    backend.logits_hook = lambda f, ids, lg: seen.__setitem__(
+        f, (ids, lg[:, 0].float().numpy().copy())
+    )
+    for k in range(2):
+        backend.set_prompts(0, k + 1, click(plate, 0, k))
+    results = list(backend.propagate(0, 4))
+    assert [r.frame for r in results] == [0, 1, 2, 3, 4]
+    for r in results:
+        ids, lg = seen[r.frame]
+        assert isinstance(r.masks, LabelMasks) and ids == [1, 2]
+        expect = np.where(lg.max(0) > 0, lg.argmax(0) + 1, 0)
+        np.testing.assert_array_equal(r.masks.index, expect)
+        np.testing.assert_array_equal(r.masks[2], expect == 2)

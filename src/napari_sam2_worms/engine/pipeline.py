@@ -72,14 +72,16 @@ def make_backend(
     raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
-def write_run(session, out_dir: str | Path, *, n_points: int = 49, progress=None) -> Path:
+def write_run(
+    session, out_dir: str | Path, *, n_points: int = 49, progress=None, workers: int = 0
+) -> Path:
     """Write a run folder: the saved session (masks.tif, scores.npy, session.json...) and
-    ``skeletons.csv``. Returns the folder."""
+    ``skeletons.csv`` (``workers`` processes skeletonize). Returns the folder."""
     from ..skeleton import write_csv
     from .session_io import save_session
 
     out = Path(out_dir)
     save_session(session, out)
-    tracks = session.skeletons(n_points=n_points, progress=progress)
+    tracks = session.skeletons(n_points=n_points, progress=progress, workers=workers)
     write_csv(tracks, out / "skeletons.csv")
     return out

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -61,6 +62,11 @@ class ModelPanel(QGroupBox):
         row.addWidget(browse)
         self.device = QComboBox()
         self.device.addItems(list(DEVICES))
+        self.compile = QCheckBox("Compile (CUDA: faster after a ~1 min warm-up)")
+        self.compile.setToolTip(
+            "torch.compile SAM 2's hot modules. The first propagated frames wait for the "
+            "compilation (in the background; the viewer stays live); clicks never do."
+        )
         self.load_button = QPushButton("Load model")
         self.load_button.clicked.connect(lambda: host.load_model())
         self.download_button = QPushButton("Download checkpoint")
@@ -76,6 +82,7 @@ class ModelPanel(QGroupBox):
         form.addRow("Model", self.model)
         form.addRow("Checkpoint", row)
         form.addRow("Device", self.device)
+        form.addRow(self.compile)
         form.addRow(buttons)
         form.addRow(self.status)
         form.addRow(self.progress)
@@ -94,7 +101,7 @@ class ModelPanel(QGroupBox):
 
     def _backend_changed(self, text: str) -> None:
         sam = text == SAM2
-        for w in (self.model, self.checkpoint, self.device, self.download_button):
+        for w in (self.model, self.checkpoint, self.device, self.compile, self.download_button):
             w.setEnabled(sam)
         self._update_status_hint()
 
@@ -126,6 +133,8 @@ class ModelPanel(QGroupBox):
         checkpoint = self.checkpoint.text().strip() or None
         device = self.device.currentText()
         options = dict(self.sam2_options)
+        if self.compile.isChecked():
+            options["compile"] = True
 
         def build():
             if name == "classic":
