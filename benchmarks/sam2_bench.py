@@ -140,6 +140,18 @@ def new_predictor(args, device):
     return build_model(args.model, device, image_size=args.image_size)
 
 
+def make_backend(predictor, config: str, device):
+    """Our backend in one of the configurations (eager, graphs, compile)."""
+    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+
+    return Sam2Backend(
+        predictor=predictor,
+        device=str(device),
+        compile=config == "compile",
+        cuda_graphs=config in ("graphs", "compile"),
+    )
+
+
 def run_ours(predictor, clip, pts, config: str, args, device, truth=None) -> dict:
     """Clicks, propagation into the label stack, skeletons: timed end to end.
 
@@ -147,18 +159,12 @@ def run_ours(predictor, clip, pts, config: str, args, device, truth=None) -> dic
     session's (masks from random weights are large blobs that no real run produces, and
     skeletonizing a blob costs ~100x a worm).
     """
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
     from napari_sam2_worms.engine.session import TrackingSession
 
     _peak_reset(device)
     rss0 = _rss_gib()
     t0 = time.perf_counter()
-    backend = Sam2Backend(
-        predictor=predictor,
-        device=str(device),
-        compile=config == "compile",
-        cuda_graphs=config in ("graphs", "compile"),
-    )
+    backend = make_backend(predictor, config, device)
     session = TrackingSession(clip, backend)
     lat = []
     session.add_object()
@@ -261,15 +267,9 @@ def run_raw(predictor, clip, folder: Path, pts, device, iou_frames: int = 60) ->
 
 def per_object_masks(predictor, clip, pts, config: str, device, n_frames: int) -> list:
     """Our per-object masks before overlaps are resolved, frames 0..n_frames-1."""
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
     from napari_sam2_worms.engine.session import TrackingSession
 
-    backend = Sam2Backend(
-        predictor=predictor,
-        device=str(device),
-        compile=config == "compile",
-        cuda_graphs=config in ("graphs", "compile"),
-    )
+    backend = make_backend(predictor, config, device)
     session = TrackingSession(clip, backend)
     session.add_object()
     x, y = float(pts[0][0]), float(pts[0][1])
@@ -314,17 +314,11 @@ def mean_iou(labels: np.ndarray, raw: list[np.ndarray], n_obj: int) -> float:
 
 def long_run(predictor, plate, n_frames: int, config: str, args, device) -> list[tuple]:
     """One object over an n-frame video (lazy, ping-pong): GPU and host memory."""
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
     from napari_sam2_worms.engine.session import TrackingSession
 
     clip = ArrayClip(np.stack([np.dstack([f] * 3) for f in plate.video]), n_frames)
     _peak_reset(device)
-    backend = Sam2Backend(
-        predictor=predictor,
-        device=str(device),
-        compile=config == "compile",
-        cuda_graphs=config in ("graphs", "compile"),
-    )
+    backend = make_backend(predictor, config, device)
     rss0 = _rss_gib()
     session = TrackingSession(clip, backend)
     session.add_object()

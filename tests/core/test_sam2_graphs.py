@@ -1,0 +1,51 @@
+"""CUDA-graph wrapper logic that does not need a GPU (replay itself: tests/gpu)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_sam2_worms.backends import sam2_graphs  # noqa: E402
+from napari_sam2_worms.backends.sam2_graphs import GraphedForward, capturing  # noqa: E402
+
+
+def test_cpu_calls_run_eagerly_and_never_capture():
+    calls = []
+
+    def fn(x, scale=1.0, extra=None):
+        calls.append(1)
+        return {"y": [x * scale]}
+
+    g = GraphedForward(fn, "toy", pool=None, min_repeats=1)
+    x = torch.ones(3)
+    with capturing():
+        for _ in range(3):
+            out = g(x, scale=2.0)
+    assert len(calls) == 3 and not g.graphs and g.replays == 0
+    assert torch.equal(out["y"][0], torch.full((3,), 2.0))
+
+
+def test_signature_keys():
+    key = GraphedForward._key
+    assert key([torch.ones(2)]) is None  # CPU tensor: eager
+    assert key([1, "a", None]) is None  # no tensor: eager
+    with torch.device("meta"):
+        meta = torch.ones(2)
+    assert key([meta]) is None  # not CUDA
+
+
+def test_capturing_is_per_thread_and_restored():
+    assert not getattr(sam2_graphs._state, "allowed", False)
+    seen = []
+    with capturing():
+        assert sam2_graphs._state.allowed
+        t = threading.Thread(
+            target=lambda: seen.append(getattr(sam2_graphs._state, "allowed", False))
+        )
+        t.start()
+        t.join()
+    assert seen == [False]
+    assert not sam2_graphs._state.allowed
