@@ -80,6 +80,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     args.backend = getattr(backend, "name", args.backend)
     session = TrackingSession(video, backend, fps=args.fps, pixel_size=args.pixel_size)
     session.settings = {"backend": args.backend, "model": args.model, "device": args.device}
+    session.skeleton_workers = max(0, args.workers)  # skeletons made while tracking
     for obj in store.objects():
         session.add_object(name=names.get(obj), object_id=obj)
     for frame, obj in sorted(store.keys()):
@@ -254,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=max(1, min(8, (os.cpu_count() or 2) - 1)),
-        help="processes that skeletonize (default: CPU cores - 1, at most 8)",
+        help="processes that skeletonize, while tracking and after (default: CPU cores - 1, "
+        "at most 8; 0: after tracking, in this process)",
     )
     t.add_argument("--points", type=int, default=49, help="skeleton points (default 49)")
     t.add_argument("--fps", type=float, help="override the video's frame rate")

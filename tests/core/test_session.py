@@ -191,3 +191,47 @@ def test_undo_wrong_click_marks_only_stale_window(session, small_plate):
     assert sorted(oracle.propagated) == [1, 2, 3, 3, 4, 5, 6, 7]
     assert session.stale_window() is None
     assert np.array_equal(session.labels == a, small_plate.labels == 1)
+
+
+def _same_tracks(a, b):
+    np.testing.assert_array_equal(a.points, b.points)
+    np.testing.assert_array_equal(a.reason, b.reason)
+    for name in b.features:
+        np.testing.assert_array_equal(a.features[name], b.features[name])
+
+
+def test_streamed_skeletons_equal_the_stack_loop_and_are_reused(session, small_plate, monkeypatch):
+    import napari_sam2_worms.skeleton.labels as labels_mod
+    from napari_sam2_worms.skeleton import skeletonize_labels
+
+    computed = []  # skeletons computed in this process (the stream's run in workers)
+    original = labels_mod.skeleton_item
+    monkeypatch.setattr(
+        labels_mod, "skeleton_item", lambda *a: computed.append(a[1]) or original(*a)
+    )
+    session.skeleton_workers = 1
+    for k in (1, 2, 3):
+        session.add_object()
+        _click(session, small_plate, 0, k)
+    list(session.propagate("forward"))
+    assert session._stream is not None
+    tracks = session.skeletons()
+    assert computed == []  # all reused
+    cache = session._skeleton_cache
+    present = {(t, o) for t in range(12) for o in (1, 2, 3) if (session.labels[t] == o).any()}
+    assert set(cache) == present  # every frame was skeletonized while tracking
+    _same_tracks(tracks, skeletonize_labels(session.labels, [1, 2, 3], fps=session.fps))
+
+    # a painted edit: that entry no longer matches and is recomputed, the rest reused
+    session.labels[6][session.labels[6] == 2] = 0
+    computed.clear()
+    again = session.skeletons()
+    assert 0 < len(computed) < len(present)
+    _same_tracks(again, skeletonize_labels(session.labels, [1, 2, 3], fps=session.fps))
+
+    # a backward run cannot be streamed: the cache is dropped, results stay exact
+    list(session.propagate("backward", start=5))
+    assert session._stream is None and not session._skeleton_cache
+    _same_tracks(
+        session.skeletons(), skeletonize_labels(session.labels, [1, 2, 3], fps=session.fps)
+    )

@@ -112,6 +112,11 @@ class TrackingSession:
         self.stale = np.zeros(self.n_frames, bool)  # computed from prompts that changed since
         self._backend_dirty = False  # prompts not yet sent to the backend (after loading)
         self._lock = threading.RLock()
+        #: worker processes that skeletonize frames while a forward run tracks them (0 =
+        #: off); :meth:`skeletons` then reuses their results (same tracks, sooner)
+        self.skeleton_workers = 0
+        self._stream = None
+        self._skeleton_cache: dict = {}
         backend.open(video)
 
     # -- objects -----------------------------------------------------------------------
@@ -442,6 +447,7 @@ class TrackingSession:
         total = sum(abs(b - a) + 1 for a, b, _ in runs)
         done = 0
         self._sync_backend()
+        stream = self._start_stream(runs)
         for a, b, reverse in runs:
             gen = self.backend.propagate(a, b, reverse=reverse)
             try:
@@ -451,6 +457,8 @@ class TrackingSession:
                         return
                     self._write(result)
                     self.stale[result.frame] = False
+                    if stream is not None:
+                        stream.feed(result.frame, self.labels[result.frame])
                     done += 1
                     yield PropagationStep(result.frame, done, total, sorted(result.masks))
                     if _cancelled(cancel):
@@ -458,6 +466,30 @@ class TrackingSession:
                         return
             finally:
                 gen.close()
+
+    def _start_stream(self, runs: list[tuple[int, int, bool]]):
+        """A skeleton stream for this propagation, when its results will be reusable:
+        one forward run with no object labelled on the two frames before it (so the
+        stack loop meets the same previous centerlines). Otherwise none, and earlier
+        streamed results are dropped (:meth:`skeletons` then computes in parallel)."""
+        self._close_stream()
+        self._skeleton_cache = {}
+        if self.skeleton_workers <= 0 or len(runs) != 1 or runs[0][2] or not self.objects:
+            return None
+        a = runs[0][0]
+        ids = np.asarray(sorted(self.objects), self.labels.dtype)
+        if a > 0 and np.isin(self.labels[max(a - 2, 0) : a], ids).any():
+            return None
+        from ..skeleton.stream import SkeletonStream
+
+        self._stream = SkeletonStream(ids.tolist(), workers=self.skeleton_workers)
+        self._stream.start_run()
+        return self._stream
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def _runs(
         self, direction: Direction, start: int | None, stop: int | None, prompted: list[int]
@@ -548,6 +580,9 @@ class TrackingSession:
         (same result)."""
         from ..skeleton import flip_head_tail, skeletonize_labels
 
+        if self._stream is not None:
+            self._skeleton_cache = self._stream.cache()
+            self._close_stream()
         ids = sorted(self.objects)
         tracks = skeletonize_labels(
             self.labels,
@@ -559,6 +594,7 @@ class TrackingSession:
             frames=frames,
             progress=progress,
             workers=workers,
+            cache=self._skeleton_cache or None,
         )
         for obj, a, b in self.flips:
             if obj in self.objects:
@@ -566,6 +602,8 @@ class TrackingSession:
         return tracks
 
     def close(self) -> None:
+        self._close_stream()
+        self._skeleton_cache = {}
         self.backend.close()
 
 

@@ -10,7 +10,7 @@ Only ``""`` frames are ``good``; all frames except ``missing``/``small`` get poi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -71,27 +71,48 @@ def _one_crop(
     return sk, touching
 
 
+def skeleton_item(
+    sub: np.ndarray, oid: int, r0: int, c0: int, border: bool, n_points: int, prev
+) -> tuple:
+    """What the stack loop keeps of one object on one frame, from its label crop:
+    ``(reason, points or None, widths, area, cx, cy)``."""
+    sk, touching = _one_crop(sub, oid, r0, c0, n_points, prev)
+    reason = _reason(sk, touching, border)
+    ok = bool(np.isfinite(sk.points).all())
+    if sk.reason == "missing":
+        return reason, None, sk.widths, np.nan, np.nan, np.nan
+    return reason, sk.points if ok else None, sk.widths, sk.area, *sk.centroid
+
+
+def item_key(sub: np.ndarray, r0: int, c0: int, border: bool, prev, n_points: int) -> tuple:
+    """Everything :func:`skeleton_item` depends on, hashed: equal keys, equal items."""
+    import hashlib
+
+    crop = hashlib.blake2b(np.ascontiguousarray(sub).tobytes(), digest_size=16).digest()
+    p = (
+        None
+        if prev is None
+        else hashlib.blake2b(np.asarray(prev, np.float32).tobytes(), digest_size=16).digest()
+    )
+    return crop, sub.shape, str(sub.dtype), int(r0), int(c0), bool(border), p, int(n_points)
+
+
 def _object_track(
     oid: int, items: list[tuple[int, np.ndarray, int, int, bool]], n_points: int
 ) -> list[tuple]:
     """One object over its frames (in order), as the serial loop does it.
 
     ``items``: (frame, labels crop, row0, col0, border) where the object is present.
-    Returns (frame, reason, points or None, widths, area, cx, cy) per item. Runs in a
-    worker process.
+    Returns ``(frame, *skeleton_item)`` per item. Runs in a worker process.
     """
     out = []
     prev, last_t = None, -99
     for t, sub, r0, c0, border in items:
         p = prev if last_t >= t - 2 else None
-        sk, touching = _one_crop(sub, oid, r0, c0, n_points, p)
-        reason = _reason(sk, touching, border)
-        ok = bool(np.isfinite(sk.points).all())
-        if ok:
-            prev, last_t = sk.points, t
-        area = sk.area if sk.reason != "missing" else np.nan
-        cx, cy = sk.centroid if sk.reason != "missing" else (np.nan, np.nan)
-        out.append((t, reason, sk.points if ok else None, sk.widths, area, cx, cy))
+        item = skeleton_item(sub, oid, r0, c0, border, n_points, p)
+        if item[1] is not None:
+            prev, last_t = item[1], t
+        out.append((t, *item))
     return out
 
 
@@ -143,6 +164,7 @@ def skeletonize_labels(
     frames: Sequence[int] | None = None,
     progress: Callable[[int, int], None] | None = None,
     workers: int = 0,
+    cache: Mapping[tuple[int, int], tuple] | None = None,
 ) -> SkeletonTracks:
     """Centerlines, flags and features of every object on every frame of a label stack.
 
@@ -162,6 +184,11 @@ def skeletonize_labels(
         processes, each follows its objects through time exactly as the serial loop
         does, so the result does not depend on the number of workers. Used only for
         at least :data:`PARALLEL_MIN_MASKS` masks (starting processes costs ~1 s).
+    cache : ``{(frame, object): (item_key, skeleton_item)}`` computed earlier (e.g. by a
+        :class:`~napari_sam2_worms.skeleton.stream.SkeletonStream` while tracking); an
+        entry is used only where its key equals that of the crop and previous
+        centerline met here, so the result is the same with or without it. With a
+        cache, objects are processed in this process.
 
     Returns
     -------
@@ -201,30 +228,47 @@ def skeletonize_labels(
     area = np.full((t_n, len(ids)), np.nan, np.float32)
     cx = np.full((t_n, len(ids)), np.nan, np.float32)
     cy = np.full((t_n, len(ids)), np.nan, np.float32)
-    if workers > 1 and len(ids) > 1 and len(todo) * len(ids) >= PARALLEL_MIN_MASKS:
+    if (
+        cache is None
+        and workers > 1
+        and len(ids) > 1
+        and len(todo) * len(ids) >= PARALLEL_MIN_MASKS
+    ):
         _parallel(labels, ids, todo, n_points, workers, tracks, area, cx, cy, progress)
         todo = todo[:0]
     prev: dict[int, np.ndarray] = {}
     last_t: dict[int, int] = {}
+    reused = 0
     for done, t in enumerate(todo, 1):
         frame = labels[t]
         slices = _object_slices(frame) if frame.any() else {}
         for k, oid in enumerate(ids):
+            sl = slices.get(oid)
+            if sl is None:
+                continue  # missing: the defaults
             p = prev.get(oid) if last_t.get(oid, -99) >= t - 2 else None
-            sk, touching, border = _one(frame, oid, slices.get(oid), n_points, p)
-            reason = _reason(sk, touching, border)
+            sub, r0, c0, border = _crop(frame, sl)
+            item = None
+            if cache is not None:
+                hit = cache.get((int(t), oid))
+                if hit is not None and hit[0] == item_key(sub, r0, c0, border, p, n_points):
+                    item = hit[1]
+                    reused += 1
+            if item is None:
+                item = skeleton_item(sub, oid, r0, c0, border, n_points, p)
+            reason, pts, widths, a, x, y = item
             tracks.reason[t, k] = reason
             tracks.good[t, k] = reason == ""
-            if np.isfinite(sk.points).all():
-                tracks.points[t, k] = sk.points
-                tracks.widths[t, k] = sk.widths
-                prev[oid] = sk.points
+            if pts is not None:
+                tracks.points[t, k] = pts
+                tracks.widths[t, k] = widths
+                prev[oid] = pts
                 last_t[oid] = int(t)
-            if sk.reason != "missing":
-                area[t, k] = sk.area
-                cx[t, k], cy[t, k] = sk.centroid
+            area[t, k], cx[t, k], cy[t, k] = a, x, y
         if progress is not None:
             progress(done, len(todo))
+    if cache is not None:
+        log.info("skeletons: %d of the (frame, object) results reused", reused)
     tracks.features["area"] = area
     tracks.features["centroid_x"] = cx
     tracks.features["centroid_y"] = cy

@@ -1,0 +1,154 @@
+"""Skeletonize frames in worker processes while they are being tracked.
+
+During a propagation the GPU (or the classic tracker) produces one label frame at a
+time; skeletons used to be computed only afterwards. A :class:`SkeletonStream` takes
+each frame as it is written (:meth:`SkeletonStream.feed`: the object crops are cut
+here, which is cheap) and worker processes skeletonize them meanwhile, each following
+its objects through time as :func:`~napari_sam2_worms.skeleton.skeletonize_labels`
+does. The results form a cache for ``skeletonize_labels(..., cache=...)``: every entry
+carries a key of all it depends on (the label crop, its position, the previous
+centerline), and the stack loop uses an entry only where the key is what it meets, so
+tracks are the same with or without the stream; the stream only saves time. It pays
+for forward runs (frames fed in increasing order, as the stack loop reads them).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from .labels import _crop, _object_slices, item_key, skeleton_item
+
+log = logging.getLogger(__name__)
+
+_RESET = "reset"
+
+
+def _worker(inbox: Any, outbox: Any, n_points: int) -> None:
+    """Worker process: (frame, [(object, crop, row0, col0, border), ...]) -> items."""
+    prev: dict[int, np.ndarray] = {}
+    last: dict[int, int] = {}
+    while True:
+        msg = inbox.get()
+        if msg is None:
+            return
+        if msg == _RESET:
+            prev.clear()
+            last.clear()
+            outbox.put([])
+            continue
+        t, batch = msg
+        out = []
+        for oid, sub, r0, c0, border in batch:
+            p = prev.get(oid) if last.get(oid, -99) >= t - 2 else None
+            key = item_key(sub, r0, c0, border, p, n_points)
+            try:
+                item = skeleton_item(sub, oid, r0, c0, border, n_points, p)
+            except Exception:  # the stack loop will compute (and report) it
+                log.debug("streamed skeleton of object %d, frame %d failed", oid, t, exc_info=True)
+                continue
+            if item[1] is not None:
+                prev[oid], last[oid] = item[1], t
+            out.append(((t, oid), key, item))
+        outbox.put(out)
+
+
+class SkeletonStream:
+    """Worker processes skeletonizing label frames as they arrive.
+
+    Parameters
+    ----------
+    object_ids : objects to skeletonize (others in the frames are ignored).
+    n_points : points per centerline.
+    workers : processes (objects are spread over them; each follows its objects).
+    """
+
+    def __init__(self, object_ids: Iterable[int], n_points: int = 49, workers: int = 1) -> None:
+        import multiprocessing
+
+        self.ids = {int(o) for o in object_ids}
+        self.n_points = int(n_points)
+        ctx = multiprocessing.get_context("spawn")  # safe beside CUDA and Qt threads
+        n = max(1, int(workers))
+        self._inboxes = [ctx.Queue() for _ in range(n)]
+        self._outbox = ctx.Queue()
+        self._procs = [
+            ctx.Process(
+                target=_worker,
+                args=(box, self._outbox, self.n_points),
+                name="skeleton-stream",
+                daemon=True,
+            )
+            for box in self._inboxes
+        ]
+        for proc in self._procs:
+            proc.start()
+        self._sent = 0
+        self._received = 0
+        self.results: dict[tuple[int, int], tuple] = {}
+        self.closed = False
+
+    def start_run(self) -> None:
+        """A new run begins: workers forget the previous centerlines."""
+        for box in self._inboxes:
+            box.put(_RESET)
+            self._sent += 1
+
+    def feed(self, frame_index: int, label_frame: np.ndarray) -> None:
+        """Queue one written label frame (copies the crops it needs)."""
+        if self.closed or not label_frame.any():
+            return
+        batches: list[list] = [[] for _ in self._inboxes]
+        for oid, sl in _object_slices(label_frame).items():
+            if oid in self.ids:
+                sub, r0, c0, border = _crop(label_frame, sl)
+                batches[oid % len(batches)].append((oid, sub.copy(), r0, c0, border))
+        for box, batch in zip(self._inboxes, batches):
+            if batch:
+                box.put((int(frame_index), batch))
+                self._sent += 1
+        self._collect(block=False)
+
+    def _collect(self, block: bool, timeout: float | None = None) -> bool:
+        """Move finished results into :attr:`results`; False when the workers did not
+        deliver everything (``timeout`` seconds passed, or a worker died)."""
+        import time
+
+        end = None if timeout is None else time.monotonic() + timeout
+        while self._received < self._sent:
+            try:
+                out = self._outbox.get(block=block, timeout=1.0 if block else None)
+            except queue.Empty:
+                if not block:
+                    return True
+                if not all(p.is_alive() for p in self._procs):
+                    return False
+                if end is not None and time.monotonic() > end:
+                    return False
+                continue
+            self._received += 1
+            for key_t_o, key, item in out:
+                self.results[key_t_o] = (key, item)
+        return True
+
+    def cache(self, timeout: float | None = 600.0) -> dict[tuple[int, int], tuple]:
+        """Wait for everything fed so far; the ``skeletonize_labels`` cache."""
+        if not self._collect(block=True, timeout=timeout):
+            log.warning("the skeleton workers did not finish in time; computing the rest here")
+        return self.results
+
+    def close(self) -> None:
+        """Stop the workers (results already collected stay in :attr:`results`)."""
+        if self.closed:
+            return
+        self.closed = True
+        for box in self._inboxes:
+            box.put(None)
+        for proc in self._procs:
+            proc.join(timeout=5.0)
+            if proc.is_alive():
+                proc.terminate()
