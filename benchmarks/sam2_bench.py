@@ -166,6 +166,8 @@ def run_ours(predictor, clip, pts, config: str, args, device, truth=None) -> dic
     t0 = time.perf_counter()
     backend = make_backend(predictor, config, device)
     session = TrackingSession(clip, backend)
+    if truth is None:  # real weights: skeletons made while tracking (worker processes)
+        session.skeleton_workers = args.workers
     lat = []
     session.add_object()
     x, y = float(pts[0][0]), float(pts[0][1])
