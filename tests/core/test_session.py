@@ -235,3 +235,10 @@ def test_streamed_skeletons_equal_the_stack_loop_and_are_reused(session, small_p
     _same_tracks(
         session.skeletons(), skeletonize_labels(session.labels, [1, 2, 3], fps=session.fps)
     )
+
+
+def test_auto_workers_only_for_long_videos():
+    from napari_sam2_worms.skeleton.stream import STREAM_MIN_FRAMES, auto_workers
+
+    assert auto_workers(STREAM_MIN_FRAMES - 1) == 0
+    assert 1 <= auto_workers(STREAM_MIN_FRAMES) <= 4

@@ -296,8 +296,11 @@ class TrackerWidget(QWidget):
         panel.busy(f"loading {name}…")
 
         def work():
-            backend = build()
-            return TrackingSession(video, backend)
+            from ..skeleton.stream import auto_workers
+
+            session = TrackingSession(video, build())
+            session.skeleton_workers = auto_workers(session.n_frames)  # long videos
+            return session
 
         def done(session):
             self._image_layer = layer

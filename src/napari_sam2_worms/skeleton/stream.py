@@ -27,6 +27,18 @@ log = logging.getLogger(__name__)
 
 _RESET = "reset"
 
+#: videos shorter than this skeletonize after tracking (starting processes costs ~1 s)
+STREAM_MIN_FRAMES = 500
+
+
+def auto_workers(n_frames: int) -> int:
+    """Worker processes worth streaming skeletons to for a video of ``n_frames``."""
+    import os
+
+    if n_frames < STREAM_MIN_FRAMES:
+        return 0
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
 
 def _worker(inbox: Any, outbox: Any, n_points: int) -> None:
     """Worker process: (frame, [(object, crop, row0, col0, border), ...]) -> items."""
