@@ -78,7 +78,11 @@ def eager(predictor: Any) -> Iterator[None]:
         return
     import torch
 
-    with torch.compiler.set_stance("force_eager"):
+    set_stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
+    if set_stance is None:
+        yield
+        return
+    with set_stance("force_eager"):
         yield
 
 
