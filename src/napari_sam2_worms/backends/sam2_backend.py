@@ -619,9 +619,3 @@ class Sam2Backend:
             import torch
 
             torch.cuda.empty_cache()
-
-
-def _arange_like(lg: torch.Tensor) -> torch.Tensor:
-    import torch
-
-    return torch.arange(lg.shape[0], device=lg.device).view(-1, 1, 1)

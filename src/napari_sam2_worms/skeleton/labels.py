@@ -97,6 +97,26 @@ def item_key(sub: np.ndarray, r0: int, c0: int, border: bool, prev, n_points: in
     return crop, sub.shape, str(sub.dtype), int(r0), int(c0), bool(border), p, int(n_points)
 
 
+class PrevChain:
+    """The previous centerline each object passes on to its next frame, as the stack
+    loop does it: the last finite centerline, if at most 2 frames back."""
+
+    def __init__(self) -> None:
+        self.points: dict[int, np.ndarray] = {}
+        self.frame: dict[int, int] = {}
+
+    def get(self, oid: int, t: int) -> np.ndarray | None:
+        return self.points.get(oid) if self.frame.get(oid, -99) >= t - 2 else None
+
+    def update(self, oid: int, t: int, points: np.ndarray | None) -> None:
+        if points is not None:
+            self.points[oid], self.frame[oid] = points, int(t)
+
+    def clear(self) -> None:
+        self.points.clear()
+        self.frame.clear()
+
+
 def _object_track(
     oid: int, items: list[tuple[int, np.ndarray, int, int, bool]], n_points: int
 ) -> list[tuple]:
@@ -106,12 +126,10 @@ def _object_track(
     Returns ``(frame, *skeleton_item)`` per item. Runs in a worker process.
     """
     out = []
-    prev, last_t = None, -99
+    chain = PrevChain()
     for t, sub, r0, c0, border in items:
-        p = prev if last_t >= t - 2 else None
-        item = skeleton_item(sub, oid, r0, c0, border, n_points, p)
-        if item[1] is not None:
-            prev, last_t = item[1], t
+        item = skeleton_item(sub, oid, r0, c0, border, n_points, chain.get(oid, t))
+        chain.update(oid, t, item[1])
         out.append((t, *item))
     return out
 
@@ -236,8 +254,7 @@ def skeletonize_labels(
     ):
         _parallel(labels, ids, todo, n_points, workers, tracks, area, cx, cy, progress)
         todo = todo[:0]
-    prev: dict[int, np.ndarray] = {}
-    last_t: dict[int, int] = {}
+    chain = PrevChain()
     reused = 0
     for done, t in enumerate(todo, 1):
         frame = labels[t]
@@ -246,7 +263,7 @@ def skeletonize_labels(
             sl = slices.get(oid)
             if sl is None:
                 continue  # missing: the defaults
-            p = prev.get(oid) if last_t.get(oid, -99) >= t - 2 else None
+            p = chain.get(oid, t)
             sub, r0, c0, border = _crop(frame, sl)
             item = None
             if cache is not None:
@@ -259,11 +276,10 @@ def skeletonize_labels(
             reason, pts, widths, a, x, y = item
             tracks.reason[t, k] = reason
             tracks.good[t, k] = reason == ""
+            chain.update(oid, t, pts)
             if pts is not None:
                 tracks.points[t, k] = pts
                 tracks.widths[t, k] = widths
-                prev[oid] = pts
-                last_t[oid] = int(t)
             area[t, k], cx[t, k], cy[t, k] = a, x, y
         if progress is not None:
             progress(done, len(todo))

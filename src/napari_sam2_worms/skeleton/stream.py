@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .labels import _crop, _object_slices, item_key, skeleton_item
+from .labels import PrevChain, _crop, _object_slices, item_key, skeleton_item
 
 log = logging.getLogger(__name__)
 
@@ -42,29 +42,26 @@ def auto_workers(n_frames: int) -> int:
 
 def _worker(inbox: Any, outbox: Any, n_points: int) -> None:
     """Worker process: (frame, [(object, crop, row0, col0, border), ...]) -> items."""
-    prev: dict[int, np.ndarray] = {}
-    last: dict[int, int] = {}
+    chain = PrevChain()
     while True:
         msg = inbox.get()
         if msg is None:
             return
         if msg == _RESET:
-            prev.clear()
-            last.clear()
+            chain.clear()
             outbox.put([])
             continue
         t, batch = msg
         out = []
         for oid, sub, r0, c0, border in batch:
-            p = prev.get(oid) if last.get(oid, -99) >= t - 2 else None
+            p = chain.get(oid, t)
             key = item_key(sub, r0, c0, border, p, n_points)
             try:
                 item = skeleton_item(sub, oid, r0, c0, border, n_points, p)
             except Exception:  # the stack loop will compute (and report) it
                 log.debug("streamed skeleton of object %d, frame %d failed", oid, t, exc_info=True)
                 continue
-            if item[1] is not None:
-                prev[oid], last[oid] = item[1], t
+            chain.update(oid, t, item[1])
             out.append(((t, oid), key, item))
         outbox.put(out)
 
