@@ -90,6 +90,7 @@ def main(argv=None) -> None:
 
     from napari_sam2_worms.backends.base import ObjectPrompts
     from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+    from napari_sam2_worms.backends.sam2_results import PendingResult
     from napari_sam2_worms.checkpoints import build_model, resolve_device
     from napari_sam2_worms.synthetic import make_plate
 
@@ -106,7 +107,7 @@ def main(argv=None) -> None:
         _wrap(pred, "_encode_new_memory", "memory_encoder")
         _wrap(pred, "_prepare_memory_conditioned_features", "memory_prepare+attention")
         _wrap(pred, "_get_orig_video_res_output", "to_video_res")
-        _wrap(Sam2Backend, "_finish", "wait+copy")
+        _wrap(PendingResult, "finish", "wait+copy")
     objects = [int(x) for x in args.objects.split(",")]
     plate = make_plate(
         n_frames=args.frames, height=args.height, width=args.width, n_worms=max(objects), seed=0

@@ -57,11 +57,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..checkpoints import DEFAULT_MODEL, load_predictor, resolve_checkpoint, resolve_device
-from .base import BackendError, BadPromptError, FrameResult, LabelMasks, ObjectPrompts
+from .base import BackendError, BadPromptError, FrameResult, ObjectPrompts
 from .sam2_frames import LazySam2Frames
 
 if TYPE_CHECKING:
     import torch
+
+    from .sam2_results import PendingResult
 
 log = logging.getLogger(__name__)
 
@@ -428,63 +430,17 @@ class Sam2Backend:
         self, frame: int, ids: list[int], video_res: torch.Tensor, scores: dict[int, Any]
     ) -> FrameResult:
         """(N, 1, H, W) logits -> non-overlapping masks (highest logit wins), now."""
-        return self._finish(self._launch(frame, ids, video_res, scores))
+        return self._launch(frame, ids, video_res, scores).finish()
 
     def _launch(
         self, frame: int, ids: list[int], video_res: torch.Tensor, scores: dict[int, Any]
-    ) -> tuple:
-        """Resolve overlaps on the device and start copying the result to the host.
-
-        The result is one (H, W) index image (0 = background, k + 1 = ``ids[k]``) and the
-        object-score logits, copied asynchronously (pinned memory on CUDA);
-        :meth:`_finish` waits for the copy. ``scores`` maps ids to sam2's object-score
-        logit tensors.
-        """
-        import torch
+    ) -> PendingResult:
+        """Resolve overlaps on the device and start the host copy (:mod:`.sam2_results`)."""
+        from .sam2_results import launch_result
 
         if self.logits_hook is not None:
             self.logits_hook(frame, list(ids), video_res)
-        lg = video_res[:, 0]
-        n = lg.shape[0]
-        if n > 1:
-            best, winner = lg.max(dim=0)
-            index = torch.where(best > 0, winner + 1, 0)
-        else:
-            index = lg[0] > 0
-        dtype = torch.uint8 if n < 255 else torch.int16 if n < 32767 else torch.int32
-        index = index.to(dtype)
-        known = [o for o in ids if o in scores]
-        score_t = (
-            torch.cat([scores[o].reshape(-1)[:1].float() for o in known])
-            if known
-            else torch.zeros(0, device=lg.device)
-        )
-        if lg.device.type == "cuda":
-            host_index = torch.empty(index.shape, dtype=dtype, pin_memory=True)
-            host_scores = torch.empty(score_t.shape, dtype=torch.float32, pin_memory=True)
-            host_index.copy_(index, non_blocking=True)
-            host_scores.copy_(score_t, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-        else:
-            host_index, host_scores, event = index.cpu(), score_t.cpu(), None
-        return frame, list(ids), known, host_index, host_scores, event
-
-    @staticmethod
-    def _finish(launched: tuple) -> FrameResult:
-        """Wait for a :meth:`_launch` copy; the frame's :class:`FrameResult`."""
-        frame, ids, known, host_index, host_scores, event = launched
-        if event is not None:
-            event.synchronize()
-        index = host_index.numpy().copy()  # the pinned buffer goes back to torch's cache
-        if index.dtype == bool:
-            index = index.view(np.uint8)
-        by_id = dict(zip(known, host_scores.tolist()))
-        return FrameResult(
-            frame,
-            LabelMasks(index, [int(o) for o in ids]),
-            {int(o): by_id.get(o, float("-inf")) for o in ids},
-        )
+        return launch_result(frame, ids, video_res, scores)
 
     # -- propagation ---------------------------------------------------------------------
     def propagate(self, start: int, stop: int, reverse: bool = False) -> Iterator[FrameResult]:
@@ -519,7 +475,7 @@ class Sam2Backend:
             self.predictor, self.state, start, count, reverse, self.memory_frames
         )
 
-        def step() -> tuple | None:
+        def step() -> PendingResult | None:
             try:
                 frame, obj_ids, video_res, scores = next(inner)
             except StopIteration:
@@ -534,7 +490,7 @@ class Sam2Backend:
             state, start_frame_idx=start, max_frame_num_to_track=count, reverse=reverse
         )
 
-        def step() -> tuple | None:
+        def step() -> PendingResult | None:
             try:
                 frame, obj_ids, video_res = next(inner)
             except StopIteration:
@@ -549,7 +505,7 @@ class Sam2Backend:
         return self._pipelined(inner, step)
 
     def _pipelined(
-        self, inner: Iterator, step: Callable[[], tuple | None]
+        self, inner: Iterator, step: Callable[[], PendingResult | None]
     ) -> Iterator[FrameResult]:
         """Yield frame ``t`` only after frame ``t + 1`` is queued on the device.
 
@@ -569,14 +525,14 @@ class Sam2Backend:
                     with self._compute(propagating=True), graphs():
                         launched = step()
                         if launched is not None:
-                            self._trim(launched[0])
+                            self._trim(launched.frame)
                 except BaseException:
                     if pending is not None:  # hand over the frame already computed
-                        done, pending = self._finish(pending), None
+                        done, pending = pending.finish(), None
                         yield done
                     raise
                 if pending is not None:
-                    yield self._finish(pending)
+                    yield pending.finish()
                 if launched is None:
                     return
                 pending = launched
