@@ -468,22 +468,14 @@ class TrackingSession:
                 gen.close()
 
     def _start_stream(self, runs: list[tuple[int, int, bool]]):
-        """A skeleton stream for this propagation, when its results will be reusable:
-        one forward run with no object labelled on the two frames before it (so the
-        stack loop meets the same previous centerlines). Otherwise none, and earlier
-        streamed results are dropped (:meth:`skeletons` then computes in parallel)."""
+        """A skeleton stream for this propagation where its results will be reusable
+        (:func:`~napari_sam2_worms.skeleton.stream.stream_for_run`); earlier streamed
+        results are dropped either way."""
+        from ..skeleton.stream import stream_for_run
+
         self._close_stream()
         self._skeleton_cache = {}
-        if self.skeleton_workers <= 0 or len(runs) != 1 or runs[0][2] or not self.objects:
-            return None
-        a = runs[0][0]
-        ids = np.asarray(sorted(self.objects), self.labels.dtype)
-        if a > 0 and np.isin(self.labels[max(a - 2, 0) : a], ids).any():
-            return None
-        from ..skeleton.stream import SkeletonStream
-
-        self._stream = SkeletonStream(ids.tolist(), workers=self.skeleton_workers)
-        self._stream.start_run()
+        self._stream = stream_for_run(self.labels, self.objects, runs, self.skeleton_workers)
         return self._stream
 
     def _close_stream(self) -> None:

@@ -112,10 +112,6 @@ class PrevChain:
         if points is not None:
             self.points[oid], self.frame[oid] = points, int(t)
 
-    def clear(self) -> None:
-        self.points.clear()
-        self.frame.clear()
-
 
 def _object_track(
     oid: int, items: list[tuple[int, np.ndarray, int, int, bool]], n_points: int

@@ -9,7 +9,8 @@ does. The results form a cache for ``skeletonize_labels(..., cache=...)``: every
 carries a key of all it depends on (the label crop, its position, the previous
 centerline), and the stack loop uses an entry only where the key is what it meets, so
 tracks are the same with or without the stream; the stream only saves time. It pays
-for forward runs (frames fed in increasing order, as the stack loop reads them).
+for a forward run (frames fed in increasing order, as the stack loop reads them) that
+starts after unlabelled frames: :func:`stream_for_run` decides.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import numpy as np
 from .labels import PrevChain, _crop, _object_slices, item_key, skeleton_item
 
 log = logging.getLogger(__name__)
-
-_RESET = "reset"
 
 #: videos shorter than this skeletonize after tracking (starting processes costs ~1 s)
 STREAM_MIN_FRAMES = 500
@@ -47,10 +46,6 @@ def _worker(inbox: Any, outbox: Any, n_points: int) -> None:
         msg = inbox.get()
         if msg is None:
             return
-        if msg == _RESET:
-            chain.clear()
-            outbox.put([])
-            continue
         t, batch = msg
         out = []
         for oid, sub, r0, c0, border in batch:
@@ -64,6 +59,22 @@ def _worker(inbox: Any, outbox: Any, n_points: int) -> None:
             chain.update(oid, t, item[1])
             out.append(((t, oid), key, item))
         outbox.put(out)
+
+
+def stream_for_run(
+    labels: np.ndarray, object_ids: Iterable[int], runs: list[tuple[int, int, bool]], workers: int
+) -> SkeletonStream | None:
+    """A stream for a propagation made of ``runs`` ((start, stop, reverse) each), or
+    None where its results could not be reused: not a single forward run, or objects
+    labelled on the two frames before it (the stack loop would meet other previous
+    centerlines there, and so on down the run)."""
+    ids = sorted(int(o) for o in object_ids)
+    if workers <= 0 or len(runs) != 1 or runs[0][2] or not ids:
+        return None
+    a = runs[0][0]
+    if a > 0 and np.isin(labels[max(a - 2, 0) : a], np.asarray(ids, labels.dtype)).any():
+        return None
+    return SkeletonStream(ids, workers=workers)
 
 
 class SkeletonStream:
@@ -100,12 +111,6 @@ class SkeletonStream:
         self._received = 0
         self.results: dict[tuple[int, int], tuple] = {}
         self.closed = False
-
-    def start_run(self) -> None:
-        """A new run begins: workers forget the previous centerlines."""
-        for box in self._inboxes:
-            box.put(_RESET)
-            self._sent += 1
 
     def feed(self, frame_index: int, label_frame: np.ndarray) -> None:
         """Queue one written label frame (copies the crops it needs)."""
