@@ -139,6 +139,21 @@ def frame_skeleton_shapes(frame: int, skeletons: dict, session_objects: dict) ->
     return out
 
 
+def show_skeleton_shapes(shapes, heads, shp: SkeletonShapes) -> None:
+    """Replace the centerlines of a Shapes layer and the heads of a Points layer."""
+    if shapes is None or heads is None:
+        return
+    if shapes.nshapes:
+        shapes.selected_data = set(range(shapes.nshapes))
+        shapes.remove_selected()
+    if shp.paths:
+        shapes.add_paths(shp.paths, edge_color=np.array(shp.colors), edge_width=2.5)
+    shapes.features = {"object": np.asarray(shp.objects, int)}
+    heads.data = shp.heads
+    if len(shp.heads):
+        heads.face_color = shp.head_colors
+
+
 def tracks_skeleton_shapes(tracks, session_objects: dict) -> SkeletonShapes:
     """Shapes for every frame of :class:`SkeletonTracks` (the "all frames" view)."""
     out = SkeletonShapes([], [], np.zeros((0, 3)), np.zeros((0, 4)), [])

@@ -569,18 +569,7 @@ class TrackerWidget(QWidget):
         self._show_shapes(_layers.frame_skeleton_shapes(frame, sk, s.objects))
 
     def _show_shapes(self, shp: _layers.SkeletonShapes) -> None:
-        shapes, heads = self._layer(SKELETONS), self._layer(HEADS)
-        if shapes is None or heads is None:
-            return
-        if shapes.nshapes:
-            shapes.selected_data = set(range(shapes.nshapes))
-            shapes.remove_selected()
-        if shp.paths:
-            shapes.add_paths(shp.paths, edge_color=np.array(shp.colors), edge_width=2.5)
-        shapes.features = {"object": np.asarray(shp.objects, int)}
-        heads.data = shp.heads
-        if len(shp.heads):
-            heads.face_color = shp.head_colors
+        _layers.show_skeleton_shapes(self._layer(SKELETONS), self._layer(HEADS), shp)
 
     def update_flags(self) -> None:
         """Compute the flagged frames (skeletons of every frame, in a worker)."""
