@@ -280,3 +280,16 @@ def test_index_image_resolves_overlaps_by_logit_and_cpu_ignores_gpu_options(back
         expect = np.where(lg.max(0) > 0, lg.argmax(0) + 1, 0)
         np.testing.assert_array_equal(r.masks.index, expect)
         np.testing.assert_array_equal(r.masks[2], expect == 2)
+
+
+def test_cpu_yields_each_frame_before_computing_the_next(backend, plate):
+    """Look-ahead is for asynchronous GPUs only: on the CPU a cancel after frame t
+    costs no extra frame."""
+    backend.open(plate.video)
+    backend.set_prompts(0, 1, click(plate, 0, 0))
+    computed = []
+    backend.logits_hook = lambda f, ids, lg: computed.append(f)
+    gen = backend.propagate(0, 5)
+    assert next(gen).frame == 0 and next(gen).frame == 1
+    assert computed == [0, 1]
+    gen.close()

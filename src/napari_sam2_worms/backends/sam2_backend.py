@@ -507,10 +507,12 @@ class Sam2Backend:
     def _pipelined(
         self, inner: Iterator, step: Callable[[], PendingResult | None]
     ) -> Iterator[FrameResult]:
-        """Yield frame ``t`` only after frame ``t + 1`` is queued on the device.
+        """On CUDA, yield frame ``t`` only after frame ``t + 1`` is queued on the device.
 
         The host copy of ``t`` was queued before ``t + 1``'s work, so waiting for it
-        leaves the GPU busy with ``t + 1`` while the caller handles ``t``.
+        leaves the GPU busy with ``t + 1`` while the caller handles ``t``. Elsewhere the
+        work is synchronous: each frame is yielded as soon as it is computed (a frame
+        of look-ahead would only delay the display and a cancel).
         """
         from .sam2_graphs import capturing
 
@@ -536,6 +538,9 @@ class Sam2Backend:
                 if launched is None:
                     return
                 pending = launched
+                if launched.event is None:  # synchronous (CPU/MPS): no look-ahead
+                    pending = None
+                    yield launched.finish()
         finally:
             inner.close()
 
