@@ -395,9 +395,10 @@ class TrackingSession:
         masks = result.masks
         with self._lock:
             current = self.labels[f]
-            incoming = [o for o in masks.ids if o in self.objects and not self.is_user_edited(f, o)]
-            locked = [o for o in self.objects if o not in incoming and self.is_user_edited(f, o)]
-            kept = [o for o in self.objects if o not in incoming and o not in locked]
+            edited = {o for ff, o in self.prompts.keys() if ff == f}
+            incoming = [o for o in masks.ids if o in self.objects and o not in edited]
+            locked = [o for o in self.objects if o in edited]
+            kept = [o for o in self.objects if o not in incoming and o not in edited]
             lut = np.zeros(len(masks.ids) + 1, current.dtype)
             for k, o in enumerate(masks.ids):
                 if o in incoming:
