@@ -180,9 +180,17 @@ def run_ours(predictor, clip, pts, config: str, args, device, truth=None) -> dic
         session.add_object()
         session.add_point(0, k, float(xy[0]), float(xy[1]), True)
     open_to_mask = time.perf_counter() - t0 - lat[1]  # open, then all first clicks
+    ids = list(range(1, len(pts) + 1))
+    stream = None
     t = time.perf_counter()
-    for _ in session.propagate("forward"):
-        pass
+    if truth is not None and args.workers > 0:
+        # as the session streams its own label frames: here the plate's, frame by frame
+        from napari_sam2_worms.skeleton.stream import SkeletonStream
+
+        stream = SkeletonStream(ids, workers=args.workers)
+    for step in session.propagate("forward"):
+        if stream is not None:
+            stream.feed(step.frame, truth[step.frame])
     _sync(device)
     t_prop = time.perf_counter() - t
     t = time.perf_counter()
@@ -191,7 +199,10 @@ def run_ours(predictor, clip, pts, config: str, args, device, truth=None) -> dic
     else:  # random weights make blobs, not worms: time the skeletons of worm-shaped masks
         from napari_sam2_worms.skeleton import skeletonize_labels
 
-        tracks = skeletonize_labels(truth, list(range(1, len(pts) + 1)), workers=args.workers)
+        cache = stream.cache() if stream is not None else None
+        if stream is not None:
+            stream.close()
+        tracks = skeletonize_labels(truth, ids, workers=args.workers, cache=cache)
     t_skel = time.perf_counter() - t
     n = len(clip)
     out = dict(
@@ -391,6 +402,8 @@ def main(argv=None) -> None:
         flush=True,
     )
     predictors = {c: new_predictor(args, device) for c in configs}
+    # the raw predictor gets its own copy: ours installs its forwards on the predictor
+    raw_predictor = new_predictor(args, device) if raw_objects else None
     warm = make_plate(n_frames=24, height=args.height, width=args.width, n_worms=max(objects))
     with tempfile.TemporaryDirectory() as tmp:
         clip = jpeg_clip(plate, Path(tmp))
@@ -405,7 +418,7 @@ def main(argv=None) -> None:
             pts = clicks(plate, n_obj)
             raw = None
             if n_obj in raw_objects:
-                raw = run_raw(predictors[configs[0]], clip, Path(tmp), pts, device, args.iou_frames)
+                raw = run_raw(raw_predictor, clip, Path(tmp), pts, device, args.iou_frames)
                 print(
                     f"| raw SAM2VideoPredictor | {n_obj} | {raw['setup'] + raw['first']:.2f} | "
                     f"{1000 * raw['cached']:.0f} | {raw['fps']:.1f} | - | - | "

@@ -106,6 +106,9 @@ class Sam2Backend:
         several objects. False uses sam2's own ``propagate_in_video``.
     cuda_graphs : on CUDA, replay CUDA graphs of the hot modules once their input
         shapes repeat (:mod:`.sam2_graphs`); same results, far fewer kernel launches.
+    fast_attention : give the predictor's memory attention an exact, cheaper forward
+        (:mod:`.sam2_attention`: 64-dimensional values, real-arithmetic rotary encoding,
+        the first layer shared by all objects); same function up to summation order.
     """
 
     name = "sam2"
@@ -127,6 +130,7 @@ class Sam2Backend:
         progress: Callable[[int, int], None] | None = None,
         batch_objects: bool = True,
         cuda_graphs: bool = True,
+        fast_attention: bool = True,
     ) -> None:
         self.model = model
         self.checkpoint = checkpoint
@@ -139,6 +143,7 @@ class Sam2Backend:
         self.progress = progress
         self.batch_objects = batch_objects
         self.cuda_graphs = cuda_graphs
+        self.fast_attention = fast_attention
         #: tests/benchmarks: ``hook(frame, ids, video_res_logits)`` before overlaps are
         #: resolved (the per-object masks are ``logits[:, 0] > 0``)
         self.logits_hook: Callable[[int, list[int], Any], None] | None = None
@@ -169,6 +174,10 @@ class Sam2Backend:
     def _configure(self) -> None:
         """Settings of the predictor this adapter relies on (see module docstring)."""
         p = self.predictor
+        if self.fast_attention:  # before compiling and graphs: they wrap the forward
+            from .sam2_attention import install_fast_memory_attention
+
+            install_fast_memory_attention(p)
         if self.compile and self.device.type == "cuda":
             from .sam2_compile import compile_predictor
 

@@ -1,0 +1,195 @@
+"""A faster, exact forward for SAM 2's memory attention (the cost of many objects).
+
+With many objects a propagated frame spends most of its time in memory attention:
+per object and per layer, 4,096 queries attend to ~28,700 memory keys (7 memory frames
+of 64x64 tokens plus object pointers), head dimension 256. This module replaces
+``MemoryAttention.forward`` with one that computes the same function with less work:
+
+- **Values stay 64-dimensional.** The memory tokens are 64-dimensional and the value
+  projection is linear, so ``out_proj(softmax(QK) @ v_proj(M)) ==
+  (W_out W_v)(softmax(QK) @ M) + (W_out b_v + b_out)`` (softmax rows sum to one). We
+  attend with the raw memory as values and apply one fused 64->256 projection to the
+  4,096 outputs instead of projecting ~28,700 values: the attention's second matrix
+  product is 4x smaller and the value tensor is never written.
+- **Rotary encoding in real arithmetic.** sam2 rotates queries and keys through complex
+  float32 tensors, which the compiler cannot fuse; the same rotation written with cos
+  and sin tables fuses into one element-wise kernel. Keys reuse the 64x64 table for
+  each memory frame through broadcasting (no repeated table).
+- **The first layer's self-attention runs once.** All objects of a frame share the same
+  image features (sam2 expands one tensor over the objects), so the first layer's
+  self-attention and its cross-attention queries are computed once and broadcast.
+
+Everything else (layer norms, MLP, where positional encodings are added) follows
+sam2 1.1.0's ``MemoryAttentionLayer`` exactly. Results equal sam2's up to floating-point
+summation order (tested in float32: ``tests/core/test_sam2_attention.py``). Models this
+does not recognise keep sam2's forward (:func:`install_fast_memory_attention` returns
+False).
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+
+def _rope_tables(attn: Any, side: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) float32 tables (side*side tokens, head_dim/2) of a sam2
+    ``RoPEAttention``, from its own ``compute_cis``."""
+    freqs = attn.compute_cis(end_x=side, end_y=side).to(device)
+    return freqs.real.float().contiguous(), freqs.imag.float().contiguous()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """sam2's ``apply_rotary_enc`` on ``x`` (B, heads, L, D), in real arithmetic.
+
+    ``L`` is a multiple of the table length (keys of several memory frames reuse the
+    table, as sam2's ``rope_k_repeat``). Computed in float32, returned in x's dtype.
+    """
+    b, h, n, d = x.shape
+    n0 = cos.shape[0]
+    xf = x.float().reshape(b, h, n // n0, n0, d // 2, 2)
+    re, im = xf[..., 0], xf[..., 1]
+    out = torch.stack((re * cos - im * sin, re * sin + im * cos), dim=-1)
+    return out.reshape(b, h, n, d).to(x.dtype)
+
+
+def _self_attention(attn: Any, x: torch.Tensor) -> torch.Tensor:
+    """sam2 ``RoPEAttention(q=x, k=x, v=x)`` with one head and real rotary encoding."""
+    q = attn.q_proj(x).unsqueeze(1)
+    k = attn.k_proj(x).unsqueeze(1)
+    v = attn.v_proj(x).unsqueeze(1)
+    q = rotate(q, attn._nsw_cos, attn._nsw_sin)
+    k = rotate(k, attn._nsw_cos, attn._nsw_sin)
+    out = F.scaled_dot_product_attention(q, k, v)
+    return attn.out_proj(out.squeeze(1))
+
+
+def _cross_attention(
+    attn: Any, x: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor, n_plain: int, batch: int
+) -> torch.Tensor:
+    """sam2 ``RoPEAttention(q=x, k=keys, v=memory, num_k_exclude_rope=n_plain)``.
+
+    Values are the raw memory tokens; the value and output projections are applied
+    once, fused, to the attention output. ``x`` may have batch 1 (shared queries).
+    """
+    q = rotate(attn.q_proj(x).unsqueeze(1), attn._nsw_cos, attn._nsw_sin)
+    k = attn.k_proj(keys).unsqueeze(1)
+    n_rope = k.shape[2] - n_plain
+    if n_plain:
+        k = torch.cat((rotate(k[:, :, :n_rope], attn._nsw_cos, attn._nsw_sin), k[:, :, n_rope:]), 2)
+    else:
+        k = rotate(k, attn._nsw_cos, attn._nsw_sin)
+    if q.shape[0] != batch:
+        q = q.expand(batch, -1, -1, -1).contiguous()
+    v = memory.unsqueeze(1).to(q.dtype)
+    out = F.scaled_dot_product_attention(q, k, v).squeeze(1)
+    return F.linear(out, attn._nsw_vo_weight, attn._nsw_vo_bias)
+
+
+def _layer(
+    layer: Any,
+    tgt: torch.Tensor,
+    memory: torch.Tensor,
+    pos: torch.Tensor,
+    query_pos: torch.Tensor,
+    n_plain: int,
+    batch: int,
+) -> torch.Tensor:
+    """sam2 ``MemoryAttentionLayer.forward`` (eval mode) with the fast attentions."""
+    x = layer.norm1(tgt)
+    if layer.pos_enc_at_attn:
+        raise AssertionError("unreachable: such layers keep sam2's forward")
+    tgt = tgt + _self_attention(layer.self_attn, x)
+    x = layer.norm2(tgt)
+    if layer.pos_enc_at_cross_attn_queries:
+        x = x + query_pos
+    keys = memory + pos if layer.pos_enc_at_cross_attn_keys else memory
+    tgt = tgt + _cross_attention(layer.cross_attn_image, x, keys, memory, n_plain, batch)
+    x = layer.norm3(tgt)
+    return tgt + layer.linear2(layer.activation(layer.linear1(x)))
+
+
+def fast_forward(
+    self: Any,
+    curr: Any,
+    memory: torch.Tensor,
+    curr_pos: Any = None,
+    memory_pos: torch.Tensor | None = None,
+    num_obj_ptr_tokens: int = 0,
+) -> torch.Tensor:
+    """Drop-in ``MemoryAttention.forward`` (sequence-first in and out, as sam2's)."""
+    if isinstance(curr, list):
+        curr, curr_pos = curr[0], curr_pos[0]
+    if curr.shape[0] != self._nsw_tokens or self.training or curr_pos is None:
+        return self._nsw_sam2_forward(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens)
+    batch = curr.shape[1]
+    # one image, expanded over the objects: compute the shared part once
+    shared = batch > 1 and curr.stride(1) == 0 and curr_pos.stride(1) == 0
+    if shared:
+        curr, curr_pos = curr[:, :1], curr_pos[:, :1]
+    output = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr
+    output = output.transpose(0, 1)
+    query_pos = curr_pos.transpose(0, 1)
+    memory = memory.transpose(0, 1)
+    memory_pos = memory_pos.transpose(0, 1)
+    for layer in self.layers:
+        output = _layer(layer, output, memory, memory_pos, query_pos, num_obj_ptr_tokens, batch)
+    return self.norm(output).transpose(0, 1)
+
+
+def _supported(attention: Any) -> str | None:
+    """Why ``attention`` cannot take the fast forward (None: it can)."""
+    from sam2.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
+    from sam2.modeling.sam.transformer import RoPEAttention
+
+    if type(attention) is not MemoryAttention or not attention.batch_first:
+        return f"memory attention is {type(attention).__name__}"
+    for layer in attention.layers:
+        if type(layer) is not MemoryAttentionLayer or layer.pos_enc_at_attn:
+            return "unexpected memory-attention layer"
+        for attn, repeat in ((layer.self_attn, False), (layer.cross_attn_image, True)):
+            if type(attn) is not RoPEAttention or attn.num_heads != 1:
+                return "attention is not single-head rotary attention"
+            if bool(attn.rope_k_repeat) != repeat:
+                return "unexpected rotary key repetition"
+    return None
+
+
+def install_fast_memory_attention(predictor: Any) -> bool:
+    """Give ``predictor.memory_attention`` the fast exact forward (idempotent).
+
+    Install before compiling or capturing CUDA graphs (they wrap ``forward``).
+    Returns False, leaving sam2's forward, for a model this module does not recognise.
+    """
+    attention = predictor.memory_attention
+    if getattr(attention, "_nsw_fast", False):
+        return True
+    reason = _supported(attention)
+    if reason is not None:
+        log.info("memory attention keeps sam2's forward: %s", reason)
+        return False
+    device = next(predictor.parameters()).device
+    # the memory attention reads the stride-16 features: image_size / 16 per side
+    side = int(getattr(predictor, "sam_image_embedding_size", 64))
+    for layer in attention.layers:
+        for attn in (layer.self_attn, layer.cross_attn_image):
+            attn._nsw_cos, attn._nsw_sin = _rope_tables(attn, side, device)
+        ca = layer.cross_attn_image
+        with torch.no_grad():
+            w_out = ca.out_proj.weight.detach().double()
+            ca._nsw_vo_weight = (w_out @ ca.v_proj.weight.detach().double()).float()
+            ca._nsw_vo_bias = (
+                w_out @ ca.v_proj.bias.detach().double() + ca.out_proj.bias.detach().double()
+            ).float()
+    attention._nsw_tokens = side * side
+    attention._nsw_sam2_forward = attention.forward
+    attention.forward = types.MethodType(fast_forward, attention)
+    attention._nsw_fast = True
+    log.info("memory attention: fast exact forward (%dx%d tokens)", side, side)
+    return True
