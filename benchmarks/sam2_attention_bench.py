@@ -73,12 +73,22 @@ def main(argv=None) -> None:
         m = args.memory_frames * n_tok + 4 * args.pointers
         mem = torch.randn(m, n, 64, device=dev, generator=g).to(torch.bfloat16)
         mpos = torch.randn(m, n, 64, device=dev, generator=g)
-        call = ([img.expand(n_tok, n, 256)], mem, [pos.expand(n_tok, n, 256)], mpos, 4 * args.pointers)
+        call = (
+            [img.expand(n_tok, n, 256)],
+            mem,
+            [pos.expand(n_tok, n, 256)],
+            mpos,
+            4 * args.pointers,
+        )
         with torch.inference_mode():
             ref = sam2_ma(call[0], mem.float(), call[2], mpos, call[4]).float()
             scale = ref.abs().max().item()
-            kernels = {"auto": None, "cudnn": SDPBackend.CUDNN_ATTENTION,
-                       "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION}
+            kernels = {
+                "auto": None,
+                "cudnn": SDPBackend.CUDNN_ATTENTION,
+                "flash": SDPBackend.FLASH_ATTENTION,
+                "efficient": SDPBackend.EFFICIENT_ATTENTION,
+            }
             for name, fwd in forwards.items():
                 for kname, k in kernels.items():
                     if "compiled" in name and kname != "auto":
@@ -88,7 +98,7 @@ def main(argv=None) -> None:
                         with torch.autocast("cuda", dtype=torch.bfloat16), ctx:
                             out = fwd(*call).float()
                             err = (out - ref).abs().max().item() / scale
-                            ms = _time(lambda: fwd(*call), args.reps)
+                            ms = _time(lambda f=fwd, c=call: f(*c), args.reps)
                     except RuntimeError as exc:
                         print(f"| {n} | {name} | {kname} | not available: {str(exc)[:60]} | |")
                         continue
