@@ -374,6 +374,9 @@ def main(argv=None) -> None:
     p.add_argument("--image-size", type=int, default=None, help="CPU smoke runs only")
     p.add_argument("--long", type=int, default=0, help="also track 1 object over N frames")
     p.add_argument("--checkpoint", default=None, help="real weights (default: random)")
+    p.add_argument(
+        "--graph-max-objects", type=int, default=None, help="override GRAPH_MAX_OBJECTS"
+    )
     p.add_argument("--iou-frames", type=int, default=60, help="frames compared per object")
     args = p.parse_args(argv)
 
@@ -383,6 +386,10 @@ def main(argv=None) -> None:
     from napari_sam2_worms.synthetic import make_plate
 
     device = resolve_device(args.device)
+    if args.graph_max_objects is not None:
+        from napari_sam2_worms.backends import sam2_backend
+
+        sam2_backend.GRAPH_MAX_OBJECTS = args.graph_max_objects
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -96,7 +96,10 @@ def test_fast_forward_equals_sam2(batch, frames, pointers, shared):
         assert torch.allclose(one[:, 0], got[:, 1], atol=1e-4)
 
 
-def test_rotate_matches_sam2_rotary_encoding():
+@pytest.mark.parametrize("compiling", [False, True])
+def test_rotate_matches_sam2_rotary_encoding(compiling, monkeypatch):
+    """Both forms: complex (eager) and real arithmetic (what the compiler traces)."""
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)
     from sam2.modeling.position_encoding import apply_rotary_enc, compute_axial_cis
 
     freqs = compute_axial_cis(dim=32, end_x=SIDE, end_y=SIDE)

@@ -45,18 +45,31 @@ def _rope_tables(attn: Any, side: int, device: Any) -> tuple[torch.Tensor, torch
     return freqs.real.float().contiguous(), freqs.imag.float().contiguous()
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def rotate(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cis: torch.Tensor | None = None
+) -> torch.Tensor:
     """sam2's ``apply_rotary_enc`` on ``x`` (B, heads, L, D), in real arithmetic.
 
     ``L`` is a multiple of the table length (keys of several memory frames reuse the
     table, as sam2's ``rope_k_repeat``). Computed in float32, returned in x's dtype.
+    Compiled, it is real arithmetic (fusable); eager, one complex multiply by ``cis``
+    (``cos + i sin``), which takes fewer kernels.
     """
     b, h, n, d = x.shape
     n0 = cos.shape[0]
     xf = x.float().reshape(b, h, n // n0, n0, d // 2, 2)
+    if not torch.compiler.is_compiling():
+        # eager: one complex multiply is fewer kernels than the real form (measured)
+        cis = torch.complex(cos, sin) if cis is None else cis
+        return torch.view_as_real(torch.view_as_complex(xf) * cis).reshape(b, h, n, d).to(x.dtype)
     re, im = xf[..., 0], xf[..., 1]
     out = torch.stack((re * cos - im * sin, re * sin + im * cos), dim=-1)
     return out.reshape(b, h, n, d).to(x.dtype)
+
+
+def _rope(attn: Any, x: torch.Tensor) -> torch.Tensor:
+    """:func:`rotate` with the tables installed on ``attn``."""
+    return rotate(x, attn._nsw_cos, attn._nsw_sin, attn._nsw_cis)
 
 
 def _self_attention(attn: Any, x: torch.Tensor) -> torch.Tensor:
@@ -64,8 +77,8 @@ def _self_attention(attn: Any, x: torch.Tensor) -> torch.Tensor:
     q = attn.q_proj(x).unsqueeze(1)
     k = attn.k_proj(x).unsqueeze(1)
     v = attn.v_proj(x).unsqueeze(1)
-    q = rotate(q, attn._nsw_cos, attn._nsw_sin)
-    k = rotate(k, attn._nsw_cos, attn._nsw_sin)
+    q = _rope(attn, q)
+    k = _rope(attn, k)
     out = F.scaled_dot_product_attention(q, k, v)
     return attn.out_proj(out.squeeze(1))
 
@@ -78,13 +91,19 @@ def _cross_attention(
     Values are the raw memory tokens; the value and output projections are applied
     once, fused, to the attention output. ``x`` may have batch 1 (shared queries).
     """
-    q = rotate(attn.q_proj(x).unsqueeze(1), attn._nsw_cos, attn._nsw_sin)
+    q = _rope(attn, attn.q_proj(x).unsqueeze(1))
     k = attn.k_proj(keys).unsqueeze(1)
     n_rope = k.shape[2] - n_plain
     if n_plain:
-        k = torch.cat((rotate(k[:, :, :n_rope], attn._nsw_cos, attn._nsw_sin), k[:, :, n_rope:]), 2)
+        k = torch.cat(
+            (
+                _rope(attn, k[:, :, :n_rope]),
+                k[:, :, n_rope:],
+            ),
+            2,
+        )
     else:
-        k = rotate(k, attn._nsw_cos, attn._nsw_sin)
+        k = _rope(attn, k)
     if q.shape[0] != batch:
         q = q.expand(batch, -1, -1, -1).contiguous()
     v = memory.unsqueeze(1).to(q.dtype)
@@ -180,6 +199,7 @@ def install_fast_memory_attention(predictor: Any) -> bool:
     for layer in attention.layers:
         for attn in (layer.self_attn, layer.cross_attn_image):
             attn._nsw_cos, attn._nsw_sin = _rope_tables(attn, side, device)
+            attn._nsw_cis = torch.complex(attn._nsw_cos, attn._nsw_sin)
         ca = layer.cross_attn_image
         with torch.no_grad():
             w_out = ca.out_proj.weight.detach().double()
