@@ -374,9 +374,7 @@ def main(argv=None) -> None:
     p.add_argument("--image-size", type=int, default=None, help="CPU smoke runs only")
     p.add_argument("--long", type=int, default=0, help="also track 1 object over N frames")
     p.add_argument("--checkpoint", default=None, help="real weights (default: random)")
-    p.add_argument(
-        "--graph-max-objects", type=int, default=None, help="override GRAPH_MAX_OBJECTS"
-    )
+    p.add_argument("--graph-max-objects", type=int, default=None, help="override GRAPH_MAX_OBJECTS")
     p.add_argument("--iou-frames", type=int, default=60, help="frames compared per object")
     args = p.parse_args(argv)
 

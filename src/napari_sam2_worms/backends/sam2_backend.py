@@ -77,6 +77,15 @@ OOM_MESSAGE = (
 )
 
 
+def _has_sam2_extension() -> bool:
+    """Whether sam2's optional CUDA extension (hole filling) was built."""
+    try:
+        from sam2 import _C  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class Sam2Backend:
     """Track objects with a SAM 2 / SAM 2.1 video predictor.
 
@@ -186,6 +195,10 @@ class Sam2Backend:
             from .sam2_graphs import graph_predictor
 
             graph_predictor(p)
+        if p.fill_hole_area > 0 and not _has_sam2_extension():
+            # sam2 would try (and fail) to import its CUDA extension on every frame and
+            # then leave the masks as they are: skip the attempt, same masks
+            p.fill_hole_area = 0
         p.add_all_frames_to_correct_as_cond = True
         p.clear_non_cond_mem_around_input = False
         if self.device.type != "cuda" and not getattr(p, "_nsw_fp32_memory", False):

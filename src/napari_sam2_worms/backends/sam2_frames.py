@@ -140,7 +140,10 @@ class LazySam2Frames:
         import torch
         import torch.nn.functional as F
 
-        t = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device, non_blocking=True)
+        t = torch.from_numpy(np.ascontiguousarray(rgb))
+        if self.device.type == "cuda":  # from pageable memory the copy may wait for the GPU
+            t = t.pin_memory()
+        t = t.to(self.device, non_blocking=True)
         t = t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         s = self.image_size
         if t.shape[-2:] != (s, s):
