@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     session = TrackingSession(video, backend)
     for k in range(args.objects):
         session.add_object()
-        x, y = plate.centerlines[0, k, 24]
+        x, y = np.clip(plate.centerlines[0, k, 24], 0, [639, 479])
         session.add_point(0, k + 1, float(x), float(y), True)
     sites: collections.Counter = collections.Counter()
 

@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sam2_worms.backends.sam2_attention import install_fast_memory_attention, rotate
+from napari_sam2_worms.backends.sam2_attention import (
+    install_fast_memory_attention,
+    rotate,
+    rotate_keys,
+)
 
 SIDE = 8  # 8x8 feature map: 64 tokens (the model uses 64x64; same code)
 N = SIDE * SIDE
@@ -111,6 +115,12 @@ def test_rotate_matches_sam2_rotary_encoding(compiling, monkeypatch):
     assert torch.allclose(rotate(q, cos, sin), want_q, atol=1e-6)
     assert torch.allclose(rotate(k, cos, sin), want_k, atol=1e-6)
     assert not torch.allclose(rotate(k, cos, sin), k, atol=1e-3)  # it does rotate
+    # keys followed by object-pointer tokens that sam2 leaves unrotated
+    kp = torch.randn(2, 1, 3 * N + 5, 32, generator=g)
+    _, want_kp = apply_rotary_enc(q, kp[:, :, : 3 * N].clone(), freqs, repeat_freqs_k=True)
+    got = rotate_keys(kp, 3 * N, cos, sin)
+    assert torch.allclose(got[:, :, : 3 * N], want_kp, atol=1e-6)
+    assert torch.equal(got[:, :, 3 * N :], kp[:, :, 3 * N :])
 
 
 def test_other_feature_size_falls_back_to_sam2():

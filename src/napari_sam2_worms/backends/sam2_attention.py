@@ -67,6 +67,37 @@ def rotate(
     return out.reshape(b, h, n, d).to(x.dtype)
 
 
+def rotate_keys(
+    k: torch.Tensor,
+    n_rope: int,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    cis: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`rotate` on the first ``n_rope`` tokens of ``k`` (memory frames, a
+    multiple of the table length); the rest (object pointers) pass unchanged.
+
+    Compiled, the tables are indexed per token (``token % table length``, identity past
+    ``n_rope``), so one element-wise kernel reads and writes ``k`` once, with no slice
+    and no concatenation: measured 0.10 vs 0.18 ms per call (10 objects, H200).
+    """
+    n = k.shape[2]
+    if n_rope == n:
+        return rotate(k, cos, sin, cis)
+    if not torch.compiler.is_compiling():
+        return torch.cat((rotate(k[:, :, :n_rope], cos, sin, cis), k[:, :, n_rope:]), 2)
+    token = torch.arange(n, device=k.device)
+    keep = (token < n_rope)[:, None]
+    row = token % cos.shape[0]
+    c = torch.where(keep, cos[row], 1.0)
+    s = torch.where(keep, sin[row], 0.0)
+    b, h, _, d = k.shape
+    kf = k.float().reshape(b, h, n, d // 2, 2)
+    re, im = kf[..., 0], kf[..., 1]
+    out = torch.stack((re * c - im * s, re * s + im * c), dim=-1)
+    return out.reshape(b, h, n, d).to(k.dtype)
+
+
 def _rope(attn: Any, x: torch.Tensor) -> torch.Tensor:
     """:func:`rotate` with the tables installed on ``attn``."""
     return rotate(x, attn._nsw_cos, attn._nsw_sin, attn._nsw_cis)
@@ -93,17 +124,7 @@ def _cross_attention(
     """
     q = _rope(attn, attn.q_proj(x).unsqueeze(1))
     k = attn.k_proj(keys).unsqueeze(1)
-    n_rope = k.shape[2] - n_plain
-    if n_plain:
-        k = torch.cat(
-            (
-                _rope(attn, k[:, :, :n_rope]),
-                k[:, :, n_rope:],
-            ),
-            2,
-        )
-    else:
-        k = _rope(attn, k)
+    k = rotate_keys(k, k.shape[2] - n_plain, attn._nsw_cos, attn._nsw_sin, attn._nsw_cis)
     if q.shape[0] != batch:
         q = q.expand(batch, -1, -1, -1).contiguous()
     v = memory.unsqueeze(1).to(q.dtype)

@@ -213,3 +213,66 @@ class LazySam2Frames:
         if self._thread is not None:
             self._thread.join(timeout=2.0)
         self.clear()
+
+
+class FeaturePrefetch:
+    """Image features of the next frame, computed on a side CUDA stream.
+
+    While the main stream tracks frame ``t`` (memory attention, mask decoder, memory
+    encoder), the image encoder runs on frame ``t + 1`` on this side stream; the two
+    overlap on the GPU, and the encoder's launches no longer leave the GPU idle between
+    frames. :meth:`take` makes the main stream wait for the features and hands them to
+    sam2 through its own feature cache (``inference_state["cached_features"]``), where
+    ``_get_image_feature`` looks first. Same features, computed earlier.
+
+    Parameters
+    ----------
+    predictor : the SAM 2 predictor (``forward_image``).
+    state : sam2's inference state (``images``, ``cached_features``).
+    """
+
+    def __init__(self, predictor: Any, state: dict) -> None:
+        import torch
+
+        self.predictor = predictor
+        self.state = state
+        self.stream = torch.cuda.Stream(device=state["device"])
+        self.pending: dict[int, tuple] = {}
+        self.hits = 0
+
+    def launch(self, frame: int) -> None:
+        """Queue ``frame``'s image encoding on the side stream (no wait on the main one:
+        it reads only the frame and the weights)."""
+        import torch
+
+        if frame in self.pending or not 0 <= frame < self.state["num_frames"]:
+            return
+        cached = self.state["cached_features"]
+        if frame in cached:
+            return
+        with torch.cuda.stream(self.stream):
+            image = self.state["images"][frame].to(self.state["device"]).float().unsqueeze(0)
+            backbone_out = self.predictor.forward_image(image)
+        self.pending[frame] = (image, backbone_out)
+
+    def take(self, frame: int) -> bool:
+        """Hand ``frame``'s prefetched features to sam2's cache (main stream waits)."""
+        import torch
+        from torch.utils._pytree import tree_leaves
+
+        entry = self.pending.pop(frame, None)
+        self.pending.clear()  # anything else was prefetched for a frame not taken
+        if entry is None:
+            return False
+        main = torch.cuda.current_stream()
+        main.wait_stream(self.stream)
+        for t in tree_leaves(entry):
+            if isinstance(t, torch.Tensor) and t.is_cuda:
+                # allocated on the side stream, used (and freed) on the main one
+                t.record_stream(main)
+        self.state["cached_features"] = {frame: entry}
+        self.hits += 1
+        return True
+
+    def clear(self) -> None:
+        self.pending.clear()
