@@ -159,11 +159,15 @@ def test_backend_tracks_the_same_with_and_without(sam2_random, small_plate):
     beyond float rounding, and the switch turns it off."""
     from napari_sam2_worms.backends.base import ObjectPrompts
     from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+    from napari_sam2_worms.checkpoints import build_model
 
     video = small_plate.video[:4]
     masks = {}
     for fast in (False, True):
-        predictor = copy.deepcopy(sam2_random.predictor)
+        # a fresh copy of the random weights (the shared predictor may carry the forward)
+        torch.manual_seed(0)
+        predictor = build_model("sam2.1_hiera_tiny", "cpu", image_size=256)
+        predictor.load_state_dict(sam2_random.predictor.state_dict())
         be = Sam2Backend(device="cpu", predictor=predictor, fast_attention=fast)
         be.open(video)
         assert bool(getattr(predictor.memory_attention, "_nsw_fast", False)) == fast

@@ -118,8 +118,6 @@ class Sam2Backend:
     fast_attention : give the predictor's memory attention an exact, cheaper forward
         (:mod:`.sam2_attention`: 64-dimensional values, real-arithmetic rotary encoding,
         the first layer shared by all objects); same function up to summation order.
-    prefetch_features : on CUDA, encode the next frame's image on a side stream while
-        the current frame is tracked (:class:`.sam2_frames.FeaturePrefetch`).
     """
 
     name = "sam2"
@@ -142,7 +140,6 @@ class Sam2Backend:
         batch_objects: bool = True,
         cuda_graphs: bool = True,
         fast_attention: bool = True,
-        prefetch_features: bool = True,
     ) -> None:
         self.model = model
         self.checkpoint = checkpoint
@@ -156,10 +153,6 @@ class Sam2Backend:
         self.batch_objects = batch_objects
         self.cuda_graphs = cuda_graphs
         self.fast_attention = fast_attention
-        self.prefetch_features = prefetch_features
-        self._prefetch = None
-        #: frames whose image features came from the side stream (tests, benchmarks)
-        self.prefetched_frames = 0
         #: tests/benchmarks: ``hook(frame, ids, video_res_logits)`` before overlaps are
         #: resolved (the per-object masks are ``logits[:, 0] > 0``)
         self.logits_hook: Callable[[int, list[int], Any], None] | None = None
@@ -320,8 +313,6 @@ class Sam2Backend:
                 self.state["cached_features"] = {}
             if self.frames is not None:
                 self.frames.clear()
-            if self._prefetch is not None:
-                self._prefetch.clear()
             torch.cuda.empty_cache()
             n = len(self.state["obj_ids"]) if self.state else 0
             raise BackendError(OOM_MESSAGE.format(model=self.model, n=n)) from exc
@@ -513,7 +504,7 @@ class Sam2Backend:
                 return None
             return self._launch(frame, obj_ids, video_res, dict(zip(obj_ids, scores)))
 
-        return self._pipelined(inner, step, start, count, reverse)
+        return self._pipelined(inner, step)
 
     def _propagate_per_object(self, start: int, count: int, reverse: bool) -> Iterator[FrameResult]:
         state = self.state
@@ -533,24 +524,17 @@ class Sam2Backend:
                     scores[o] = out["object_score_logits"]
             return self._launch(frame, list(obj_ids), video_res, scores)
 
-        return self._pipelined(inner, step, start, count, reverse)
+        return self._pipelined(inner, step)
 
     def _pipelined(
-        self,
-        inner: Iterator,
-        step: Callable[[], PendingResult | None],
-        start: int,
-        count: int,
-        reverse: bool,
+        self, inner: Iterator, step: Callable[[], PendingResult | None]
     ) -> Iterator[FrameResult]:
         """On CUDA, yield frame ``t`` only after frame ``t + 1`` is queued on the device.
 
         The host copy of ``t`` was queued before ``t + 1``'s work, so waiting for it
-        leaves the GPU busy with ``t + 1`` while the caller handles ``t``; the image
-        features of ``t + 2`` are computed meanwhile on a side stream
-        (:class:`.sam2_frames.FeaturePrefetch`). Elsewhere the work is synchronous:
-        each frame is yielded as soon as it is computed (a frame of look-ahead would
-        only delay the display and a cancel).
+        leaves the GPU busy with ``t + 1`` while the caller handles ``t``. Elsewhere the
+        work is synchronous: each frame is yielded as soon as it is computed (a frame
+        of look-ahead would only delay the display and a cancel).
         """
         from .sam2_graphs import capturing
 
@@ -558,27 +542,14 @@ class Sam2Backend:
         # the bottleneck and a graph would only hold memory (measured: docs/performance.md)
         n_obj = len(self.state["obj_ids"])
         graphs = capturing if n_obj <= GRAPH_MAX_OBJECTS else contextlib.nullcontext
-        last = max(start - count, 0) if reverse else min(start + count, len(self.frames) - 1)
-        ahead = -1 if reverse else 1
-        prefetch = None
-        if self.prefetch_features and self.device.type == "cuda" and start != last:
-            from .sam2_frames import FeaturePrefetch
-
-            prefetch = self._prefetch = FeaturePrefetch(self.predictor, self.state)
-        expected = start
         pending = None
         try:
             while True:
                 try:
                     with self._compute(propagating=True), graphs():
-                        if prefetch is not None:
-                            prefetch.take(expected)
                         launched = step()
                         if launched is not None:
                             self._trim(launched.frame)
-                            expected = launched.frame + ahead
-                            if prefetch is not None and expected != last + ahead:
-                                prefetch.launch(expected)
                 except BaseException:
                     if pending is not None:  # hand over the frame already computed
                         done, pending = pending.finish(), None
@@ -593,10 +564,6 @@ class Sam2Backend:
                     pending = None
                     yield launched.finish()
         finally:
-            if prefetch is not None:
-                self.prefetched_frames += prefetch.hits
-                prefetch.clear()
-                self._prefetch = None
             inner.close()
 
     def _trim(self, frame: int) -> None:
