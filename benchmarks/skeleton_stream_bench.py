@@ -2,8 +2,11 @@
 
 The backend is the test oracle (ground-truth masks) slowed to ``--fps`` by sleeping
 between frames, as a process waiting on a GPU does (the main thread is idle, other
-cores are free). Prints the end-to-end time (propagation + skeletons) for skeletons
-computed after propagation (in this process, or in worker processes) and for skeletons
+cores are free), or with ``--busy`` by busy Python work, as a thread launching GPU
+kernels does (then any work the stream puts on that thread, or any thread competing
+for the interpreter lock, slows tracking). Prints the end-to-end time (propagation +
+skeletons) for skeletons computed after propagation (in this process, or in worker
+processes) and for skeletons
 streamed to worker processes while tracking, and checks that all give the same tracks.
 
     python3 benchmarks/skeleton_stream_bench.py --worms 10 --frames 300 --fps 40
@@ -23,6 +26,11 @@ def main(argv=None) -> None:
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--fps", type=float, default=40.0, help="simulated tracking speed")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--busy",
+        action="store_true",
+        help="pace by busy Python work, as a thread launching GPU kernels (default: sleep)",
+    )
     args = p.parse_args(argv)
 
     from napari_sam2_worms.engine.session import TrackingSession
@@ -33,7 +41,12 @@ def main(argv=None) -> None:
     class PacedOracle(OracleBackend):
         def propagate(self, start, stop, reverse=False):
             for r in super().propagate(start, stop, reverse):
-                time.sleep(1.0 / args.fps)
+                if args.busy:  # holds the interpreter lock, as kernel launches do
+                    end = time.perf_counter() + 1.0 / args.fps
+                    while time.perf_counter() < end:
+                        sum(range(200))
+                else:
+                    time.sleep(1.0 / args.fps)
                 yield r
 
     plate = make_plate(n_frames=args.frames, height=480, width=640, n_worms=args.worms, seed=0)

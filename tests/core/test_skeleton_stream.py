@@ -1,0 +1,52 @@
+"""The skeleton stream: worker processes reading label frames from a shared ring."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from napari_sam2_worms.skeleton import skeletonize_labels
+from napari_sam2_worms.skeleton.stream import SkeletonStream
+
+
+def test_ring_reuse_gives_the_stack_loop_result(small_plate, monkeypatch):
+    """20 frames through a 4-frame ring (the feeder waits for free slots), 2 workers,
+    one object left out: the cache holds exactly the streamed objects' skeletons and
+    the tracks made from it equal the stack loop's; the ring file is removed."""
+    import napari_sam2_worms.skeleton.labels as labels_mod
+
+    labels = np.concatenate([small_plate.labels, small_plate.labels[::-1][1:9]])
+    assert len(labels) == 20
+    stream = SkeletonStream([1, 3], workers=2, ring_bytes=1)  # 1 byte: the minimum, 4 frames
+    for t, frame in enumerate(labels):
+        stream.feed(t, frame)
+        if t == 0:
+            assert stream.ring_size == 4 and os.path.exists(stream._ring_path)
+    path = stream._ring_path
+    cache = stream.cache(timeout=120)
+    stream.close()
+    assert not os.path.exists(path)
+    want = {(t, o) for t in range(20) for o in (1, 3) if (labels[t] == o).any()}
+    assert set(cache) == want
+
+    computed = []
+    original = labels_mod.skeleton_item
+    monkeypatch.setattr(
+        labels_mod, "skeleton_item", lambda *a: computed.append(a[1]) or original(*a)
+    )
+    got = skeletonize_labels(labels, [1, 3], cache=cache)
+    assert computed == []  # all reused
+    monkeypatch.setattr(labels_mod, "skeleton_item", original)
+    ref = skeletonize_labels(labels, [1, 3])
+    np.testing.assert_array_equal(got.points, ref.points)
+    np.testing.assert_array_equal(got.good, ref.good)
+
+
+def test_closed_stream_ignores_frames(small_plate):
+    stream = SkeletonStream([1], workers=1)
+    stream.feed(0, small_plate.labels[0])
+    stream.close()
+    stream.feed(1, small_plate.labels[1])  # no error, nothing sent
+    assert stream._sent == 1
+    assert set(stream.cache()) <= {(0, 1)}
