@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every SAM 2 GPU figure of docs/performance.md in one command (about 12 minutes on an
+# Every SAM 2 GPU figure of docs/performance.md in one command (about 20 minutes on an
 # H100/H200; the lent device machine allows 10 minutes a call: run the lines one by one
 # there). Set PYTHONPATH so that sam2 and this package import, e.g.
 #   export PYTHONPATH=$PWD/.devsite:$PWD/src
@@ -7,6 +7,9 @@ set -euo pipefail
 export TQDM_DISABLE=1
 cd "$(dirname "$0")/.."
 python3 -m pytest -q -p no:cacheprovider tests/gpu
+python3 benchmarks/sam2_attention_bench.py --objects 1,10,50
+python3 benchmarks/sam2_ab.py --switch fast_attention --objects 10 --compile
+python3 benchmarks/sam2_bench.py --objects 1,10 --no-raw --configs compile --workers 0
 python3 benchmarks/sam2_bench.py --objects 1,10 --raw-objects 1,10 --configs eager,graphs,compile
 python3 benchmarks/sam2_bench.py --objects 50 --no-raw --configs compile --frames 120
 python3 benchmarks/sam2_bench.py --objects 1 --no-raw --configs compile --long 10000
