@@ -50,3 +50,22 @@ def test_closed_stream_ignores_frames(small_plate):
     stream.feed(1, small_plate.labels[1])  # no error, nothing sent
     assert stream._sent == 1
     assert set(stream.cache()) <= {(0, 1)}
+
+
+def test_a_dead_worker_never_stops_tracking(small_plate):
+    """A worker killed mid-run: feeding goes on without error, what was delivered is
+    kept, and the stack loop computes the rest (same tracks as without a stream)."""
+    labels = small_plate.labels
+    stream = SkeletonStream([1, 2, 3], workers=2)
+    stream.feed(0, labels[0])
+    stream.cache(timeout=60)
+    stream._procs[0].kill()
+    stream._procs[0].join(5)
+    for t in range(1, len(labels)):
+        stream.feed(t, labels[t])  # must not raise
+    cache = stream.cache(timeout=30)
+    stream.close()
+    assert {(0, o) for o in (1, 2, 3) if (labels[0] == o).any()} <= set(cache)
+    got = skeletonize_labels(labels, [1, 2, 3], cache=cache)
+    ref = skeletonize_labels(labels, [1, 2, 3])
+    np.testing.assert_array_equal(got.points, ref.points)

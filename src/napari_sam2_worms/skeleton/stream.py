@@ -189,8 +189,13 @@ class SkeletonStream:
         slot = seq % self.ring_size
         self._ring[slot] = label_frame
         msg = (seq, int(frame_index), slot, self._ring_msg)
-        for conn in self._conns:
-            conn.send(msg)
+        try:
+            for conn in self._conns:
+                conn.send(msg)
+        except OSError:  # a worker died: tracking goes on, skeletons are made afterwards
+            log.warning("a skeleton worker stopped; the rest is skeletonized after tracking")
+            self.close()
+            return
         self._sent += 1
         self._collect(block=False)
 
