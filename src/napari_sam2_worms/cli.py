@@ -59,7 +59,11 @@ def cmd_track(args: argparse.Namespace) -> int:
     n, h, w = video.shape[:3]
     store, names = read_prompts_file(args.prompts, n_frames=n, size=(w, h))
     sam2_options = (
-        {"compile": args.compile, "cuda_graphs": not args.no_cuda_graphs}
+        {
+            "compile": args.compile,
+            "cuda_graphs": not args.no_cuda_graphs,
+            "fast_attention": False if args.no_fast_attention else None,
+        }
         if args.backend != "classic"
         else {}
     )
@@ -250,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--no-cuda-graphs", action="store_true", help="SAM 2 on CUDA: do not replay CUDA graphs"
+    )
+    t.add_argument(
+        "--no-fast-attention",
+        action="store_true",
+        help="SAM 2 on CUDA: use sam2's own memory attention (same function, slower)",
     )
     t.add_argument(
         "--workers",

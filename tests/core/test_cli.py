@@ -261,3 +261,32 @@ def test_track_sam2_random_weights_through_local_checkpoint(tmp_path, small_plat
     scores = np.load(out / "scores.npy")
     assert scores.shape == (3, 3) and np.isfinite(scores).all()
     assert not list(tmp_path.rglob("*.jpg"))
+
+
+@pytest.mark.parametrize(
+    "flags, want",
+    [
+        ([], {"compile": False, "cuda_graphs": True, "fast_attention": None}),
+        (
+            ["--compile", "--no-cuda-graphs", "--no-fast-attention"],
+            {"compile": True, "cuda_graphs": False, "fast_attention": False},
+        ),
+    ],
+)
+def test_track_gpu_switches_reach_the_backend(
+    tmp_path, plate_tif, small_plate, flags, want, monkeypatch
+):
+    import napari_sam2_worms.engine.pipeline as pipeline
+    from napari_sam2_worms.backends.base import BackendError
+
+    seen = {}
+
+    def fake_make_backend(name, **options):
+        seen.update(options)
+        raise BackendError("stop here")
+
+    monkeypatch.setattr(pipeline, "make_backend", fake_make_backend)
+    prompts = _prompts(tmp_path, small_plate)
+    args = ["track", str(plate_tif), "--prompts", str(prompts), "--out", str(tmp_path / "o")]
+    assert main([*args, "--backend", "sam2", *flags]) == 2
+    assert {k: seen[k] for k in want} == want
