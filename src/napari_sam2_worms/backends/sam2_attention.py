@@ -234,3 +234,28 @@ def install_fast_memory_attention(predictor: Any) -> bool:
     attention._nsw_fast = True
     log.info("memory attention: fast exact forward (%dx%d tokens)", side, side)
     return True
+
+
+def float32_memory(predictor: Any) -> None:
+    """Cast the memory to float32 before memory attention (CPU/MPS; idempotent).
+
+    sam2 stores memory features in bfloat16 and relies on CUDA autocast; elsewhere a
+    memory made only of them (e.g. backward from a late frame, when no object pointer
+    qualifies) hits a float32 layer.
+    """
+    if getattr(predictor, "_nsw_fp32_memory", False):
+        return
+    attention = predictor.memory_attention
+    forward = attention.forward
+
+    def fp32_forward(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
+        return forward(
+            curr,
+            memory.float(),
+            curr_pos,
+            None if memory_pos is None else memory_pos.float(),
+            num_obj_ptr_tokens,
+        )
+
+    attention.forward = fp32_forward
+    predictor._nsw_fp32_memory = True

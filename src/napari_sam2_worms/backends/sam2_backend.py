@@ -204,24 +204,10 @@ class Sam2Backend:
             p.fill_hole_area = 0
         p.add_all_frames_to_correct_as_cond = True
         p.clear_non_cond_mem_around_input = False
-        if self.device.type != "cuda" and not getattr(p, "_nsw_fp32_memory", False):
-            # sam2 stores memory features in bfloat16 and relies on CUDA autocast; on
-            # CPU/MPS a memory made only of them (e.g. backward from a late frame, when no
-            # object pointer qualifies) hits a float32 layer: cast them back first.
-            attention = p.memory_attention
-            forward = attention.forward
+        if self.device.type != "cuda":
+            from .sam2_attention import float32_memory
 
-            def fp32_forward(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
-                return forward(
-                    curr,
-                    memory.float(),
-                    curr_pos,
-                    None if memory_pos is None else memory_pos.float(),
-                    num_obj_ptr_tokens,
-                )
-
-            attention.forward = fp32_forward
-            p._nsw_fp32_memory = True
+            float32_memory(p)
 
     @property
     def memory_frames(self) -> int:
