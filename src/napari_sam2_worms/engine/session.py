@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from ..backends.base import Backend, BadPromptError, FrameResult, LabelMasks, ObjectPrompts
+from ..backends.base import Backend, BadPromptError, FrameResult, ObjectPrompts
+from .compose import compose_frame
 from .prompts import PromptStore
 
 if TYPE_CHECKING:
@@ -347,74 +348,14 @@ class TrackingSession:
 
     # -- writing results -----------------------------------------------------------------
     def _write(self, result: FrameResult, only: set[int] | None = None) -> None:
-        """Compose ``result`` into the label stack, honouring user edits and the overlap rule."""
+        """Compose ``result`` into the label stack, honouring user edits and the overlap
+        rule (:func:`~napari_sam2_worms.engine.compose.compose_frame`)."""
         f = result.frame
-        if only is None and isinstance(result.masks, LabelMasks) and result.masks.plain():
-            self._write_index(result)
-            return
         with self._lock:
-            current = self.labels[f]
-            new = np.zeros_like(current)
-            incoming = {
-                o: m
-                for o, m in result.masks.items()
-                if o in self.objects and (only is None or o in only)
-            }
-            if only is None:
-                incoming = {o: m for o, m in incoming.items() if not self.is_user_edited(f, o)}
-            locked = [o for o in self.objects if o not in incoming and self.is_user_edited(f, o)]
-            kept = [o for o in self.objects if o not in incoming and o not in locked]
-            # A prompt result (``only``) is the user's latest edit: it goes first. During
-            # propagation: 1. user-edited objects, 2. incoming by score, 3. untouched objects.
-            if only is not None:
-                order = sorted(incoming)
-            else:
-                for o in locked:
-                    new[(current == o) & (new == 0)] = o
-                order = sorted(incoming, key=lambda o: (-_score(result, o), o))
-            for o in order:
-                m = np.asarray(incoming[o], bool)
-                new[m & (new == 0)] = o
-            if only is not None:
-                for o in locked:
-                    new[(current == o) & (new == 0)] = o
-            for o in kept:
-                new[(current == o) & (new == 0)] = o
-            self.labels[f] = new
-            for o in incoming:
-                self.scores[o][f] = result.scores.get(o, np.nan)
-
-    def _write_index(self, result: FrameResult) -> None:
-        """:meth:`_write` for a result given as one non-overlapping index image.
-
-        Same outcome as the general path (user-edited objects keep their pixels and go
-        first; objects without a result keep theirs where nothing else landed), in a
-        few whole-frame operations whatever the number of objects.
-        """
-        f = result.frame
-        masks = result.masks
-        with self._lock:
-            current = self.labels[f]
             edited = {o for ff, o in self.prompts.keys() if ff == f}
-            incoming = [o for o in masks.ids if o in self.objects and o not in edited]
-            locked = [o for o in self.objects if o in edited]
-            kept = [o for o in self.objects if o not in incoming and o not in edited]
-            lut = np.zeros(len(masks.ids) + 1, current.dtype)
-            for k, o in enumerate(masks.ids):
-                if o in incoming:
-                    lut[k + 1] = o
-            new = lut[masks.index]
-            if locked or kept:
-                old_ids = np.asarray(locked + kept, current.dtype)
-                present = np.isin(current, old_ids)
-                if present.any():
-                    if locked:
-                        lock = np.isin(current, np.asarray(locked, current.dtype))
-                        new[lock] = current[lock]
-                    keep = present & (new == 0)
-                    new[keep] = current[keep]
+            new, written = compose_frame(self.labels[f], result, self.objects, edited, only)
             self.labels[f] = new
-            for o in incoming:
+            for o in written:
                 self.scores[o][f] = result.scores.get(o, np.nan)
 
     # -- propagation ---------------------------------------------------------------------
@@ -598,8 +539,3 @@ class TrackingSession:
         self._close_stream()
         self._skeleton_cache = {}
         self.backend.close()
-
-
-def _score(result: FrameResult, object_id: int) -> float:
-    s = result.scores.get(object_id, 0.0)
-    return float(s) if s is not None and not np.isnan(s) else -np.inf
