@@ -185,6 +185,10 @@ class Sam2Backend:
     def _configure(self) -> None:
         """Settings of the predictor this adapter relies on (see module docstring)."""
         p = self.predictor
+        # inference only; and autocast caches bf16 copies of weights that require grad,
+        # outside any CUDA-graph pool, freed when the block ends: a replayed graph would
+        # read freed memory (torch's make_graphed_callables refuses that cache)
+        p.requires_grad_(False)
         fast = self.device.type == "cuda" if self.fast_attention is None else self.fast_attention
         if fast:  # before compiling and graphs: they wrap the forward
             from .sam2_attention import install_fast_memory_attention
@@ -302,6 +306,8 @@ class Sam2Backend:
                 self.state["cached_features"] = {}
             if self.frames is not None:
                 self.frames.clear()
+            for graphed in getattr(self.predictor, "_nsw_graphs", None) or []:
+                graphed.reset()  # their memory pool is what empty_cache cannot free
             torch.cuda.empty_cache()
             n = len(self.state["obj_ids"]) if self.state else 0
             raise BackendError(OOM_MESSAGE.format(model=self.model, n=n)) from exc

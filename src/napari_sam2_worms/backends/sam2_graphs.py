@@ -165,7 +165,8 @@ class GraphedForward:
         return g
 
     def reset(self) -> None:
-        """Drop every graph (frees nothing in a shared pool until all are dropped)."""
+        """Drop every graph (their shared pool is freed once all are dropped: the
+        backend does so for all modules when the GPU runs out of memory)."""
         self.graphs.clear()
         self.seen.clear()
         self.failed.clear()
@@ -185,6 +186,12 @@ def graph_predictor(predictor: Any, max_graphs: int = 8) -> list[GraphedForward]
     existing = getattr(predictor, "_nsw_graphs", None)
     if existing is not None:
         return existing
+    if getattr(predictor, "_nsw_compiled", None) in ("reduce-overhead", "max-autotune"):
+        log.info(
+            "compiled with CUDA graphs of its own (%s): no graphs added", predictor._nsw_compiled
+        )
+        predictor._nsw_graphs = []
+        return []
     pool = torch.cuda.graph_pool_handle()
     wrapped = []
     for name in GRAPHED_MODULES:

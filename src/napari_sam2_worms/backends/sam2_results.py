@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from .base import FrameResult, LabelMasks
@@ -34,8 +33,6 @@ class PendingResult:
         if self.event is not None:
             self.event.synchronize()
         index = self.host_index.numpy().copy()  # the pinned buffer goes back to torch
-        if index.dtype == bool:
-            index = index.view(np.uint8)
         by_id = dict(zip(self.scored, self.host_scores.tolist()))
         return FrameResult(
             self.frame,
