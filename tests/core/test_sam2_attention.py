@@ -12,7 +12,6 @@ import torch
 from napari_sam2_worms.backends.sam2_attention import (
     install_fast_memory_attention,
     rotate,
-    rotate_keys,
 )
 
 SIDE = 8  # 8x8 feature map: 64 tokens (the model uses 64x64; same code)
@@ -118,7 +117,7 @@ def test_rotate_matches_sam2_rotary_encoding(compiling, monkeypatch):
     # keys followed by object-pointer tokens that sam2 leaves unrotated
     kp = torch.randn(2, 1, 3 * N + 5, 32, generator=g)
     _, want_kp = apply_rotary_enc(q, kp[:, :, : 3 * N].clone(), freqs, repeat_freqs_k=True)
-    got = rotate_keys(kp, 3 * N, cos, sin)
+    got = rotate(kp, cos, sin, n_rope=3 * N)
     assert torch.allclose(got[:, :, : 3 * N], want_kp, atol=1e-6)
     assert torch.equal(got[:, :, 3 * N :], kp[:, :, 3 * N :])
 

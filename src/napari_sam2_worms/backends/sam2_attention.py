@@ -38,69 +38,54 @@ import torch.nn.functional as F
 log = logging.getLogger(__name__)
 
 
-def _rope_tables(attn: Any, side: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, sin) float32 tables (side*side tokens, head_dim/2) of a sam2
-    ``RoPEAttention``, from its own ``compute_cis``."""
-    freqs = attn.compute_cis(end_x=side, end_y=side).to(device)
-    return freqs.real.float().contiguous(), freqs.imag.float().contiguous()
+def _rope_tables(attn: Any, side: int, device: Any) -> tuple[torch.Tensor, ...]:
+    """(cos, sin, cis) tables (side*side tokens, head_dim/2) of a sam2
+    ``RoPEAttention``, from its own ``compute_cis`` (cis = cos + i sin)."""
+    cis = attn.compute_cis(end_x=side, end_y=side).to(device)
+    return cis.real.float().contiguous(), cis.imag.float().contiguous(), cis
 
 
 def rotate(
-    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cis: torch.Tensor | None = None
-) -> torch.Tensor:
-    """sam2's ``apply_rotary_enc`` on ``x`` (B, heads, L, D), in real arithmetic.
-
-    ``L`` is a multiple of the table length (keys of several memory frames reuse the
-    table, as sam2's ``rope_k_repeat``). Computed in float32, returned in x's dtype.
-    Compiled, it is real arithmetic (fusable); eager, one complex multiply by ``cis``
-    (``cos + i sin``), which takes fewer kernels.
-    """
-    b, h, n, d = x.shape
-    n0 = cos.shape[0]
-    xf = x.float().reshape(b, h, n // n0, n0, d // 2, 2)
-    if not torch.compiler.is_compiling():
-        # eager: one complex multiply is fewer kernels than the real form (measured)
-        cis = torch.complex(cos, sin) if cis is None else cis
-        return torch.view_as_real(torch.view_as_complex(xf) * cis).reshape(b, h, n, d).to(x.dtype)
-    re, im = xf[..., 0], xf[..., 1]
-    out = torch.stack((re * cos - im * sin, re * sin + im * cos), dim=-1)
-    return out.reshape(b, h, n, d).to(x.dtype)
-
-
-def rotate_keys(
-    k: torch.Tensor,
-    n_rope: int,
+    x: torch.Tensor,
     cos: torch.Tensor,
     sin: torch.Tensor,
     cis: torch.Tensor | None = None,
+    n_rope: int | None = None,
 ) -> torch.Tensor:
-    """:func:`rotate` on the first ``n_rope`` tokens of ``k`` (memory frames, a
-    multiple of the table length); the rest (object pointers) pass unchanged.
+    """sam2's ``apply_rotary_enc`` on the first ``n_rope`` tokens (default: all) of
+    ``x`` (B, heads, L, D); the rest (object pointers) pass unchanged.
 
-    Compiled, the tables are indexed per token (``token % table length``, identity past
-    ``n_rope``), so one element-wise kernel reads and writes ``k`` once, with no slice
-    and no concatenation: measured 0.10 vs 0.18 ms per call (10 objects, H200).
+    ``n_rope`` is a multiple of the table length (keys of several memory frames reuse
+    the table, as sam2's ``rope_k_repeat``). Computed in float32, returned in x's dtype.
+    Eager: one complex multiply by ``cis`` (fewer kernels than the real form, measured).
+    Compiled: real arithmetic with the tables indexed per token (``token % table
+    length``, identity past ``n_rope``), so one fused kernel reads and writes ``x``
+    once, with no slice and no concatenation (keys: 0.10 vs 0.18 ms per call at 10
+    objects on an H200).
     """
-    n = k.shape[2]
-    if n_rope == n:
-        return rotate(k, cos, sin, cis)
+    b, h, n, d = x.shape
+    n0 = cos.shape[0]
+    n_rope = n if n_rope is None else n_rope
     if not torch.compiler.is_compiling():
-        return torch.cat((rotate(k[:, :, :n_rope], cos, sin, cis), k[:, :, n_rope:]), 2)
-    token = torch.arange(n, device=k.device)
+        cis = torch.complex(cos, sin) if cis is None else cis
+        head = x[:, :, :n_rope].float().reshape(b, h, n_rope // n0, n0, d // 2, 2)
+        head = torch.view_as_real(torch.view_as_complex(head) * cis).reshape(b, h, n_rope, d)
+        head = head.to(x.dtype)
+        return head if n_rope == n else torch.cat((head, x[:, :, n_rope:]), 2)
+    token = torch.arange(n, device=x.device)
     keep = (token < n_rope)[:, None]
-    row = token % cos.shape[0]
+    row = token % n0
     c = torch.where(keep, cos[row], 1.0)
     s = torch.where(keep, sin[row], 0.0)
-    b, h, _, d = k.shape
-    kf = k.float().reshape(b, h, n, d // 2, 2)
-    re, im = kf[..., 0], kf[..., 1]
+    xf = x.float().reshape(b, h, n, d // 2, 2)
+    re, im = xf[..., 0], xf[..., 1]
     out = torch.stack((re * c - im * s, re * s + im * c), dim=-1)
-    return out.reshape(b, h, n, d).to(k.dtype)
+    return out.reshape(b, h, n, d).to(x.dtype)
 
 
-def _rope(attn: Any, x: torch.Tensor) -> torch.Tensor:
+def _rope(attn: Any, x: torch.Tensor, n_rope: int | None = None) -> torch.Tensor:
     """:func:`rotate` with the tables installed on ``attn``."""
-    return rotate(x, attn._nsw_cos, attn._nsw_sin, attn._nsw_cis)
+    return rotate(x, attn._nsw_cos, attn._nsw_sin, attn._nsw_cis, n_rope)
 
 
 def _self_attention(attn: Any, x: torch.Tensor) -> torch.Tensor:
@@ -124,7 +109,7 @@ def _cross_attention(
     """
     q = _rope(attn, attn.q_proj(x).unsqueeze(1))
     k = attn.k_proj(keys).unsqueeze(1)
-    k = rotate_keys(k, k.shape[2] - n_plain, attn._nsw_cos, attn._nsw_sin, attn._nsw_cis)
+    k = _rope(attn, k, k.shape[2] - n_plain)
     if q.shape[0] != batch:
         q = q.expand(batch, -1, -1, -1).contiguous()
     v = memory.unsqueeze(1).to(q.dtype)
@@ -142,9 +127,7 @@ def _layer(
     batch: int,
 ) -> torch.Tensor:
     """sam2 ``MemoryAttentionLayer.forward`` (eval mode) with the fast attentions."""
-    x = layer.norm1(tgt)
-    if layer.pos_enc_at_attn:
-        raise AssertionError("unreachable: such layers keep sam2's forward")
+    x = layer.norm1(tgt)  # pos_enc_at_attn is False (_supported)
     tgt = tgt + _self_attention(layer.self_attn, x)
     x = layer.norm2(tgt)
     if layer.pos_enc_at_cross_attn_queries:
@@ -217,10 +200,13 @@ def install_fast_memory_attention(predictor: Any) -> bool:
     device = next(predictor.parameters()).device
     # the memory attention reads the stride-16 features: image_size / 16 per side
     side = int(getattr(predictor, "sam_image_embedding_size", 64))
+    tables: dict[tuple, tuple] = {}  # one set per (head dim, theta): all 8 share one
     for layer in attention.layers:
         for attn in (layer.self_attn, layer.cross_attn_image):
-            attn._nsw_cos, attn._nsw_sin = _rope_tables(attn, side, device)
-            attn._nsw_cis = torch.complex(attn._nsw_cos, attn._nsw_sin)
+            key = tuple(sorted(attn.compute_cis.keywords.items()))
+            if key not in tables:
+                tables[key] = _rope_tables(attn, side, device)
+            attn._nsw_cos, attn._nsw_sin, attn._nsw_cis = tables[key]
         ca = layer.cross_attn_image
         with torch.no_grad():
             w_out = ca.out_proj.weight.detach().double()
