@@ -85,6 +85,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     session = TrackingSession(video, backend, fps=args.fps, pixel_size=args.pixel_size)
     session.settings = {"backend": args.backend, "model": args.model, "device": args.device}
     session.skeleton_workers = max(0, args.workers)  # skeletons made while tracking
+    session.skeleton_points = args.points
     for obj in store.objects():
         session.add_object(name=names.get(obj), object_id=obj)
     for frame, obj in sorted(store.keys()):

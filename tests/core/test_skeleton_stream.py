@@ -69,3 +69,25 @@ def test_a_dead_worker_never_stops_tracking(small_plate):
     got = skeletonize_labels(labels, [1, 2, 3], cache=cache)
     ref = skeletonize_labels(labels, [1, 2, 3])
     np.testing.assert_array_equal(got.points, ref.points)
+
+
+def test_points_per_centerline_follow_the_run_and_workers_the_objects(small_plate, monkeypatch):
+    """A stream made for 21-point centerlines is reused by a 21-point stack loop; a
+    stream never starts more processes than it has objects."""
+    import napari_sam2_worms.skeleton.labels as labels_mod
+    from napari_sam2_worms.skeleton.stream import stream_for_run
+
+    labels = small_plate.labels
+    stream = stream_for_run(labels, [1, 2], [(0, len(labels) - 1, False)], 8, n_points=21)
+    assert len(stream._procs) == 2 and stream.n_points == 21
+    for t, frame in enumerate(labels):
+        stream.feed(t, frame)
+    cache = stream.cache(timeout=120)
+    stream.close()
+    computed = []
+    original = labels_mod.skeleton_item
+    monkeypatch.setattr(
+        labels_mod, "skeleton_item", lambda *a: computed.append(a[1]) or original(*a)
+    )
+    tracks = skeletonize_labels(labels, [1, 2], n_points=21, cache=cache)
+    assert computed == [] and tracks.points.shape[2] == 21

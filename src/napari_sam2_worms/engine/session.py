@@ -116,6 +116,7 @@ class TrackingSession:
         #: worker processes that skeletonize frames while a forward run tracks them (0 =
         #: off); :meth:`skeletons` then reuses their results (same tracks, sooner)
         self.skeleton_workers = 0
+        self.skeleton_points = 49  # points per centerline the stream makes (as skeletons())
         self._stream = None
         self._skeleton_cache: dict = {}
         backend.open(video)
@@ -417,7 +418,9 @@ class TrackingSession:
 
         self._close_stream()
         self._skeleton_cache = {}
-        self._stream = stream_for_run(self.labels, self.objects, runs, self.skeleton_workers)
+        self._stream = stream_for_run(
+            self.labels, self.objects, runs, self.skeleton_workers, self.skeleton_points
+        )
         return self._stream
 
     def _close_stream(self) -> None:

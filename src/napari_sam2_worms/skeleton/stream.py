@@ -41,10 +41,10 @@ def auto_workers(n_frames: int) -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-def _worker(conn: Any, index: int, n_workers: int, ids: set[int], n_points: int) -> None:
-    """Worker process: skeletonize its objects (of ``ids``, ``id % n_workers == index``) of each
-    frame announced on ``conn`` as ``(seq, frame, slot, ring)``; the label frame is read
-    from the shared ring file. Replies ``(seq, items)`` for every frame, so the feeder
+def _worker(conn: Any, ids: set[int], n_points: int) -> None:
+    """Worker process: skeletonize the objects ``ids`` of each frame announced on
+    ``conn`` as ``(seq, frame, slot, ring)``; the label frame is read from the shared
+    ring file. Replies ``(seq, items)`` for every frame, so the feeder
     knows when a ring slot is free again."""
     chain = PrevChain()
     rings: dict[tuple, np.ndarray] = {}
@@ -63,7 +63,7 @@ def _worker(conn: Any, index: int, n_workers: int, ids: set[int], n_points: int)
         frame = np.array(frames[slot])  # own copy: the slot is reused once we reply
         out = []
         for oid, sl in _object_slices(frame).items():
-            if oid % n_workers != index or oid not in ids:
+            if oid not in ids:
                 continue
             sub, r0, c0, border = _crop(frame, sl)
             p = chain.get(oid, t)
@@ -75,11 +75,18 @@ def _worker(conn: Any, index: int, n_workers: int, ids: set[int], n_points: int)
                 continue
             chain.update(oid, t, item[1])
             out.append(((t, oid), key, item))
-        conn.send((seq, out))
+        try:
+            conn.send((seq, out))
+        except OSError:  # the stream was closed without waiting for us
+            return
 
 
 def stream_for_run(
-    labels: np.ndarray, object_ids: Iterable[int], runs: list[tuple[int, int, bool]], workers: int
+    labels: np.ndarray,
+    object_ids: Iterable[int],
+    runs: list[tuple[int, int, bool]],
+    workers: int,
+    n_points: int = 49,
 ) -> SkeletonStream | None:
     """A stream for a propagation made of ``runs`` ((start, stop, reverse) each), or
     None where its results could not be reused: not a single forward run, or objects
@@ -91,7 +98,7 @@ def stream_for_run(
     a = runs[0][0]
     if a > 0 and np.isin(labels[max(a - 2, 0) : a], np.asarray(ids, labels.dtype)).any():
         return None
-    return SkeletonStream(ids, workers=workers)
+    return SkeletonStream(ids, n_points=n_points, workers=workers)
 
 
 class SkeletonStream:
@@ -122,20 +129,24 @@ class SkeletonStream:
         ring_bytes: int = RING_BYTES,
     ) -> None:
         import multiprocessing
+        import threading
 
         self.ids = {int(o) for o in object_ids}
         self.n_points = int(n_points)
         self.ring_bytes = int(ring_bytes)
         self.ring_size = 0  # frames, set by the first frame's size
         ctx = multiprocessing.get_context("spawn")  # safe beside CUDA and Qt threads
-        n = max(1, int(workers))
+        # no more processes than objects; each follows its share of them through time
+        n = max(1, min(int(workers), len(self.ids)))
+        ids = sorted(self.ids)
+        self._lock = threading.RLock()  # the tracking thread feeds; a UI thread may collect
         self._conns = []
         self._procs = []
         for index in range(n):
             mine, theirs = ctx.Pipe(duplex=True)
             proc = ctx.Process(
                 target=_worker,
-                args=(theirs, index, n, self.ids, self.n_points),
+                args=(theirs, set(ids[index::n]), self.n_points),
                 name="skeleton-stream",
                 daemon=True,
             )
@@ -174,6 +185,10 @@ class SkeletonStream:
 
     def feed(self, frame_index: int, label_frame: np.ndarray) -> None:
         """Queue one written label frame (one copy into the ring, one message each)."""
+        with self._lock:
+            self._feed(frame_index, label_frame)
+
+    def _feed(self, frame_index: int, label_frame: np.ndarray) -> None:
         if self.closed:
             return
         if self._ring is None:
@@ -226,8 +241,7 @@ class SkeletonStream:
                     return False
                 self._acks[seq] = self._acks.get(seq, 0) + 1
                 for key_t_o, key, item in out:
-                    if key_t_o[1] in self.ids:
-                        self.results[key_t_o] = (key, item)
+                    self.results[key_t_o] = (key, item)
             while self._acks.get(self._done) == n:
                 del self._acks[self._done]
                 self._done += 1
@@ -235,27 +249,29 @@ class SkeletonStream:
 
     def cache(self, timeout: float | None = 600.0) -> dict[tuple[int, int], tuple]:
         """Wait for everything fed so far; the ``skeletonize_labels`` cache."""
-        if not self.closed and not self._collect(block=True, timeout=timeout):
-            log.warning("the skeleton workers did not finish in time; computing the rest here")
-        return self.results
+        with self._lock:
+            if not self.closed and not self._collect(block=True, timeout=timeout):
+                log.warning("the skeleton workers did not finish in time; computing the rest here")
+            return self.results
 
     def close(self) -> None:
         """Stop the workers (results already collected stay in :attr:`results`)."""
         import contextlib
         import os
 
-        if self.closed:
-            return
-        self.closed = True
-        for conn in self._conns:
-            with contextlib.suppress(OSError):
-                conn.send(None)
-        for proc in self._procs:
-            proc.join(timeout=5.0)
-            if proc.is_alive():
-                proc.terminate()
-        for conn in self._conns:
-            conn.close()
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.send(None)
+                # a worker blocked sending results nobody will read now gets an error
+                conn.close()
+            for proc in self._procs:
+                proc.join(timeout=5.0)
+                if proc.is_alive():
+                    proc.terminate()
         self._ring = None
         if self._ring_path is not None:
             with contextlib.suppress(OSError):
