@@ -269,14 +269,8 @@ def skeletonize_labels(
                     reused += 1
             if item is None:
                 item = skeleton_item(sub, oid, r0, c0, border, n_points, p)
-            reason, pts, widths, a, x, y = item
-            tracks.reason[t, k] = reason
-            tracks.good[t, k] = reason == ""
-            chain.update(oid, t, pts)
-            if pts is not None:
-                tracks.points[t, k] = pts
-                tracks.widths[t, k] = widths
-            area[t, k], cx[t, k], cy[t, k] = a, x, y
+            chain.update(oid, t, item[1])
+            _store(tracks, (area, cx, cy), t, k, item)
         if progress is not None:
             progress(done, len(todo))
     if cache is not None:
@@ -287,6 +281,19 @@ def skeletonize_labels(
     orient_tracks(tracks, images=images)
     compute_features(tracks)
     return tracks
+
+
+def _store(tracks: SkeletonTracks, columns: tuple, t: int, k: int, item) -> None:
+    """One (reason, points, widths, area, x, y) result into ``tracks`` and the
+    (area, centroid x, centroid y) feature columns."""
+    reason, pts, widths, a, x, y = item
+    tracks.reason[t, k] = reason
+    tracks.good[t, k] = reason == ""
+    if pts is not None:
+        tracks.points[t, k] = pts
+        tracks.widths[t, k] = widths
+    area, cx, cy = columns
+    area[t, k], cx[t, k], cy[t, k] = a, x, y
 
 
 def _parallel(
@@ -329,13 +336,8 @@ def _parallel(
         }
         for fut, oid in futures.items():
             k = col[oid]
-            for t, reason, pts, widths, a, x, y in fut.result():
-                tracks.reason[t, k] = reason
-                tracks.good[t, k] = reason == ""
-                if pts is not None:
-                    tracks.points[t, k] = pts
-                    tracks.widths[t, k] = widths
-                area[t, k], cx[t, k], cy[t, k] = a, x, y
+            for t, *item in fut.result():
+                _store(tracks, (area, cx, cy), t, k, item)
             done += 1
             if progress is not None:
                 progress(done * len(todo) // len(ids), len(todo))
