@@ -152,7 +152,9 @@ def make_backend(predictor, config: str, device):
     )
 
 
-def run_ours(predictor, clip, pts, config: str, args, device, truth=None) -> dict:
+def run_ours(
+    predictor, clip, pts, config: str, args, device, truth=None, profile: bool = False
+) -> dict:
     """Clicks, propagation into the label stack, skeletons: timed end to end.
 
     ``truth``: a label stack of the same size whose skeletons are timed instead of the
@@ -166,8 +168,13 @@ def run_ours(predictor, clip, pts, config: str, args, device, truth=None) -> dic
     t0 = time.perf_counter()
     backend = make_backend(predictor, config, device)
     session = TrackingSession(clip, backend)
+    pool = None
     if truth is None:  # real weights: skeletons made while tracking (worker processes)
         session.skeleton_workers = args.workers
+    elif args.workers > 0:  # started as the session starts its own (they start meanwhile)
+        from napari_sam2_worms.skeleton.stream import SkeletonPool
+
+        pool = SkeletonPool(args.workers)
     lat = []
     session.add_object()
     x, y = float(pts[0][0]), float(pts[0][1])
@@ -183,16 +190,28 @@ def run_ours(predictor, clip, pts, config: str, args, device, truth=None) -> dic
     ids = list(range(1, len(pts) + 1))
     stream = None
     t = time.perf_counter()
-    if truth is not None and args.workers > 0:
+    if pool is not None:
         # as the session streams its own label frames: here the plate's, frame by frame
-        from napari_sam2_worms.skeleton.stream import SkeletonStream
+        stream = pool.stream(ids)
+    prof = None
+    if profile:
+        import cProfile
 
-        stream = SkeletonStream(ids, workers=args.workers)
+        prof = cProfile.Profile()
+        prof.enable()
     for step in session.propagate("forward"):
         if stream is not None:
             stream.feed(step.frame, truth[step.frame])
     _sync(device)
     t_prop = time.perf_counter() - t
+    if prof is not None:
+        import pstats
+
+        prof.disable()
+        print(f"\nhost profile of the propagation, {len(pts)} objects, {config}:")
+        stats = pstats.Stats(prof).strip_dirs()
+        stats.sort_stats("tottime").print_stats(args.cprofile)
+        stats.sort_stats("cumulative").print_stats(args.cprofile)
     t = time.perf_counter()
     if truth is None:
         tracks = session.skeletons(workers=args.workers)
@@ -200,8 +219,8 @@ def run_ours(predictor, clip, pts, config: str, args, device, truth=None) -> dic
         from napari_sam2_worms.skeleton import skeletonize_labels
 
         cache = stream.cache() if stream is not None else None
-        if stream is not None:
-            stream.close()
+        if pool is not None:
+            pool.close()
         tracks = skeletonize_labels(truth, ids, workers=args.workers, cache=cache)
     t_skel = time.perf_counter() - t
     n = len(clip)
@@ -370,13 +389,20 @@ def main(argv=None) -> None:
     p.add_argument("--raw-objects", default="1,10", help="object counts run on the raw predictor")
     p.add_argument("--no-raw", action="store_true")
     p.add_argument("--configs", default="eager,graphs,compile")
-    p.add_argument("--workers", type=int, default=min(8, (os.cpu_count() or 2) - 1))
+    p.add_argument(
+        "--workers",
+        default=str(min(8, (os.cpu_count() or 2) - 1)),
+        help="skeleton worker processes; a list (0,8) measures each in turn",
+    )
     p.add_argument("--image-size", type=int, default=None, help="CPU smoke runs only")
     p.add_argument("--long", type=int, default=0, help="also track 1 object over N frames")
     p.add_argument("--checkpoint", default=None, help="real weights (default: random)")
     p.add_argument("--graph-max-objects", type=int, default=None, help="override GRAPH_MAX_OBJECTS")
+    p.add_argument("--cprofile", type=int, default=0, help="print the N costliest host functions")
     p.add_argument("--iou-frames", type=int, default=60, help="frames compared per object")
     args = p.parse_args(argv)
+    worker_counts = [int(x) for x in str(args.workers).split(",")]
+    args.workers = worker_counts[0]
 
     import torch
 
@@ -403,7 +429,7 @@ def main(argv=None) -> None:
     print(
         f"\n{args.model}, {gpu}, torch {torch.__version__}, image_size "
         f"{args.image_size or 1024}, video {args.width}x{args.height}x{args.frames}, "
-        f"skeleton workers {args.workers}, {time.strftime('%Y-%m-%d')}\n",
+        f"skeleton workers {','.join(map(str, worker_counts))}, {time.strftime('%Y-%m-%d')}\n",
         flush=True,
     )
     predictors = {c: new_predictor(args, device) for c in configs}
@@ -435,28 +461,34 @@ def main(argv=None) -> None:
                 t = time.perf_counter()  # warm-up: cuDNN autotune, compilation, graphs
                 run_ours(pred, warm_clip, clicks(warm, n_obj), config, args, device, warm.labels)
                 warm_s = time.perf_counter() - t
-                try:
-                    truth = None if args.checkpoint else plate.labels
-                    r = run_ours(pred, clip, pts, config, args, device, truth)
-                except torch.cuda.OutOfMemoryError:
-                    torch.cuda.empty_cache()
-                    print(f"| ours, {config} | {n_obj} | out of GPU memory |", flush=True)
-                    continue
-                ratio = f"{r['prop_fps'] / raw['fps']:.1f}" if raw else "-"
-                iou = "-"
-                if raw:
-                    mine = per_object_masks(pred, clip, pts, config, device, args.iou_frames)
-                    own, shared = per_object_iou(mine, raw["per_object"])
-                    iou = (
-                        f"{own:.3f} / {mean_iou(r['labels'], raw['labels'], n_obj):.3f} "
-                        f"({100 * shared:.0f} %)"
+                for workers in worker_counts:
+                    args.workers = workers
+                    try:
+                        truth = None if args.checkpoint else plate.labels
+                        r = run_ours(pred, clip, pts, config, args, device, truth)
+                    except torch.cuda.OutOfMemoryError:
+                        torch.cuda.empty_cache()
+                        print(f"| ours, {config} | {n_obj} | out of GPU memory |", flush=True)
+                        continue
+                    ratio = f"{r['prop_fps'] / raw['fps']:.1f}" if raw else "-"
+                    iou = "-"
+                    if raw and workers == worker_counts[0]:
+                        mine = per_object_masks(pred, clip, pts, config, device, args.iou_frames)
+                        own, shared = per_object_iou(mine, raw["per_object"])
+                        iou = (
+                            f"{own:.3f} / {mean_iou(r['labels'], raw['labels'], n_obj):.3f} "
+                            f"({100 * shared:.0f} %)"
+                        )
+                    print(
+                        f"| ours, {config}, workers {workers} (warm-up {warm_s:.0f} s) | {n_obj} "
+                        f"| {r['open']:.2f} | {1000 * r['cached']:.0f} | {r['prop_fps']:.1f} | "
+                        f"{r['e2e_fps']:.1f} | {r['skel_s']:.2f} | {r['peak']:.2f} | "
+                        f"{r['rss']:.2f} | {ratio} | {iou} |",
+                        flush=True,
                     )
-                print(
-                    f"| ours, {config} (warm-up {warm_s:.0f} s) | {n_obj} | {r['open']:.2f} | "
-                    f"{1000 * r['cached']:.0f} | {r['prop_fps']:.1f} | {r['e2e_fps']:.1f} | "
-                    f"{r['skel_s']:.2f} | {r['peak']:.2f} | {r['rss']:.2f} | {ratio} | {iou} |",
-                    flush=True,
-                )
+                if args.cprofile:  # a separate run: the profiler slows the host down
+                    args.workers = worker_counts[-1]
+                    run_ours(pred, clip, pts, config, args, device, truth, profile=True)
     if args.long:
         config = configs[-1]
         print(f"\nLong video: 1 object, {args.long} frames (lazy, ping-pong), ours {config}\n")

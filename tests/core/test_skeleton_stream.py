@@ -91,3 +91,63 @@ def test_points_per_centerline_follow_the_run_and_workers_the_objects(small_plat
     )
     tracks = skeletonize_labels(labels, [1, 2], n_points=21, cache=cache)
     assert computed == [] and tracks.points.shape[2] == 21
+
+
+def test_a_pool_serves_successive_streams(small_plate):
+    """One pool, two streams: the same processes serve both; results of a stream
+    closed before its workers answered never leak into the next one (epochs)."""
+    from napari_sam2_worms.skeleton.stream import SkeletonPool
+
+    labels = small_plate.labels
+    pool = SkeletonPool(2)
+    try:
+        pids = [p.pid for p in pool.procs]
+        first = pool.stream([1, 2, 3], ring_bytes=1)
+        for t in range(4):
+            first.feed(t, labels[t])
+        second = pool.stream([2], n_points=21)  # closes the first, answers unread
+        assert first.closed and pool.current is second
+        assert len(second._conns) == 1  # one object: one worker
+        for t in range(len(labels)):
+            second.feed(t, labels[::-1][t])
+        cache = second.cache(timeout=120)
+        assert set(cache) == {(t, 2) for t in range(len(labels)) if (labels[::-1][t] == 2).any()}
+        got = skeletonize_labels(labels[::-1], [2], n_points=21, cache=cache)
+        ref = skeletonize_labels(labels[::-1], [2], n_points=21)
+        np.testing.assert_array_equal(got.points, ref.points)
+        second.close()
+        assert pool.usable and [p.pid for p in pool.procs] == pids  # still up, same ones
+    finally:
+        pool.close()
+    assert not pool.usable
+    assert not any(p.is_alive() for p in pool.procs)
+
+
+def test_session_starts_workers_before_propagating_and_replaces_dead_ones(small_plate):
+    """Setting ``skeleton_workers`` starts the processes at once (they start while the
+    user clicks); a worker that died is replaced at the next propagation; closing the
+    session stops them."""
+    from napari_sam2_worms.engine.session import TrackingSession
+    from napari_sam2_worms.testing.oracle import OracleBackend
+
+    session = TrackingSession(small_plate.video, OracleBackend(small_plate.labels))
+    session.skeleton_workers = 2
+    pool = session._pool
+    assert pool is not None and pool.size == 2 and all(p.is_alive() for p in pool.procs)
+    session.skeleton_workers = 2  # unchanged: the same pool
+    assert session._pool is pool
+    for k in (1, 2):
+        session.add_object()
+        xy = small_plate.centerlines[0, k - 1, 24]
+        session.add_point(0, k, float(xy[0]), float(xy[1]), True)
+    pool.procs[1].kill()
+    pool.procs[1].join(5)
+    list(session.propagate("forward"))
+    assert session._pool is not pool and session._pool.usable  # replaced
+    tracks = session.skeletons()
+    ref = skeletonize_labels(session.labels, [1, 2], fps=session.fps)
+    np.testing.assert_array_equal(tracks.points, ref.points)
+    new = session._pool
+    session.close()
+    assert session._pool is None and not any(p.is_alive() for p in new.procs)
+    session.skeleton_workers = 0

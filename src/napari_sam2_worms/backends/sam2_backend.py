@@ -189,6 +189,9 @@ class Sam2Backend:
         # outside any CUDA-graph pool, freed when the block ends: a replayed graph would
         # read freed memory (torch's make_graphed_callables refuses that cache)
         p.requires_grad_(False)
+        from .sam2_prompt_cache import cache_empty_prompts
+
+        cache_empty_prompts(p)  # before compiling and graphs, as the fast attention
         fast = self.device.type == "cuda" if self.fast_attention is None else self.fast_attention
         if fast:  # before compiling and graphs: they wrap the forward
             from .sam2_attention import install_fast_memory_attention

@@ -50,6 +50,38 @@ def to_rgb_uint8(frame: np.ndarray) -> np.ndarray:
     return a
 
 
+class _PinnedStaging:
+    """A few reused page-locked buffers for host -> GPU frame copies.
+
+    A copy from pageable memory makes the host wait for the GPU's queued work, and
+    ``Tensor.pin_memory()`` per frame cost ~4 ms of host time per frame (measured on an
+    H200 host, ``benchmarks/sam2_bench.py --cprofile``). Buffers are used in turn; a
+    buffer is refilled only after its last copy is done (an event, normally long
+    passed: it was queued ``len(slots)`` frames ago).
+    """
+
+    def __init__(self, n_slots: int = 3) -> None:
+        self._slots: list[list[Any]] = [[None, None] for _ in range(n_slots)]  # buffer, event
+        self._next = 0
+
+    def to_device(self, rgb: np.ndarray, device: torch.device) -> torch.Tensor:
+        """``rgb`` (uint8) copied to ``device`` without waiting for the GPU."""
+        import torch
+
+        slot = self._slots[self._next]
+        self._next = (self._next + 1) % len(self._slots)
+        buf, event = slot
+        if buf is None or tuple(buf.shape) != rgb.shape or buf.dtype != torch.uint8:
+            buf = slot[0] = torch.empty(rgb.shape, dtype=torch.uint8, pin_memory=True)
+        elif event is not None:
+            event.synchronize()
+        np.copyto(buf.numpy(), rgb, casting="no")
+        out = buf.to(device, non_blocking=True)
+        slot[1] = torch.cuda.Event()
+        slot[1].record()
+        return out
+
+
 class LazySam2Frames:
     """``inference_state["images"]`` for sam2: frames made on demand, bounded memory.
 
@@ -87,6 +119,7 @@ class LazySam2Frames:
         self._video_lock = threading.Lock()  # one reader of the video at a time
         self._raw_lock = threading.Lock()
         self._wanted: list[int] = []
+        self._staging = _PinnedStaging() if self.device.type == "cuda" else None
         self._wake = threading.Condition(self._raw_lock)
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -140,10 +173,10 @@ class LazySam2Frames:
         import torch
         import torch.nn.functional as F
 
-        t = torch.from_numpy(np.ascontiguousarray(rgb))
-        if self.device.type == "cuda":  # from pageable memory the copy may wait for the GPU
-            t = t.pin_memory()
-        t = t.to(self.device, non_blocking=True)
+        if self._staging is not None:  # from pageable memory the copy may wait for the GPU
+            t = self._staging.to_device(rgb, self.device)
+        else:
+            t = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device)
         t = t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         s = self.image_size
         if t.shape[-2:] != (s, s):

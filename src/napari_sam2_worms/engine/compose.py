@@ -72,8 +72,12 @@ def _compose_index(
     for k, o in enumerate(masks.ids):
         if o in incoming:
             lut[k + 1] = o
-    new = lut[masks.index]
-    if locked or kept:
+    if np.array_equal(lut, np.arange(len(lut))):  # ids 1..n, all incoming: no lookup
+        new = masks.index.astype(current.dtype, copy=True)
+    else:
+        new = np.take(lut, masks.index)
+    # a frame tracked for the first time holds no labels: skip the whole-frame tests
+    if (locked or kept) and current.any():
         present = np.isin(current, np.asarray(locked + kept, current.dtype))
         if present.any():
             if locked:

@@ -113,13 +113,49 @@ class TrackingSession:
         self.stale = np.zeros(self.n_frames, bool)  # computed from prompts that changed since
         self._backend_dirty = False  # prompts not yet sent to the backend (after loading)
         self._lock = threading.RLock()
-        #: worker processes that skeletonize frames while a forward run tracks them (0 =
-        #: off); :meth:`skeletons` then reuses their results (same tracks, sooner)
-        self.skeleton_workers = 0
+        self._skeleton_workers = 0
+        self._pool = None  # the skeleton workers' processes (skeleton/stream.py)
         self.skeleton_points = 49  # points per centerline the stream makes (as skeletons())
         self._stream = None
         self._skeleton_cache: dict = {}
         backend.open(video)
+
+    @property
+    def skeleton_workers(self) -> int:
+        """Worker processes that skeletonize frames while a forward run tracks them (0 =
+        off); :meth:`skeletons` then reuses their results (same tracks, sooner).
+
+        Setting it starts the processes at once, so they are up (they take about a
+        second to start) by the time the user has clicked and propagates.
+        """
+        return self._skeleton_workers
+
+    @skeleton_workers.setter
+    def skeleton_workers(self, workers: int) -> None:
+        workers = max(0, int(workers))
+        if workers != self._skeleton_workers:
+            self._close_stream()
+            self._close_pool()
+        self._skeleton_workers = workers
+        self._skeleton_pool()
+
+    def _skeleton_pool(self):
+        """The session's worker pool (started, or restarted after a worker died), or
+        None when streaming is off."""
+        if self._skeleton_workers <= 0:
+            return None
+        if self._pool is not None and not self._pool.usable:
+            self._close_pool()
+        if self._pool is None:
+            from ..skeleton.stream import SkeletonPool
+
+            self._pool = SkeletonPool(self._skeleton_workers)
+        return self._pool
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     # -- objects -----------------------------------------------------------------------
     def add_object(self, name: str | None = None, object_id: int | None = None) -> int:
@@ -419,7 +455,12 @@ class TrackingSession:
         self._close_stream()
         self._skeleton_cache = {}
         self._stream = stream_for_run(
-            self.labels, self.objects, runs, self.skeleton_workers, self.skeleton_points
+            self.labels,
+            self.objects,
+            runs,
+            self.skeleton_workers,
+            self.skeleton_points,
+            pool=self._skeleton_pool(),
         )
         return self._stream
 
@@ -540,5 +581,6 @@ class TrackingSession:
 
     def close(self) -> None:
         self._close_stream()
+        self._close_pool()
         self._skeleton_cache = {}
         self.backend.close()

@@ -2,13 +2,14 @@
 
 During a propagation the GPU (or the classic tracker) produces one label frame at a
 time; skeletons used to be computed only afterwards. A :class:`SkeletonStream` takes
-each frame as it is written (:meth:`SkeletonStream.feed`: the object crops are cut
-here, which is cheap) and worker processes skeletonize them meanwhile, each following
-its objects through time as :func:`~napari_sam2_worms.skeleton.skeletonize_labels`
-does. The results form a cache for ``skeletonize_labels(..., cache=...)``: every entry
-carries a key of all it depends on (the label crop, its position, the previous
-centerline), and the stack loop uses an entry only where the key is what it meets, so
-tracks are the same with or without the stream; the stream only saves time. It pays
+each frame as it is written (:meth:`SkeletonStream.feed`: one copy into a shared ring)
+and worker processes skeletonize them meanwhile, each following its objects through
+time as :func:`~napari_sam2_worms.skeleton.skeletonize_labels` does. A session keeps
+its workers in a :class:`SkeletonPool`, started before the first propagation. The
+results form a cache for ``skeletonize_labels(..., cache=...)``: every entry carries
+a key of all it depends on (the label crop, its position, the previous centerline),
+and the stack loop uses an entry only where the key is what it meets, so tracks are
+the same with or without the stream; the stream only saves time. It pays
 for a forward run (frames fed in increasing order, as the stack loop reads them) that
 starts after unlabelled frames: :func:`stream_for_run` decides.
 """
@@ -16,6 +17,7 @@ starts after unlabelled frames: :func:`stream_for_run` decides.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,7 +28,7 @@ from .labels import PrevChain, _crop, _object_slices, item_key, skeleton_item
 log = logging.getLogger(__name__)
 
 #: bytes of label frames shared with the workers (a ring; see SkeletonStream)
-RING_BYTES = 32 * 2**20
+RING_BYTES = 128 * 2**20
 
 #: videos shorter than this skeletonize after tracking (starting processes costs ~1 s)
 STREAM_MIN_FRAMES = 500
@@ -41,25 +43,62 @@ def auto_workers(n_frames: int) -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-def _worker(conn: Any, ids: set[int], n_points: int) -> None:
-    """Worker process: skeletonize the objects ``ids`` of each frame announced on
-    ``conn`` as ``(seq, frame, slot, ring)``; the label frame is read from the shared
-    ring file. Replies ``(seq, items)`` for every frame, so the feeder
-    knows when a ring slot is free again."""
+def _warm_up(n_points: int) -> None:
+    """Import and run everything a skeleton needs once, before the first frame."""
+    frame = np.zeros((24, 48), np.uint8)
+    frame[10:14, 6:42] = 1
+    try:
+        sub, r0, c0, border = _crop(frame, _object_slices(frame)[1])
+        skeleton_item(sub, 1, r0, c0, border, n_points, None)
+    except Exception:  # only a warm-up: the real frames report their own errors
+        log.debug("skeleton worker warm-up failed", exc_info=True)
+
+
+def _worker(conn: Any) -> None:
+    """Worker process of a :class:`SkeletonPool`.
+
+    Messages on ``conn``: ``("begin", epoch, ids, n_points)`` starts a stream (objects
+    ``ids`` of each frame, followed through time); ``(epoch, seq, frame, slot, ring)``
+    announces a label frame in the shared ring file; ``None`` ends the process.
+    Replies ``(epoch, seq, items)`` for every frame of the open stream, so the feeder
+    knows when a ring slot is free again; frames of a closed stream are dropped.
+    """
+    _warm_up(49)
     chain = PrevChain()
-    rings: dict[tuple, np.ndarray] = {}
+    ids: set[int] = set()
+    n_points = 49
+    epoch = -1
+    ring_key: tuple | None = None
+    frames: np.ndarray | None = None
+    pending: deque = deque()
     while True:
         try:
-            msg = conn.recv()
-        except EOFError:
+            if not pending:
+                pending.append(conn.recv())
+            while conn.poll():  # take what is queued: a newer stream makes frames stale
+                pending.append(conn.recv())
+        except (EOFError, OSError):
             return
+        msg = pending.popleft()
         if msg is None:
             return
-        seq, t, slot, ring = msg
-        frames = rings.get(ring)
-        if frames is None:
+        if msg[0] == "begin":
+            _, epoch, ids, n_points = msg
+            chain = PrevChain()
+            continue
+        if any(m is None or m[0] == "begin" for m in pending):
+            continue  # its stream was closed: nobody waits for this frame
+        ep, seq, t, slot, ring = msg
+        if ring != ring_key:
             path, shape, dtype = ring
-            frames = rings[ring] = np.memmap(path, dtype=dtype, mode="r", shape=shape)
+            try:
+                frames = np.memmap(path, dtype=dtype, mode="r", shape=shape)
+            except (OSError, ValueError):  # a stream closed before we got here
+                frames, ring_key = None, None
+            else:
+                ring_key = ring
+        if frames is None or ep != epoch:
+            continue  # a closed stream's frame: nobody waits for it
         frame = np.array(frames[slot])  # own copy: the slot is reused once we reply
         out = []
         for oid, sl in _object_slices(frame).items():
@@ -76,9 +115,78 @@ def _worker(conn: Any, ids: set[int], n_points: int) -> None:
             chain.update(oid, t, item[1])
             out.append(((t, oid), key, item))
         try:
-            conn.send((seq, out))
-        except OSError:  # the stream was closed without waiting for us
+            conn.send((ep, seq, out))
+        except OSError:  # the pool was closed without waiting for us
             return
+
+
+class SkeletonPool:
+    """Worker processes kept for a session and reused by each :class:`SkeletonStream`.
+
+    Started as soon as a session asks for skeleton workers, so that the processes
+    start and import (about a second) while the user clicks, not while the first
+    frames are tracked: a stream whose workers are not up yet fills its ring and
+    then makes the tracking thread wait.
+
+    Parameters
+    ----------
+    workers : number of processes.
+    """
+
+    def __init__(self, workers: int) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # safe beside CUDA and Qt threads
+        self.size = max(1, int(workers))
+        self.conns: list[Any] = []
+        self.procs: list[Any] = []
+        self.epoch = 0
+        self.broken = False
+        self.closed = False
+        self.current: SkeletonStream | None = None
+        for _ in range(self.size):
+            mine, theirs = ctx.Pipe(duplex=True)
+            proc = ctx.Process(target=_worker, args=(theirs,), name="skeleton-worker", daemon=True)
+            proc.start()
+            theirs.close()
+            self.conns.append(mine)
+            self.procs.append(proc)
+
+    @property
+    def usable(self) -> bool:
+        """Open, and every worker alive and answering so far."""
+        return not (self.closed or self.broken) and all(p.is_alive() for p in self.procs)
+
+    def stream(
+        self, object_ids: Iterable[int], n_points: int = 49, ring_bytes: int | None = None
+    ) -> SkeletonStream:
+        """A stream on these workers (a previous stream of the pool is closed first)."""
+        return SkeletonStream(
+            object_ids,
+            n_points=n_points,
+            ring_bytes=RING_BYTES if ring_bytes is None else ring_bytes,
+            pool=self,
+        )
+
+    def close(self) -> None:
+        """Stop the workers."""
+        import contextlib
+
+        if self.closed:
+            return
+        self.closed = True
+        current, self.current = self.current, None
+        if current is not None:
+            current.close()
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+            # a worker blocked sending results nobody will read now gets an error
+            conn.close()
+        for proc in self.procs:
+            proc.join(timeout=5.0)
+            if proc.is_alive():
+                proc.terminate()
 
 
 def stream_for_run(
@@ -87,17 +195,20 @@ def stream_for_run(
     runs: list[tuple[int, int, bool]],
     workers: int,
     n_points: int = 49,
+    pool: SkeletonPool | None = None,
 ) -> SkeletonStream | None:
     """A stream for a propagation made of ``runs`` ((start, stop, reverse) each), or
     None where its results could not be reused: not a single forward run, or objects
     labelled on the two frames before it (the stack loop would meet other previous
-    centerlines there, and so on down the run)."""
+    centerlines there, and so on down the run). On ``pool``'s workers when given."""
     ids = sorted(int(o) for o in object_ids)
     if workers <= 0 or len(runs) != 1 or runs[0][2] or not ids:
         return None
     a = runs[0][0]
     if a > 0 and np.isin(labels[max(a - 2, 0) : a], np.asarray(ids, labels.dtype)).any():
         return None
+    if pool is not None:
+        return pool.stream(ids, n_points=n_points)
     return SkeletonStream(ids, n_points=n_points, workers=workers)
 
 
@@ -116,9 +227,12 @@ class SkeletonStream:
     ----------
     object_ids : objects to skeletonize (others in the frames are ignored).
     n_points : points per centerline.
-    workers : processes (objects are spread over them; each follows its objects).
-    ring_bytes : size of the ring of label frames (4 to 64 frames); the feeder waits
+    workers : processes started for this stream alone (objects are spread over them;
+        each follows its objects), when no ``pool`` is given.
+    ring_bytes : size of the ring of label frames (4 to 256 frames); the feeder waits
         when the workers are that far behind.
+    pool : a :class:`SkeletonPool` whose workers (up to one per object) this stream
+        uses; they stay up when the stream closes.
     """
 
     def __init__(
@@ -127,33 +241,29 @@ class SkeletonStream:
         n_points: int = 49,
         workers: int = 1,
         ring_bytes: int = RING_BYTES,
+        pool: SkeletonPool | None = None,
     ) -> None:
-        import multiprocessing
         import threading
 
         self.ids = {int(o) for o in object_ids}
         self.n_points = int(n_points)
         self.ring_bytes = int(ring_bytes)
         self.ring_size = 0  # frames, set by the first frame's size
-        ctx = multiprocessing.get_context("spawn")  # safe beside CUDA and Qt threads
-        # no more processes than objects; each follows its share of them through time
-        n = max(1, min(int(workers), len(self.ids)))
+        self._own_pool = pool is None
+        if pool is None:  # no more processes than objects
+            pool = SkeletonPool(max(1, min(int(workers), len(self.ids))))
+        elif pool.current is not None:
+            pool.current.close()
+        self.pool = pool
+        pool.epoch += 1
+        self.epoch = pool.epoch
+        pool.current = self
+        # each worker follows its share of the objects through time
+        n = max(1, min(pool.size, len(self.ids)))
         ids = sorted(self.ids)
         self._lock = threading.RLock()  # the tracking thread feeds; a UI thread may collect
-        self._conns = []
-        self._procs = []
-        for index in range(n):
-            mine, theirs = ctx.Pipe(duplex=True)
-            proc = ctx.Process(
-                target=_worker,
-                args=(theirs, set(ids[index::n]), self.n_points),
-                name="skeleton-stream",
-                daemon=True,
-            )
-            proc.start()
-            theirs.close()
-            self._conns.append(mine)
-            self._procs.append(proc)
+        self._conns = pool.conns[:n]
+        self._procs = pool.procs[:n]
         self._ring: np.memmap | None = None
         self._ring_path: str | None = None
         self._ring_msg: tuple | None = None
@@ -162,12 +272,22 @@ class SkeletonStream:
         self._done = 0  # every seq below this was answered by every worker
         self.results: dict[tuple[int, int], tuple] = {}
         self.closed = False
+        try:
+            for index, conn in enumerate(self._conns):
+                conn.send(("begin", self.epoch, set(ids[index::n]), self.n_points))
+        except OSError:
+            self._broken("a skeleton worker stopped; skeletons are made after tracking")
+
+    def _broken(self, message: str) -> None:
+        log.warning(message)
+        self.pool.broken = True
+        self.close()
 
     def _open_ring(self, frame: np.ndarray) -> None:
         import os
         import tempfile
 
-        self.ring_size = int(np.clip(self.ring_bytes // max(frame.nbytes, 1), 4, 64))
+        self.ring_size = int(np.clip(self.ring_bytes // max(frame.nbytes, 1), 4, 256))
         need = 2 * self.ring_size * frame.nbytes
         folder = None  # the system's temporary folder, unless /dev/shm has room (RAM)
         try:
@@ -198,18 +318,16 @@ class SkeletonStream:
         seq = self._sent
         while seq - self._done >= self.ring_size:  # the slot's last reader must be done
             if not self._collect(block=True, timeout=60.0, until=seq - self.ring_size + 1):
-                log.warning("the skeleton workers stopped answering; streaming stops here")
-                self.close()
+                self._broken("the skeleton workers stopped answering; streaming stops here")
                 return
         slot = seq % self.ring_size
         self._ring[slot] = label_frame
-        msg = (seq, int(frame_index), slot, self._ring_msg)
+        msg = (self.epoch, seq, int(frame_index), slot, self._ring_msg)
         try:
             for conn in self._conns:
                 conn.send(msg)
         except OSError:  # a worker died: tracking goes on, skeletons are made afterwards
-            log.warning("a skeleton worker stopped; the rest is skeletonized after tracking")
-            self.close()
+            self._broken("a skeleton worker stopped; the rest is skeletonized after tracking")
             return
         self._sent += 1
         self._collect(block=False)
@@ -236,9 +354,11 @@ class SkeletonStream:
                 continue
             for conn in ready:
                 try:
-                    seq, out = conn.recv()
+                    epoch, seq, out = conn.recv()
                 except (EOFError, OSError):
                     return False
+                if epoch != self.epoch:  # left over from an earlier stream of the pool
+                    continue
                 self._acks[seq] = self._acks.get(seq, 0) + 1
                 for key_t_o, key, item in out:
                     self.results[key_t_o] = (key, item)
@@ -255,7 +375,8 @@ class SkeletonStream:
             return self.results
 
     def close(self) -> None:
-        """Stop the workers (results already collected stay in :attr:`results`)."""
+        """End the stream (results already collected stay in :attr:`results`); its own
+        workers stop, a pool's stay up for the next stream."""
         import contextlib
         import os
 
@@ -263,15 +384,10 @@ class SkeletonStream:
             if self.closed:
                 return
             self.closed = True
-            for conn in self._conns:
-                with contextlib.suppress(OSError):
-                    conn.send(None)
-                # a worker blocked sending results nobody will read now gets an error
-                conn.close()
-            for proc in self._procs:
-                proc.join(timeout=5.0)
-                if proc.is_alive():
-                    proc.terminate()
+            if self.pool.current is self:
+                self.pool.current = None
+            if self._own_pool:
+                self.pool.close()
         self._ring = None
         if self._ring_path is not None:
             with contextlib.suppress(OSError):
