@@ -187,6 +187,10 @@ def run_ours(
         session.add_object()
         session.add_point(0, k, float(xy[0]), float(xy[1]), True)
     open_to_mask = time.perf_counter() - t0 - lat[1]  # open, then all first clicks
+    workers = pool if pool is not None else session._pool
+    if workers is not None and not args.cold_workers:
+        # in the widget they start when the model loads, long before a propagation
+        workers.wait_ready(60.0)
     ids = list(range(1, len(pts) + 1))
     stream = None
     t = time.perf_counter()
@@ -219,10 +223,10 @@ def run_ours(
         from napari_sam2_worms.skeleton import skeletonize_labels
 
         cache = stream.cache() if stream is not None else None
-        if pool is not None:
-            pool.close()
         tracks = skeletonize_labels(truth, ids, workers=args.workers, cache=cache)
     t_skel = time.perf_counter() - t
+    if pool is not None:  # the session keeps its pool until it closes
+        pool.close()
     n = len(clip)
     out = dict(
         first=lat[0],
@@ -398,6 +402,11 @@ def main(argv=None) -> None:
     p.add_argument("--long", type=int, default=0, help="also track 1 object over N frames")
     p.add_argument("--checkpoint", default=None, help="real weights (default: random)")
     p.add_argument("--graph-max-objects", type=int, default=None, help="override GRAPH_MAX_OBJECTS")
+    p.add_argument(
+        "--cold-workers",
+        action="store_true",
+        help="propagate as soon as clicked (skeleton workers still starting)",
+    )
     p.add_argument("--cprofile", type=int, default=0, help="print the N costliest host functions")
     p.add_argument("--iou-frames", type=int, default=60, help="frames compared per object")
     args = p.parse_args(argv)

@@ -101,6 +101,7 @@ def test_a_pool_serves_successive_streams(small_plate):
     labels = small_plate.labels
     pool = SkeletonPool(2)
     try:
+        assert pool.wait_ready(timeout=60)
         pids = [p.pid for p in pool.procs]
         first = pool.stream([1, 2, 3], ring_bytes=1)
         for t in range(4):
@@ -151,3 +152,60 @@ def test_session_starts_workers_before_propagating_and_replaces_dead_ones(small_
     session.close()
     assert session._pool is None and not any(p.is_alive() for p in new.procs)
     session.skeleton_workers = 0
+
+
+def test_streamed_frames_are_checked_whole_not_searched_again(small_plate, monkeypatch):
+    """The stack loop recognises a streamed frame by its signature and takes the
+    objects' boxes from the stream (no second search); an edited frame is searched
+    and recomputed; either way the tracks equal the stack loop's without a cache."""
+    import napari_sam2_worms.skeleton.labels as labels_mod
+
+    labels = small_plate.labels.copy()
+    stream = SkeletonStream([1, 2, 3], workers=2)
+    for t, frame in enumerate(labels):
+        stream.feed(t, frame)
+    cache = stream.cache(timeout=120)
+    stream.close()
+    assert set(cache.frames) == set(range(len(labels)))
+    assert cache.ids == {1, 2, 3}
+
+    searched = []
+    original = labels_mod._object_slices
+    monkeypatch.setattr(labels_mod, "_object_slices", lambda f: searched.append(1) or original(f))
+    got = skeletonize_labels(labels, [1, 2, 3], cache=cache)
+    assert searched == []
+    np.testing.assert_array_equal(got.points, skeletonize_labels(labels, [1, 2, 3]).points)
+    searched.clear()
+
+    labels[4][labels[4] == 2] = 0  # an edit after streaming
+    labels[5][labels[5] == 3] = 1
+    got = skeletonize_labels(labels, [1, 2, 3], cache=cache)
+    assert len(searched) == 2  # only the edited frames were searched
+    monkeypatch.setattr(labels_mod, "_object_slices", original)
+    ref = skeletonize_labels(labels, [1, 2, 3])
+    np.testing.assert_array_equal(got.points, ref.points)
+    np.testing.assert_array_equal(got.reason, ref.reason)
+    # objects the stream did not follow: every frame is searched
+    searched.clear()
+    monkeypatch.setattr(labels_mod, "_object_slices", lambda f: searched.append(1) or original(f))
+    skeletonize_labels(labels, [1, 2, 3, 4], cache=cache)
+    assert len(searched) == len(labels)
+
+
+def test_a_frame_is_published_only_when_every_worker_told_its_part(small_plate):
+    """With two workers, a frame whose boxes came from one of them would hide the
+    other's objects from the stack loop: it is not used until both answered."""
+    from napari_sam2_worms.skeleton.labels import frame_signature
+
+    stream = SkeletonStream([1, 2], workers=2)
+    try:
+        sig = frame_signature(small_plate.labels[0])
+        stream._frame_info(0, sig, {1: (1, 5, 2, 9)})
+        assert 0 not in stream.results.frames
+        stream._frame_info(0, sig, {2: (3, 4, 5, 6)})
+        assert stream.results.frames[0] == (
+            sig,
+            {1: (slice(1, 5), slice(2, 9)), 2: (slice(3, 4), slice(5, 6))},
+        )
+    finally:
+        stream.close()

@@ -23,7 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from .labels import PrevChain, _crop, _object_slices, item_key, skeleton_item
+from .labels import (
+    PrevChain,
+    StreamedSkeletons,
+    _crop,
+    _object_slices,
+    frame_signature,
+    item_key,
+    skeleton_item,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,10 @@ def auto_workers(n_frames: int) -> int:
     if n_frames < STREAM_MIN_FRAMES:
         return 0
     return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+#: what a worker sends once it is up (an epoch no stream has)
+_READY = (-1, -1, [], None)
 
 
 def _warm_up(n_points: int) -> None:
@@ -64,6 +76,10 @@ def _worker(conn: Any) -> None:
     knows when a ring slot is free again; frames of a closed stream are dropped.
     """
     _warm_up(49)
+    try:
+        conn.send(_READY)
+    except OSError:
+        return
     chain = PrevChain()
     ids: set[int] = set()
     n_points = 49
@@ -101,9 +117,14 @@ def _worker(conn: Any) -> None:
             continue  # a closed stream's frame: nobody waits for it
         frame = np.array(frames[slot])  # own copy: the slot is reused once we reply
         out = []
-        for oid, sl in _object_slices(frame).items():
-            if oid not in ids:
-                continue
+        mine = {oid: sl for oid, sl in _object_slices(frame).items() if oid in ids}
+        # the frame's identity and its objects' boxes: the stack loop checks the frame
+        # once instead of searching it again
+        boxes = {
+            oid: (sl[0].start, sl[0].stop, sl[1].start, sl[1].stop) for oid, sl in mine.items()
+        }
+        info = (t, frame_signature(frame), boxes)
+        for oid, sl in mine.items():
             sub, r0, c0, border = _crop(frame, sl)
             p = chain.get(oid, t)
             key = item_key(sub, r0, c0, border, p, n_points)
@@ -115,7 +136,7 @@ def _worker(conn: Any) -> None:
             chain.update(oid, t, item[1])
             out.append(((t, oid), key, item))
         try:
-            conn.send((ep, seq, out))
+            conn.send((ep, seq, out, info))
         except OSError:  # the pool was closed without waiting for us
             return
 
@@ -144,6 +165,7 @@ class SkeletonPool:
         self.broken = False
         self.closed = False
         self.current: SkeletonStream | None = None
+        self._ready: set[int] = set()  # workers that said they are up
         for _ in range(self.size):
             mine, theirs = ctx.Pipe(duplex=True)
             proc = ctx.Process(target=_worker, args=(theirs,), name="skeleton-worker", daemon=True)
@@ -156,6 +178,29 @@ class SkeletonPool:
     def usable(self) -> bool:
         """Open, and every worker alive and answering so far."""
         return not (self.closed or self.broken) and all(p.is_alive() for p in self.procs)
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """Wait until every worker has started and imported what it needs (True), or
+        ``timeout`` seconds (False). For callers that can wait, such as benchmarks;
+        a stream never needs it (its ring holds frames until the workers are up)."""
+        import time
+        from multiprocessing.connection import wait
+
+        end = time.monotonic() + timeout
+        while self.current is None and len(self._ready) < self.size and self.usable:
+            waiting = [c for i, c in enumerate(self.conns) if i not in self._ready]
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            for conn in wait(waiting, timeout=min(left, 1.0)):
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError):
+                    self.broken = True
+                    return False
+                if msg == _READY:
+                    self._ready.add(self.conns.index(conn))
+        return self.usable
 
     def stream(
         self, object_ids: Iterable[int], n_points: int = 49, ring_bytes: int | None = None
@@ -270,7 +315,8 @@ class SkeletonStream:
         self._sent = 0  # frames fed (sequence numbers 0 .. _sent - 1)
         self._acks: dict[int, int] = {}  # seq -> workers that replied
         self._done = 0  # every seq below this was answered by every worker
-        self.results: dict[tuple[int, int], tuple] = {}
+        self.results = StreamedSkeletons(self.ids)
+        self._partial: dict[int, list] = {}  # frame -> [signature, slices, workers told]
         self.closed = False
         try:
             for index, conn in enumerate(self._conns):
@@ -354,7 +400,7 @@ class SkeletonStream:
                 continue
             for conn in ready:
                 try:
-                    epoch, seq, out = conn.recv()
+                    epoch, seq, out, info = conn.recv()
                 except (EOFError, OSError):
                     return False
                 if epoch != self.epoch:  # left over from an earlier stream of the pool
@@ -362,12 +408,25 @@ class SkeletonStream:
                 self._acks[seq] = self._acks.get(seq, 0) + 1
                 for key_t_o, key, item in out:
                     self.results[key_t_o] = (key, item)
+                self._frame_info(*info)
             while self._acks.get(self._done) == n:
                 del self._acks[self._done]
                 self._done += 1
         return True
 
-    def cache(self, timeout: float | None = 600.0) -> dict[tuple[int, int], tuple]:
+    def _frame_info(self, t: int, signature: tuple, boxes: dict) -> None:
+        """One worker's part of frame ``t``: its signature and its objects' boxes. The
+        frame is published to the cache once every worker has told its part (a frame
+        missing one worker's objects would hide them from the stack loop)."""
+        part = self._partial.setdefault(t, [signature, {}, 0])
+        part[1].update({o: (slice(a, b), slice(c, d)) for o, (a, b, c, d) in boxes.items()})
+        part[2] += 1
+        if part[2] == len(self._conns):
+            del self._partial[t]
+            if part[0] == signature:  # all read the same ring slot
+                self.results.frames[t] = (part[0], part[1])
+
+    def cache(self, timeout: float | None = 600.0) -> StreamedSkeletons:
         """Wait for everything fed so far; the ``skeletonize_labels`` cache."""
         with self._lock:
             if not self.closed and not self._collect(block=True, timeout=timeout):
