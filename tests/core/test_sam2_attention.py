@@ -196,3 +196,19 @@ def test_backend_default_installs_only_on_cuda():
     be.open(np.zeros((2, 32, 32), np.uint8))
     assert not getattr(predictor.memory_attention, "_nsw_fast", False)
     be.close()
+
+
+def test_split_keys_only_where_few_objects_and_only_on_cuda(monkeypatch):
+    """The split-key kernel is for CUDA with few objects; the CPU attends in one pass."""
+    import napari_sam2_worms.backends.sam2_attention as sa
+
+    assert [sa.key_splits(b) for b in (1, 2, 10, 11, 50)] == [4, 2, 2, 1, 1]
+
+    def never(*a):
+        raise AssertionError("split attention on the CPU")
+
+    monkeypatch.setattr(sa, "split_attention", never)
+    q, k, v = torch.randn(1, 1, 8, 16), torch.randn(1, 1, 12, 16), torch.randn(1, 1, 12, 4)
+    torch.testing.assert_close(
+        sa._attend(q, k, v), torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    )

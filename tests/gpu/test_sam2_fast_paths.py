@@ -82,3 +82,25 @@ def test_fast_attention_matches_sam2_forward(plate, eager):
     assert not getattr(pred.memory_attention, "_nsw_fast", False)
     iou = _iou(eager, plain)
     assert iou > 0.99, iou
+
+
+@pytest.mark.parametrize("batch", [1, 2, 10])
+def test_split_key_attention_matches_one_pass(batch):
+    """Keys cut into chunks (one cuDNN call) and merged by log-sum-exp: the attention
+    of the memory-attention shape, up to bf16 rounding, against float32."""
+    import torch.nn.functional as F
+
+    from napari_sam2_worms.backends.sam2_attention import _SPLIT_FAILED, key_splits, split_attention
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    lk = 7 * 4096 + 64
+    q = torch.randn(batch, 1, 4096, 256, device="cuda", dtype=torch.bfloat16, generator=g)
+    k = torch.randn(batch, 1, lk, 256, device="cuda", dtype=torch.bfloat16, generator=g)
+    v = torch.randn(batch, 1, lk, 64, device="cuda", dtype=torch.bfloat16, generator=g)
+    ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    splits = key_splits(batch)
+    assert splits > 1
+    got = split_attention(q, k, v, splits)
+    assert got.shape == ref.shape and got.dtype == torch.bfloat16
+    assert float((got.float() - ref).abs().max() / ref.abs().max()) < 0.02
+    assert not _SPLIT_FAILED

@@ -192,6 +192,10 @@ class Sam2Backend:
         from .sam2_prompt_cache import cache_empty_prompts
 
         cache_empty_prompts(p)  # before compiling and graphs, as the fast attention
+        if self.device.type == "cuda":
+            from .sam2_convs import channels_last_depthwise
+
+            channels_last_depthwise(p.memory_encoder)
         fast = self.device.type == "cuda" if self.fast_attention is None else self.fast_attention
         if fast:  # before compiling and graphs: they wrap the forward
             from .sam2_attention import install_fast_memory_attention
