@@ -8,10 +8,12 @@ export TQDM_DISABLE=1
 cd "$(dirname "$0")/.."
 python3 -m pytest -q -p no:cacheprovider tests/gpu
 python3 benchmarks/sam2_attention_bench.py --objects 1,10,50
+python3 benchmarks/sam2_kernels_bench.py --objects 1,2,10,50
 python3 benchmarks/sam2_ab.py --switch fast_attention --objects 10 --compile
-python3 benchmarks/sam2_bench.py --objects 1,10 --no-raw --configs compile --workers 0
-python3 benchmarks/sam2_bench.py --objects 1,10 --raw-objects 1,10 --configs eager,graphs,compile
-python3 benchmarks/sam2_bench.py --objects 50 --no-raw --configs compile --frames 120
-python3 benchmarks/sam2_bench.py --objects 1 --no-raw --configs compile --long 10000
+python3 benchmarks/sam2_bench.py --objects 1,10 --no-raw --configs compile --workers 0,8
+python3 benchmarks/sam2_bench.py --objects 1,10 --raw-objects 1,10 --configs compile --workers 8
+python3 benchmarks/sam2_bench.py --objects 1,10 --raw-objects 1,10 --configs eager,graphs --workers 8
+python3 benchmarks/sam2_bench.py --objects 50 --no-raw --configs compile --frames 120 --workers 8
+python3 benchmarks/sam2_bench.py --objects 1 --no-raw --configs compile --long 10000 --workers 8
 python3 benchmarks/sam2_bench.py --model sam2.1_hiera_large --objects 1 --raw-objects 1 \
-    --configs eager,compile
+    --configs compile --workers 8
