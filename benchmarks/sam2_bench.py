@@ -17,7 +17,8 @@ the decoded JPEGs), so the IoU measures the engines, not the resizing.
 GPU (as in docs/performance.md)::
 
     python benchmarks/sam2_bench.py --objects 1,10 --raw-objects 1,10 --configs compile --workers 8
-    python benchmarks/sam2_bench.py --objects 1,10 --no-raw --configs compile --workers 0,8 --cprofile 30
+    python benchmarks/sam2_bench.py --objects 1,10 --no-raw --configs compile --workers 0,8 \\
+        --cprofile 30
     python benchmarks/sam2_bench.py --objects 1 --no-raw --long 10000 --configs compile
     python benchmarks/sam2_bench.py --model sam2.1_hiera_large --objects 1 --raw-objects 1
 
