@@ -63,23 +63,25 @@ class _PinnedStaging:
     def __init__(self, n_slots: int = 3) -> None:
         self._slots: list[list[Any]] = [[None, None] for _ in range(n_slots)]  # buffer, event
         self._next = 0
+        self._lock = threading.Lock()  # a click and a propagation may both read frames
 
     def to_device(self, rgb: np.ndarray, device: torch.device) -> torch.Tensor:
         """``rgb`` (uint8) copied to ``device`` without waiting for the GPU."""
         import torch
 
-        slot = self._slots[self._next]
-        self._next = (self._next + 1) % len(self._slots)
-        buf, event = slot
-        if buf is None or tuple(buf.shape) != rgb.shape or buf.dtype != torch.uint8:
-            buf = slot[0] = torch.empty(rgb.shape, dtype=torch.uint8, pin_memory=True)
-        elif event is not None:
-            event.synchronize()
-        np.copyto(buf.numpy(), rgb, casting="no")
-        out = buf.to(device, non_blocking=True)
-        slot[1] = torch.cuda.Event()
-        slot[1].record()
-        return out
+        with self._lock:
+            slot = self._slots[self._next]
+            self._next = (self._next + 1) % len(self._slots)
+            buf, event = slot
+            if buf is None or tuple(buf.shape) != rgb.shape or buf.dtype != torch.uint8:
+                buf = slot[0] = torch.empty(rgb.shape, dtype=torch.uint8, pin_memory=True)
+            elif event is not None:
+                event.synchronize()
+            np.copyto(buf.numpy(), rgb, casting="no")
+            out = buf.to(device, non_blocking=True)
+            slot[1] = torch.cuda.Event()
+            slot[1].record()
+            return out
 
 
 class LazySam2Frames:
