@@ -21,18 +21,7 @@ from __future__ import annotations
 import argparse
 import time
 
-
-def _time(fn, reps: int = 20) -> float:
-    import torch
-
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    torch.cuda.synchronize()
-    return 1000 * (time.perf_counter() - t) / reps
+from sam2_attention_bench import _time  # this folder is on the path when run as a script
 
 
 def attention(batches: list[int]) -> None:
@@ -60,7 +49,7 @@ def _attention_row(b: int) -> str:
 
     def cell(fn) -> str:
         try:
-            ms = _time(fn)
+            ms = _time(fn, 20)
             err = float((fn()[:1].float() - ref).abs().max() / ref.abs().max())
         except RuntimeError as exc:
             return f"failed: {str(exc).splitlines()[0][:40]}"
@@ -95,7 +84,7 @@ def depthwise(batches: list[int], model: str) -> None:
             for bench in (False, True):
                 torch.backends.cudnn.benchmark = bench
                 for inp in (x, xl):
-                    row.append(_time(lambda i=inp: F.conv2d(i, w, bias, padding=3, groups=256)))
+                    row.append(_time(lambda i=inp: F.conv2d(i, w, bias, padding=3, groups=256), 20))
         torch.backends.cudnn.benchmark = False
         print(f"| {b} | " + " | ".join(f"{ms:.3f}" for ms in row) + " |", flush=True)
 
@@ -113,7 +102,7 @@ def depthwise(batches: list[int], model: str) -> None:
             masks = torch.randn(b, 1, 1024, 1024, device="cuda")
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
                 rows.setdefault(b, []).append(
-                    _time(lambda f=feats, m=masks: me(f, m, skip_mask_sigmoid=True))
+                    _time(lambda f=feats, m=masks: me(f, m, skip_mask_sigmoid=True), 20)
                 )
     for b, (a, c) in rows.items():
         print(f"| {b} | {a:.3f} | {c:.3f} |")
