@@ -75,12 +75,6 @@ def cmd_track(args: argparse.Namespace) -> int:
         download=not args.no_download,
         **sam2_options,
     )
-    if args.backend == "auto" and getattr(backend, "name", "") == "classic":
-        print(
-            "notice: no SAM 2 checkpoint available; using the classic backend "
-            "(napari-sam2-worms download, or --checkpoint PATH, to use SAM 2)",
-            file=sys.stderr,
-        )
     args.backend = getattr(backend, "name", args.backend)
     session = TrackingSession(video, backend, fps=args.fps, pixel_size=args.pixel_size)
     session.settings = {"backend": args.backend, "model": args.model, "device": args.device}

@@ -48,8 +48,9 @@ def make_backend(
             )
         except BackendError as exc:
             log.warning(
-                "No SAM 2 checkpoint available (%s). Falling back to the classic backend, "
-                "which needs no weights; its masks suit dark worms on a plain background.",
+                "no SAM 2 checkpoint available (%s); using the classic backend, which needs "
+                "no weights (its masks suit dark worms on a plain background). To use SAM 2: "
+                "napari-sam2-worms download, or --checkpoint PATH.",
                 str(exc).splitlines()[0],
             )
             return make_backend("classic")
