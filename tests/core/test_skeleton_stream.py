@@ -194,18 +194,40 @@ def test_streamed_frames_are_checked_whole_not_searched_again(small_plate, monke
 
 def test_a_frame_is_published_only_when_every_worker_told_its_part(small_plate):
     """With two workers, a frame whose boxes came from one of them would hide the
-    other's objects from the stack loop: it is not used until both answered."""
+    other's objects from the stack loop: it is not used until both answered that
+    feed, also when the frame was fed twice and one worker answered both feeds first."""
     from napari_sam2_worms.skeleton.labels import frame_signature
 
     stream = SkeletonStream([1, 2], workers=2)
     try:
         sig = frame_signature(small_plate.labels[0])
-        stream._frame_info(0, sig, {1: (1, 5, 2, 9)})
-        assert 0 not in stream.results.frames
-        stream._frame_info(0, sig, {2: (3, 4, 5, 6)})
-        assert stream.results.frames[0] == (
+        stream._frame_info(0, 7, sig, {1: (1, 5, 2, 9)})
+        stream._frame_info(1, 7, sig, {1: (1, 5, 2, 9)})  # the same frame, fed again
+        assert 7 not in stream.results.frames
+        stream._frame_info(0, 7, sig, {2: (3, 4, 5, 6)})
+        assert stream.results.frames[7] == (
             sig,
             {1: (slice(1, 5), slice(2, 9)), 2: (slice(3, 4), slice(5, 6))},
         )
     finally:
         stream.close()
+
+
+def test_wait_ready_after_a_stream_ran(small_plate):
+    """Workers whose "ready" was read by a stream still count as up afterwards."""
+    import time
+
+    from napari_sam2_worms.skeleton.stream import SkeletonPool
+
+    pool = SkeletonPool(2)
+    try:
+        stream = pool.stream([1])  # one object: one of the two workers
+        for t in range(3):
+            stream.feed(t, small_plate.labels[t])
+        stream.cache(timeout=60)
+        stream.close()
+        t0 = time.monotonic()
+        assert pool.wait_ready(timeout=30)
+        assert time.monotonic() - t0 < 10
+    finally:
+        pool.close()

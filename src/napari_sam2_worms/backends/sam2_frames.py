@@ -80,7 +80,7 @@ class _PinnedStaging:
             np.copyto(buf.numpy(), rgb, casting="no")
             out = buf.to(device, non_blocking=True)
             slot[1] = torch.cuda.Event()
-            slot[1].record()
+            slot[1].record(torch.cuda.current_stream(device))
             return out
 
 

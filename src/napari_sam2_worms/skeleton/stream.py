@@ -98,9 +98,10 @@ def _worker(conn: Any) -> None:
         msg = pending.popleft()
         if msg is None:
             return
-        if msg[0] == "begin":
+        if msg[0] == "begin":  # a new stream (no ids: this worker sits it out)
             _, epoch, ids, n_points = msg
             chain = PrevChain()
+            frames, ring_key = None, None  # let go of the last stream's ring file
             continue
         if any(m is None or m[0] == "begin" for m in pending):
             continue  # its stream was closed: nobody waits for this frame
@@ -194,12 +195,11 @@ class SkeletonPool:
                 return False
             for conn in wait(waiting, timeout=min(left, 1.0)):
                 try:
-                    msg = conn.recv()
+                    conn.recv()  # its "ready", or a late answer to a closed stream
                 except (EOFError, OSError):
                     self.broken = True
                     return False
-                if msg == _READY:
-                    self._ready.add(self.conns.index(conn))
+                self._ready.add(self.conns.index(conn))
         return self.usable
 
     def stream(
@@ -316,11 +316,12 @@ class SkeletonStream:
         self._acks: dict[int, int] = {}  # seq -> workers that replied
         self._done = 0  # every seq below this was answered by every worker
         self.results = StreamedSkeletons(self.ids)
-        self._partial: dict[int, list] = {}  # frame -> [signature, slices, workers told]
+        self._partial: dict[int, list] = {}  # seq -> [signature, slices, workers told]
         self.closed = False
         try:
-            for index, conn in enumerate(self._conns):
-                conn.send(("begin", self.epoch, set(ids[index::n]), self.n_points))
+            for index, conn in enumerate(pool.conns):
+                mine = set(ids[index::n]) if index < n else set()
+                conn.send(("begin", self.epoch, mine, self.n_points))
         except OSError:
             self._broken("a skeleton worker stopped; skeletons are made after tracking")
 
@@ -403,26 +404,28 @@ class SkeletonStream:
                     epoch, seq, out, info = conn.recv()
                 except (EOFError, OSError):
                     return False
-                if epoch != self.epoch:  # left over from an earlier stream of the pool
+                self.pool._ready.add(self._conns.index(conn))  # it answers: it is up
+                if epoch != self.epoch:  # its "ready", or left over from an earlier stream
                     continue
                 self._acks[seq] = self._acks.get(seq, 0) + 1
                 for key_t_o, key, item in out:
                     self.results[key_t_o] = (key, item)
-                self._frame_info(*info)
+                self._frame_info(seq, *info)
             while self._acks.get(self._done) == n:
                 del self._acks[self._done]
                 self._done += 1
         return True
 
-    def _frame_info(self, t: int, signature: tuple, boxes: dict) -> None:
-        """One worker's part of frame ``t``: its signature and its objects' boxes. The
-        frame is published to the cache once every worker has told its part (a frame
-        missing one worker's objects would hide them from the stack loop)."""
-        part = self._partial.setdefault(t, [signature, {}, 0])
+    def _frame_info(self, seq: int, t: int, signature: tuple, boxes: dict) -> None:
+        """One worker's part of the frame fed as ``seq`` (frame ``t``): its signature
+        and its objects' boxes. Published to the cache once every worker has told its
+        part of that feed (a frame missing one worker's objects would hide them from
+        the stack loop); a frame fed again is published again, from its last feed."""
+        part = self._partial.setdefault(seq, [signature, {}, 0])
         part[1].update({o: (slice(a, b), slice(c, d)) for o, (a, b, c, d) in boxes.items()})
         part[2] += 1
         if part[2] == len(self._conns):
-            del self._partial[t]
+            del self._partial[seq]
             if part[0] == signature:  # all read the same ring slot
                 self.results.frames[t] = (part[0], part[1])
 
