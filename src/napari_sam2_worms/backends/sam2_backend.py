@@ -77,15 +77,6 @@ OOM_MESSAGE = (
 )
 
 
-def _has_sam2_extension() -> bool:
-    """Whether sam2's optional CUDA extension (hole filling) was built."""
-    try:
-        from sam2 import _C  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class Sam2Backend:
     """Track objects with a SAM 2 / SAM 2.1 video predictor.
 
@@ -183,42 +174,16 @@ class Sam2Backend:
         self.predictor = load_predictor(self.model, path, self.device, image_size=self.image_size)
 
     def _configure(self) -> None:
-        """Settings of the predictor this adapter relies on (see module docstring)."""
-        p = self.predictor
-        # inference only; and autocast caches bf16 copies of weights that require grad,
-        # outside any CUDA-graph pool, freed when the block ends: a replayed graph would
-        # read freed memory (torch's make_graphed_callables refuses that cache)
-        p.requires_grad_(False)
-        from .sam2_prompt_cache import cache_empty_prompts
+        """Settings and speed-ups on the predictor (:mod:`.sam2_setup`)."""
+        from .sam2_setup import configure_predictor
 
-        cache_empty_prompts(p)  # before compiling and graphs, as the fast attention
-        if self.device.type == "cuda":
-            from .sam2_convs import channels_last_depthwise
-
-            channels_last_depthwise(p.memory_encoder)
-        fast = self.device.type == "cuda" if self.fast_attention is None else self.fast_attention
-        if fast:  # before compiling and graphs: they wrap the forward
-            from .sam2_attention import install_fast_memory_attention
-
-            install_fast_memory_attention(p)
-        if self.compile and self.device.type == "cuda":
-            from .sam2_compile import compile_predictor
-
-            compile_predictor(p, "default" if self.compile is True else str(self.compile))
-        if self.cuda_graphs and self.device.type == "cuda":
-            from .sam2_graphs import graph_predictor
-
-            graph_predictor(p)
-        if p.fill_hole_area > 0 and not _has_sam2_extension():
-            # sam2 would try (and fail) to import its CUDA extension on every frame and
-            # then leave the masks as they are: skip the attempt, same masks
-            p.fill_hole_area = 0
-        p.add_all_frames_to_correct_as_cond = True
-        p.clear_non_cond_mem_around_input = False
-        if self.device.type != "cuda":
-            from .sam2_attention import float32_memory
-
-            float32_memory(p)
+        configure_predictor(
+            self.predictor,
+            self.device.type,
+            fast_attention=self.fast_attention,
+            compile=self.compile,
+            cuda_graphs=self.cuda_graphs,
+        )
 
     @property
     def memory_frames(self) -> int:
