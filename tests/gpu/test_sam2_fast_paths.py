@@ -104,3 +104,44 @@ def test_split_key_attention_matches_one_pass(batch):
     assert got.shape == ref.shape and got.dtype == torch.bfloat16
     assert float((got.float() - ref).abs().max() / ref.abs().max()) < 0.02
     assert not _SPLIT_FAILED
+
+
+def test_key_kernel_matches_pytorch_keys():
+    """The Triton key kernel against add + projection + rotation in PyTorch (bf16
+    autocast, sam2's shapes: 10 objects, 7 memory frames of 64x64, 64 pointer tokens)."""
+    from napari_sam2_worms.backends import sam2_attention as sa
+    from napari_sam2_worms.checkpoints import build_model
+
+    torch.manual_seed(0)
+    p = build_model("sam2.1_hiera_tiny", "cuda")
+    assert sa.install_fast_memory_attention(p)
+    ca = p.memory_attention.layers[1].cross_attn_image
+    assert ca._nsw_key_weights is not None
+    n = 7 * 4096 + 64
+    memory = torch.randn(n, 10, 64, device="cuda").to(torch.bfloat16).transpose(0, 1)
+    pos = torch.randn(n, 10, 64, device="cuda").transpose(0, 1)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        got = sa._keys(ca, memory, pos, 64, torch.bfloat16)
+        ref = sa._rope(ca, ca.k_proj(memory + pos).unsqueeze(1), n - 64)
+    assert got.shape == ref.shape == (10, 1, n, 256) and got.dtype == ref.dtype
+    err = (got.float() - ref.float()).abs() / ref.float().abs().clamp_min(1.0)
+    assert float(err.max()) < 0.02, float(err.max())
+
+
+def test_mask_stage_kernel_matches_sam2_modules():
+    """The fused (convolution, layer norm, GELU) stages of the mask downsampler against
+    sam2's modules under bf16 autocast, at the sizes sam2 feeds them."""
+    from napari_sam2_worms.backends.sam2_triton import mask_stage
+    from napari_sam2_worms.checkpoints import build_model
+
+    torch.manual_seed(0)
+    p = build_model("sam2.1_hiera_tiny", "cuda")
+    enc = p.memory_encoder.mask_downsampler.encoder
+    x = torch.rand(10, 1, 1024, 1024, device="cuda")
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        for conv, norm, act in ((enc[0], enc[1], enc[2]), (enc[3], enc[4], enc[5])):
+            ref = act(norm(conv(x))).float()
+            got = mask_stage(x, conv.weight, conv.bias, norm.weight, norm.bias, norm.eps)
+            assert got.shape == ref.shape and got.dtype == torch.bfloat16
+            assert float((got.float() - ref).abs().max()) < 0.05 * float(ref.abs().max())
+            x = ref.to(torch.bfloat16)

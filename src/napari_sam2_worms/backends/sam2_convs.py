@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import types
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ def _is_depthwise(conv: torch.nn.Module) -> bool:
         and conv.groups == conv.in_channels == conv.out_channels
         and conv.kernel_size != (1, 1)
         and conv.padding_mode == "zeros"
+        and isinstance(conv.padding, tuple)
     )
 
 
@@ -51,4 +53,72 @@ def channels_last_depthwise(module: torch.nn.Module) -> int:
         n += 1
     if n:
         log.info("%d depthwise convolutions in channels-last layout", n)
+    return n
+
+
+def _is_mask_stage(conv: Any, norm: Any, act: Any) -> bool:
+    """A (3x3 stride-2 convolution, LayerNorm2d, exact GELU) stage with few channels."""
+    from sam2.modeling.sam2_utils import LayerNorm2d
+
+    return (
+        isinstance(conv, torch.nn.Conv2d)
+        and conv.kernel_size == (3, 3)
+        and conv.stride == (2, 2)
+        and conv.padding == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.bias is not None
+        and conv.padding_mode == "zeros"
+        and conv.out_channels in (1, 2, 4, 8, 16)
+        and type(norm) is LayerNorm2d
+        and type(act) is torch.nn.GELU
+        and act.approximate == "none"
+    )
+
+
+def _bf16_autocast() -> bool:
+    return torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16
+
+
+def fused_mask_stages(memory_encoder: torch.nn.Module) -> int:
+    """Run the leading few-channel stages of sam2's mask downsampler as one Triton
+    kernel each (:func:`.sam2_triton.mask_stage`; CUDA under bf16 autocast, else sam2's
+    modules). Idempotent; returns the number of fused stages. Install before compiling
+    or capturing graphs.
+
+    At 10 objects on an H100 the first two stages (1 -> 4 channels at 1024x1024, 4 -> 16
+    at 512x512) cost cuDNN 0.12 and 0.55 ms in any layout, at 50 objects 0.62 and
+    2.7 ms, for a few GFLOP.
+    """
+    md = getattr(memory_encoder, "mask_downsampler", None)
+    encoder = getattr(md, "encoder", None)
+    if not isinstance(encoder, torch.nn.Sequential) or getattr(md, "_nsw_fused", False):
+        return 0
+    layers = list(encoder)
+    n = 0
+    while 3 * n + 2 < len(layers) and _is_mask_stage(*layers[3 * n : 3 * n + 3]):
+        n += 1
+    if n == 0:
+        return 0
+    try:
+        from .sam2_triton import mask_stage
+    except Exception as exc:  # no triton in this torch build
+        log.info("mask downsampler keeps cuDNN: %s", exc)
+        return 0
+    stages = [layers[3 * k : 3 * k + 2] for k in range(n)]
+    rest = layers[3 * n :]
+    sam2_forward = md.forward
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if not (x.is_cuda and _bf16_autocast()):
+            return sam2_forward(x)
+        for conv, norm in stages:
+            x = mask_stage(x, conv.weight, conv.bias, norm.weight, norm.bias, norm.eps)
+        for layer in rest:
+            x = layer(x)
+        return x
+
+    md.forward = forward
+    md._nsw_fused = True
+    log.info("mask downsampler: %d stages fused", n)
     return n

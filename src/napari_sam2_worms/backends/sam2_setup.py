@@ -2,8 +2,8 @@
 
 Settings the adapter relies on (inference only, prompts as conditioning frames, no
 memory clearing around inputs) and the speed-ups of the GPU path, in the order they
-must go on: the prompt cache, the depthwise layout and the fast memory attention
-replace forwards, which compilation and CUDA graphs then wrap. Every step is
+must go on: the prompt cache, the convolution layouts and kernels and the fast memory
+attention replace forwards, which compilation and CUDA graphs then wrap. Every step is
 idempotent, so a predictor shared by several backends is configured once.
 """
 
@@ -43,9 +43,10 @@ def configure_predictor(
 
     cache_empty_prompts(p)
     if cuda:
-        from .sam2_convs import channels_last_depthwise
+        from .sam2_convs import channels_last_depthwise, fused_mask_stages
 
         channels_last_depthwise(p.memory_encoder)
+        fused_mask_stages(p.memory_encoder)
     if cuda if fast_attention is None else fast_attention:
         from .sam2_attention import install_fast_memory_attention
 
