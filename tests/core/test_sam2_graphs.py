@@ -49,3 +49,20 @@ def test_capturing_is_per_thread_and_restored():
         t.join()
     assert seen == [False]
     assert not sam2_graphs._state.allowed
+
+
+def test_broadcast_inputs_are_collapsed_for_the_static_buffers():
+    """A graph's static input for an expanded tensor holds one copy and is expanded
+    again, so the forward sees the same (stride 0) layout as in eager mode."""
+    from napari_sam2_worms.backends.sam2_graphs import _collapse
+
+    one = torch.arange(12.0).reshape(4, 1, 3)
+    x = one.expand(4, 5, 3)
+    base = _collapse(x)
+    assert base.shape == (4, 1, 3)
+    static = base.clone().expand(x.shape)
+    assert static.stride()[1] == 0 and torch.equal(static, x)
+    dense = torch.randn(2, 3)
+    assert _collapse(dense) is dense  # nothing broadcast: the tensor itself
+    single = torch.randn(1, 3).expand(1, 3)  # size-1 dims are not broadcast dims
+    assert _collapse(single).shape == (1, 3)

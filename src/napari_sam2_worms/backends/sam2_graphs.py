@@ -13,6 +13,9 @@ Safety rules this module keeps:
 
 - outputs are cloned after each replay, so nothing handed out aliases graph memory and
   graphs can share one memory pool;
+- a broadcast input (stride 0, e.g. one frame's features expanded over the objects)
+  keeps its strides: one copy goes in, and the forward still sees it broadcast (the
+  fast memory attention computes the shared first layer once only then);
 - capture happens only inside :func:`capturing` (propagation), never during a click;
 - a signature whose capture fails (an operation that synchronises, out of memory) is
   remembered and always runs eagerly; the failure is logged, not raised;
@@ -112,7 +115,7 @@ class GraphedForward:
             self.graphs.move_to_end(key)
         tensors = [x for x in flat if isinstance(x, torch.Tensor)]
         for buf, x in zip(g.inputs, tensors):
-            buf.copy_(x)
+            buf.copy_(_collapse(x))
         g.graph.replay()
         self.replays += 1
         return _clone_tree(g.outputs)
@@ -140,7 +143,10 @@ class GraphedForward:
         import torch
         from torch.utils._pytree import tree_unflatten
 
-        static = [x.clone() if isinstance(x, torch.Tensor) else x for x in flat]
+        # a broadcast input (stride 0: one image expanded over the objects) stays
+        # broadcast: the graph reads one copy, and the forward sees the same strides
+        bases = [_collapse(x).clone() if isinstance(x, torch.Tensor) else None for x in flat]
+        static = [b.expand(x.shape) if b is not None else x for b, x in zip(bases, flat)]
         s_args, s_kwargs = tree_unflatten(static, spec)
         try:
             side = torch.cuda.Stream()
@@ -157,7 +163,7 @@ class GraphedForward:
             with contextlib.suppress(Exception):
                 torch.cuda.synchronize()
             return None
-        g = _Graph(graph, [x for x in static if isinstance(x, torch.Tensor)], out)
+        g = _Graph(graph, [b for b in bases if b is not None], out)
         self.graphs[key] = g
         while len(self.graphs) > self.max_graphs:
             self.graphs.popitem(last=False)
@@ -170,6 +176,14 @@ class GraphedForward:
         self.graphs.clear()
         self.seen.clear()
         self.failed.clear()
+
+
+def _collapse(x: Any) -> Any:
+    """``x`` without its broadcast dimensions (stride 0, size > 1: kept at size 1)."""
+    for d, (size, stride) in enumerate(zip(x.shape, x.stride())):
+        if stride == 0 and size > 1:
+            x = x.narrow(d, 0, 1)
+    return x
 
 
 def _clone_tree(tree: Any) -> Any:
