@@ -209,6 +209,8 @@ def test_split_keys_only_where_few_objects_and_only_on_cuda(monkeypatch):
 
     monkeypatch.setattr(sa, "split_attention", never)
     q, k, v = torch.randn(1, 1, 8, 16), torch.randn(1, 1, 12, 16), torch.randn(1, 1, 12, 4)
+    splits = sa._splits_for(q, k, 1)
+    assert splits == 1  # 4 chunks would divide the 12 keys, but this is the CPU
     torch.testing.assert_close(
-        sa._attend(q, k, v), torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        sa._attend(q, k, v, splits), torch.nn.functional.scaled_dot_product_attention(q, k, v)
     )

@@ -114,3 +114,37 @@ def test_fused_mask_stages_installs_on_the_few_channel_stages_only():
         assert fused_mask_stages(p.memory_encoder) == 2
         assert fused_mask_stages(p.memory_encoder) == 0  # idempotent
         torch.testing.assert_close(md(x), before)
+
+
+COPIES_SCRIPT = textwrap.dedent(
+    """
+    import torch
+    from napari_sam2_worms.backends import sam2_attention as sa
+    from napari_sam2_worms.backends.sam2_triton import rope_copies
+    from napari_sam2_worms.checkpoints import build_model
+
+    torch.manual_seed(0)
+    p = build_model("sam2.1_hiera_tiny", "cpu", image_size=256)
+    ca = p.memory_attention.layers[0].cross_attn_image
+    cos, sin, cis = sa._rope_tables(ca, 16, "cpu")
+    x = torch.randn(3, 256, 256).to(torch.bfloat16)
+    ref = sa.rotate(x.unsqueeze(1), cos, sin, cis)  # (3, 1, 256, 256) bf16
+    got = rope_copies(x, cos, sin, 3, 2)
+    assert got.shape == (3, 2, 256, 256) and got.dtype == torch.bfloat16, got.shape
+    for j in range(2):
+        torch.testing.assert_close(got[:, j].float(), ref[:, 0].float(), atol=0.02, rtol=0.01)
+    one = rope_copies(x[:1], cos, sin, 4, 1)  # one shared query block, four objects
+    assert one.shape == (4, 1, 256, 256)
+    for b in range(4):
+        torch.testing.assert_close(one[b, 0].float(), ref[0, 0].float(), atol=0.02, rtol=0.01)
+    print("ok")
+    """
+)
+
+
+def test_rope_copies_kernel_matches_rotate_in_the_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    run = subprocess.run(
+        [sys.executable, "-c", COPIES_SCRIPT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]

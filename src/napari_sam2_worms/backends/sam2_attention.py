@@ -111,10 +111,11 @@ def split_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, splits: i
     """``scaled_dot_product_attention(q, k, v)`` (one head) with the keys cut into
     ``splits`` equal chunks, attended in one cuDNN call (chunks as heads), merged by
     the chunks' log-sum-exp: the same attention up to bf16 rounding of the partial
-    results. CUDA only; the key count must be a multiple of ``splits``."""
+    results. CUDA only; the key count must be a multiple of ``splits``. ``q`` is (B, 1,
+    L, D), or already (B, splits, L, D) with one copy per chunk."""
     b, _, lq, d = q.shape
     lk = k.shape[2]
-    qs = q.expand(b, splits, lq, d).contiguous()
+    qs = q if q.shape[1] == splits else q.expand(b, splits, lq, d).contiguous()
     ks = k.reshape(b, splits, lk // splits, d)
     vs = v.reshape(b, splits, lk // splits, v.shape[-1])
     out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(qs, ks, vs, None, True)[:2]
@@ -123,16 +124,24 @@ def split_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, splits: i
     return ((out.float() * w).sum(1, keepdim=True) / w.sum(1, keepdim=True)).to(q.dtype)
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The cross-attention's kernel: split keys where that pays (see :func:`key_splits`)."""
-    splits = key_splits(q.shape[0])
+def _splits_for(q: torch.Tensor, k: torch.Tensor, batch: int) -> int:
+    """Key chunks for this call: :func:`key_splits` on CUDA where they divide the keys."""
+    splits = key_splits(batch)
     if q.is_cuda and splits > 1 and k.shape[2] % splits == 0 and not _SPLIT_FAILED:
+        return splits
+    return 1
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, splits: int) -> torch.Tensor:
+    """The cross-attention's kernel: ``splits`` key chunks (:func:`_splits_for`; ``q``
+    may hold one copy per chunk), else one pass."""
+    if splits > 1:
         try:
             return split_attention(q, k, v, splits)
         except RuntimeError as exc:  # no cuDNN attention for this GPU/shape: one pass
             _SPLIT_FAILED.append(str(exc))
             log.info("split-key attention unavailable (%s); attending in one pass", exc)
-    return F.scaled_dot_product_attention(q, k, v)
+    return F.scaled_dot_product_attention(q[:, :1], k, v)
 
 
 def _rope(attn: Any, x: torch.Tensor, n_rope: int | None = None) -> torch.Tensor:
@@ -181,12 +190,18 @@ def _cross_attention(
     Values are the raw memory tokens; the value and output projections are applied
     once, fused, to the attention output. ``x`` may have batch 1 (shared queries).
     """
-    q = _rope(attn, attn.q_proj(x).unsqueeze(1))
+    q = attn.q_proj(x)
     k = _keys(attn, memory, pos, n_plain, q.dtype)
-    if q.shape[0] != batch:
-        q = q.expand(batch, -1, -1, -1).contiguous()
+    splits = _splits_for(q, k, batch)
+    if getattr(attn, "_nsw_key_weights", None) is not None and q.dtype == torch.bfloat16:
+        # rotated by the Triton kernel, straight into one copy per object and chunk
+        q = torch.ops.napari_sam2_worms.rope_copies(q, attn._nsw_cos, attn._nsw_sin, batch, splits)
+    else:
+        q = _rope(attn, q.unsqueeze(1))
+        if q.shape[0] != batch:
+            q = q.expand(batch, -1, -1, -1).contiguous()
     v = memory.unsqueeze(1).to(q.dtype)
-    out = _attend(q, k, v).squeeze(1)
+    out = _attend(q, k, v, splits).squeeze(1)
     return F.linear(out, attn._nsw_vo_weight, attn._nsw_vo_bias)
 
 

@@ -67,8 +67,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: CUDA graphs are captured only while tracking at most this many objects
-GRAPH_MAX_OBJECTS = 4
+#: CUDA graphs are captured only while tracking at most this many objects (10 objects
+#: on an H100, whose host is slower than the H200's: 36 -> 50 frames/s with graphs; at
+#: 50 objects the GPU is the bottleneck and graphs only hold memory)
+GRAPH_MAX_OBJECTS = 16
 
 OOM_MESSAGE = (
     "GPU out of memory while running SAM 2 ({model}, {n} objects). Use a smaller model "
@@ -505,8 +507,8 @@ class Sam2Backend:
         """
         from .sam2_graphs import capturing
 
-        # graphs pay where launches dominate (few objects); with more objects the GPU is
-        # the bottleneck and a graph would only hold memory (measured: docs/performance.md)
+        # graphs pay where launches dominate (up to ~10 objects); with more objects the
+        # GPU is the bottleneck and a graph would only hold memory (docs/performance.md)
         n_obj = len(self.state["obj_ids"])
         graphs = capturing if n_obj <= GRAPH_MAX_OBJECTS else contextlib.nullcontext
         pending = None

@@ -165,6 +165,78 @@ def key_weights(attn) -> tuple[torch.Tensor, ...]:
     )
 
 
+# -- rotated queries, one copy per key chunk ---------------------------------------------
+@triton.jit
+def _rope_copies_kernel(
+    x_ptr,
+    cos_ptr,
+    sin_ptr,
+    out_ptr,
+    n_tokens,
+    n_table,
+    s_xb,
+    s_xl,
+    copies,
+    BM: tl.constexpr,
+    PAIRS: tl.constexpr,
+):
+    tok = tl.program_id(0) * BM + tl.arange(0, BM)
+    b = tl.program_id(1).to(tl.int64)
+    inside = tok < n_tokens
+    tok64 = tok.to(tl.int64)
+    n = tl.arange(0, PAIRS)
+    src = x_ptr + b * s_xb + tok64[:, None] * s_xl + 2 * n[None, :]
+    even = tl.load(src, mask=inside[:, None], other=0.0).to(tl.float32)
+    odd = tl.load(src + 1, mask=inside[:, None], other=0.0).to(tl.float32)
+    row = (tok % n_table).to(tl.int64)
+    c = tl.load(cos_ptr + row[:, None] * PAIRS + n[None, :], mask=inside[:, None], other=1.0)
+    s = tl.load(sin_ptr + row[:, None] * PAIRS + n[None, :], mask=inside[:, None], other=0.0)
+    out = tl.interleave(even * c - odd * s, even * s + odd * c).to(tl.bfloat16)
+    o = tl.arange(0, 2 * PAIRS)
+    for j in range(copies):
+        dst = out_ptr + ((b * copies + j) * n_tokens + tok64[:, None]) * (2 * PAIRS)
+        tl.store(dst + o[None, :], out, mask=inside[:, None])
+
+
+@torch.library.custom_op("napari_sam2_worms::rope_copies", mutates_args=())
+def rope_copies(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, batch: int, copies: int
+) -> torch.Tensor:
+    """Rotated ``x`` (B or 1, L, 2P), bf16 (batch, copies, L, 2P): ``copies`` equal
+    copies per object, written by the rotation itself (the queries of the split-key
+    attention; a batch-1 ``x`` is shared by all ``batch`` objects). Token ``l`` uses
+    row ``l % T`` of the (T, P) float32 tables; the last dimension of ``x`` is dense.
+
+    Through PyTorch the rotation and the copy cost 0.145 ms per layer at 10 objects on
+    an H100 (compiled); this kernel reads the queries once and writes each copy once.
+    """
+    _, n_tokens, dim = x.shape
+    out = torch.empty((batch, copies, n_tokens, dim), device=x.device, dtype=torch.bfloat16)
+    if out.numel() == 0:
+        return out
+    grid = (triton.cdiv(n_tokens, BLOCK_TOKENS), batch)
+    _rope_copies_kernel[grid](
+        x,
+        cos,
+        sin,
+        out,
+        n_tokens,
+        cos.shape[0],
+        x.stride(0) if x.shape[0] > 1 else 0,
+        x.stride(1),
+        copies,
+        BM=BLOCK_TOKENS,
+        PAIRS=dim // 2,
+        num_warps=NUM_WARPS,
+    )
+    return out
+
+
+@rope_copies.register_fake
+def _(x, cos, sin, batch, copies):
+    return x.new_empty((batch, copies, x.shape[1], x.shape[2]), dtype=torch.bfloat16)
+
+
 # -- the memory encoder's first mask convolutions ----------------------------------------
 #: output pixels per program of :func:`mask_stage`
 BLOCK_PIXELS = 512
