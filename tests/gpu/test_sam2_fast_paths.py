@@ -124,8 +124,12 @@ def test_key_kernel_matches_pytorch_keys():
         got = sa._keys(ca, memory, pos, 64, torch.bfloat16)
         ref = sa._rope(ca, ca.k_proj(memory + pos).unsqueeze(1), n - 64)
     assert got.shape == ref.shape == (10, 1, n, 256) and got.dtype == ref.dtype
-    err = (got.float() - ref.float()).abs() / ref.float().abs().clamp_min(1.0)
-    assert float(err.max()) < 0.02, float(err.max())
+    # sam2 rounds the projected keys to bf16 before rotating them, the kernel does not:
+    # both differ from exact keys by bf16 rounding, i.e. relative to the keys' scale
+    err = (got.float() - ref.float()).abs()
+    scale = ref.float().abs()
+    assert float(err.max() / scale.max()) < 0.01, float(err.max() / scale.max())
+    assert float(err.mean() / scale.mean()) < 0.005, float(err.mean() / scale.mean())
 
 
 def test_mask_stage_kernel_matches_sam2_modules():
