@@ -242,3 +242,76 @@ def test_worker_processes_give_the_serial_result(plate, monkeypatch):
         np.testing.assert_array_equal(par.features[name], serial.features[name])
     assert (par.reason[:, 3] == "missing").all() and (par.reason[7] == "missing").all()
     assert (serial.reason == "coiled").any()  # the chain matters on this clip
+
+
+def _loop_orientation(points: np.ndarray, max_gap: int = 5) -> np.ndarray:
+    """The frame-by-frame definition of consistent_orientation (reference)."""
+    seg = np.full(points.shape[0], -1, int)
+    qc, last_t, s = None, -(10**9), -1
+    for t in np.flatnonzero(np.isfinite(points).all(axis=(1, 2))):
+        p = points[t]
+        if qc is None or t - last_t > max_gap:
+            s += 1
+        else:
+            pc = p - p.mean(axis=0)
+            if np.hypot(*(pc[::-1] - qc).T).mean() < np.hypot(*(pc - qc).T).mean():
+                points[t] = p[::-1]
+        seg[t] = s
+        qc = points[t] - points[t].mean(axis=0)
+        last_t = t
+    return seg
+
+
+def test_consistent_orientation_equals_the_frame_by_frame_definition():
+    """Vectorised orientation: the same flips and segments as comparing each frame with
+    the previous one as oriented, on moving, randomly reversed lines with gaps."""
+    from napari_sam2_worms.skeleton.orientation import consistent_orientation
+
+    rng = np.random.default_rng(3)
+    flips = 0
+    for case in range(60):
+        t_n, n = int(rng.integers(2, 80)), int(rng.integers(3, 30))
+        s = np.linspace(0, 1, n)
+        base = np.stack([40 * s, 10 * np.sin(3 * s + case)], axis=1)
+        pts = base[None] + np.cumsum(rng.normal(0, 2, (t_n, 1, 2)), axis=0)
+        pts = pts + rng.normal(0, 0.5, pts.shape)
+        rev = rng.random(t_n) < 0.4
+        pts[rev] = pts[rev][:, ::-1]
+        gaps = rng.random(t_n) < 0.15
+        pts[gaps] = np.nan
+        if case % 5 == 0:  # a long gap: a new segment
+            pts[t_n // 2 : t_n // 2 + 7] = np.nan
+        a, b = pts.copy(), pts.copy()
+        seg_a = consistent_orientation(a, max_gap=5)
+        seg_b = _loop_orientation(b, max_gap=5)
+        np.testing.assert_array_equal(seg_a, seg_b)
+        np.testing.assert_array_equal(a, b)
+        flips += int((~np.isclose(a, pts, equal_nan=True)).any(axis=(1, 2)).sum())
+    assert flips > 100  # the cases exercise reversals
+
+
+def test_speed_equals_the_frame_by_frame_definition():
+    """Vectorised central differences: the same velocities as the per-frame rule
+    (neighbours valid and at most 2 frames away; NaN without one)."""
+    from napari_sam2_worms.skeleton.features import _speed
+
+    def loop(xy, f, fps):
+        v = np.full((len(xy), 2), np.nan)
+        ok = np.isfinite(xy).all(axis=1)
+        for t in range(len(xy)):
+            if not ok[t]:
+                continue
+            a = t - 1 if t > 0 and ok[t - 1] and f[t] - f[t - 1] <= 2 else t
+            b = t + 1 if t + 1 < len(xy) and ok[t + 1] and f[t + 1] - f[t] <= 2 else t
+            if a != b:
+                v[t] = (xy[b] - xy[a]) / (f[b] - f[a]) * fps
+        return v
+
+    rng = np.random.default_rng(0)
+    for t_n in (1, 2, 5, 60):
+        xy = np.cumsum(rng.normal(size=(t_n, 2)), axis=0)
+        xy[rng.random(t_n) < 0.3] = np.nan
+        frames = np.cumsum(rng.integers(1, 4, t_n))
+        np.testing.assert_array_equal(
+            _speed(xy, frames, 25.0), loop(xy, frames.astype(float), 25.0)
+        )

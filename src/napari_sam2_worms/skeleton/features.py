@@ -61,16 +61,19 @@ def _speed(xy: np.ndarray, frames: np.ndarray, fps: float) -> np.ndarray:
     at most 2 frames away; NaN where no neighbour."""
     t_n = len(xy)
     v = np.full((t_n, 2), np.nan)
+    if t_n < 2:
+        return v
     ok = np.isfinite(xy).all(axis=1)
     f = frames.astype(float)
-    for t in range(t_n):
-        if not ok[t]:
-            continue
-        a = t - 1 if t > 0 and ok[t - 1] and f[t] - f[t - 1] <= 2 else t
-        b = t + 1 if t + 1 < t_n and ok[t + 1] and f[t + 1] - f[t] <= 2 else t
-        if a == b:
-            continue
-        v[t] = (xy[b] - xy[a]) / (f[b] - f[a]) * fps
+    near = np.diff(f) <= 2
+    t = np.arange(t_n)
+    a = t.copy()
+    a[1:] = np.where(ok[:-1] & near, t[1:] - 1, t[1:])
+    b = t.copy()
+    b[:-1] = np.where(ok[1:] & near, t[:-1] + 1, t[:-1])
+    use = ok & (a != b)
+    a, b = a[use], b[use]
+    v[use] = (xy[b] - xy[a]) / (f[b] - f[a])[:, None] * fps
     return v
 
 

@@ -40,25 +40,36 @@ def consistent_orientation(points: np.ndarray, max_gap: int = 5) -> np.ndarray:
     Returns
     -------
     (T,) int segment index of each frame (-1 where absent).
+
+    Notes
+    -----
+    Frame ``t`` is reversed when its reverse is strictly closer to frame ``t - 1`` as
+    oriented. Reversing both lines keeps their distance, so that is decided from the
+    lines as given, all frames at once: ``t`` takes ``t - 1``'s orientation, flipped
+    when the given lines disagree; a tie (or a new segment) keeps ``t`` as given.
     """
     t_n = points.shape[0]
     seg = np.full(t_n, -1, int)
-    qc = None  # the previous centerline, centred
-    last_t = -(10**9)
-    s = -1
-    finite = np.isfinite(points).all(axis=(1, 2))
-    for t in np.flatnonzero(finite):
-        p = points[t]
-        if qc is None or t - last_t > max_gap:
-            s += 1
-        else:
-            pc = p - p.mean(axis=0)
-            if _dist(pc[::-1], qc) < _dist(pc, qc):
-                points[t] = p[::-1]
-        seg[t] = s
-        prev = points[t].astype(float)
-        qc = prev - prev.mean(axis=0)
-        last_t = t
+    idx = np.flatnonzero(np.isfinite(points).all(axis=(1, 2)))
+    if len(idx) == 0:
+        return seg
+    new_seg = np.ones(len(idx), bool)
+    new_seg[1:] = np.diff(idx) > max_gap
+    seg[idx] = np.cumsum(new_seg) - 1
+    if len(idx) < 2:
+        return seg
+    pts = points[idx].astype(float)
+    centred = pts - pts.mean(axis=1, keepdims=True)
+    prev, cur = centred[:-1], centred[1:]
+    same = np.hypot(*np.moveaxis(cur - prev, -1, 0)).mean(axis=1)
+    rev = np.hypot(*np.moveaxis(cur[:, ::-1] - prev, -1, 0)).mean(axis=1)
+    flip = np.zeros(len(idx), bool)
+    for i in range(1, len(idx)):  # a parity chain: cheap in Python
+        if new_seg[i]:
+            continue
+        flip[i] = rev[i - 1] < same[i - 1] if not flip[i - 1] else same[i - 1] < rev[i - 1]
+    todo = idx[flip]
+    points[todo] = points[todo][:, ::-1]
     return seg
 
 
