@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 python3 -m pytest -q -p no:cacheprovider tests/gpu
 python3 benchmarks/sam2_attention_bench.py --objects 1,10,50
 python3 benchmarks/sam2_kernels_bench.py --objects 1,2,10,50
+python3 benchmarks/sam2_fused_kernels_bench.py --objects 1,10,50
+python3 benchmarks/sam2_frame_time.py --objects 10 --frames 120
 python3 benchmarks/sam2_ab.py --switch fast_attention --objects 10 --compile
 python3 benchmarks/sam2_bench.py --objects 1,10 --no-raw --configs compile --workers 0,8
 python3 benchmarks/sam2_bench.py --objects 1,10 --raw-objects 1,10 --configs compile --workers 8
