@@ -148,3 +148,48 @@ def test_rope_copies_kernel_matches_rotate_in_the_interpreter():
         [sys.executable, "-c", COPIES_SCRIPT], env=env, capture_output=True, text=True, timeout=600
     )
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
+
+
+def test_kernels_fall_back_to_pytorch_where_they_cannot_run(monkeypatch):
+    """A kernel that cannot compile or launch here (here: CPU tensors, no interpreter)
+    is replaced, once and for good, by the same function in PyTorch, which must give
+    what sam2's modules give; a propagation never stops on it."""
+    import torch
+
+    from napari_sam2_worms.backends import sam2_attention as sa
+    from napari_sam2_worms.backends import sam2_triton as st
+    from napari_sam2_worms.checkpoints import build_model
+
+    monkeypatch.setattr(st, "FAILED", {})
+    torch.manual_seed(0)
+    p = build_model("sam2.1_hiera_tiny", "cpu", image_size=256)
+    ca = p.memory_attention.layers[1].cross_attn_image
+    cos, sin, cis = sa._rope_tables(ca, 16, "cpu")
+    n_plain, n = 8, 2 * 256 + 8
+    memory = (torch.randint(-16, 17, (n, 2, 64)) / 8).to(torch.bfloat16).transpose(0, 1)
+    pos = (torch.randint(-16, 17, (n, 2, 64)) / 8).transpose(0, 1)
+    we, wo, be, bo = st.key_weights(ca)
+    with torch.no_grad():
+        keys = st.rope_keys(memory, pos, we, wo, be, bo, cos, sin, n - n_plain)
+        assert "rope_keys" in st.FAILED
+        w = ca.k_proj.weight.to(torch.bfloat16).float()
+        k = torch.nn.functional.linear((memory.float() + pos), w, ca.k_proj.bias).unsqueeze(1)
+        ref = sa.rotate(k, cos, sin, cis, n - n_plain).squeeze(1)
+        torch.testing.assert_close(keys.float(), ref, atol=0.05, rtol=0.01)
+
+        q = torch.randn(1, 256, 256).to(torch.bfloat16)
+        copies = st.rope_copies(q, cos, sin, 3, 2)  # batch-1 queries shared by 3 objects
+        assert copies.shape == (3, 2, 256, 256) and "rope_copies" in st.FAILED
+        qref = sa.rotate(q.unsqueeze(1), cos, sin, cis)[0, 0].float()
+        for b in range(3):
+            for j in range(2):
+                torch.testing.assert_close(copies[b, j].float(), qref, atol=0.02, rtol=0.01)
+
+        enc = p.memory_encoder.mask_downsampler.encoder
+        conv, norm, act = enc[3], enc[4], enc[5]
+        norm.weight.normal_()
+        x = torch.randn(2, 4, 34, 30)
+        got = st.mask_stage(x, conv.weight, conv.bias, norm.weight, norm.bias, norm.eps)
+        assert "mask_stage" in st.FAILED
+        expect = act(norm(conv(x)))
+        torch.testing.assert_close(got.float(), expect, atol=0.03, rtol=0.01)

@@ -295,9 +295,11 @@ def _key_kernel(device: Any) -> tuple[bool, Any]:
     if device.type != "cuda":
         return False, None
     try:
-        from .sam2_triton import key_weights
+        from .sam2_triton import key_weights, usable
     except Exception as exc:  # no triton in this torch build: the PyTorch path
         log.info("memory attention keys without the Triton kernel: %s", exc)
+        return False, None
+    if not usable(device):  # before Ampere: no bf16 tensor cores for Triton
         return False, None
     return True, key_weights
 

@@ -101,9 +101,14 @@ def fused_mask_stages(memory_encoder: torch.nn.Module) -> int:
     if n == 0:
         return 0
     try:
-        from .sam2_triton import mask_stage
+        from .sam2_triton import mask_stage, usable
     except Exception as exc:  # no triton in this torch build
         log.info("mask downsampler keeps cuDNN: %s", exc)
+        return 0
+    # the GPU must suit the kernel (Ampere or newer); a CPU model keeps sam2's path at
+    # call time anyway (the fused stages run only on CUDA tensors)
+    device = next(memory_encoder.parameters()).device
+    if device.type == "cuda" and not usable(device):
         return 0
     stages = [layers[3 * k : 3 * k + 2] for k in range(n)]
     rest = layers[3 * n :]

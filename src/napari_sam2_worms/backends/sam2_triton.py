@@ -24,9 +24,58 @@ PyTorch path.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
+
+log = logging.getLogger(__name__)
+
+#: kernels that failed to compile or launch here; PyTorch computes their ops from then on
+FAILED: dict[str, str] = {}
+
+
+def usable(device: torch.device) -> bool:
+    """Whether these kernels are for ``device``: CUDA with bf16 tensor cores (Ampere or
+    newer); elsewhere the callers keep their PyTorch paths."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def _guarded(
+    name: str,
+    device: torch.device,
+    launch: Callable[[], torch.Tensor],
+    fallback: Callable[[], torch.Tensor],
+):
+    """``launch()``, or ``fallback()`` (the same function in PyTorch) once ``name``
+    failed: a GPU or Triton version this kernel does not compile for must not stop a
+    propagation."""
+    if name not in FAILED:
+        try:
+            return launch()
+        except Exception as exc:
+            FAILED[name] = f"{type(exc).__name__}: {exc}"
+            log.warning("Triton kernel %s unavailable (%s); PyTorch computes it", name, exc)
+    with torch.autocast(device.type, enabled=False):
+        return fallback()
+
+
+def _tables(cos: torch.Tensor, sin: torch.Tensor, n: int, n_rope: int) -> tuple:
+    """(n, P) cos/sin rows of tokens ``0..n-1`` (row ``l % T``; identity from n_rope)."""
+    rows = torch.arange(n, device=cos.device) % cos.shape[0]
+    c, s = cos[rows].clone(), sin[rows].clone()
+    c[n_rope:], s[n_rope:] = 1.0, 0.0
+    return c, s
+
+
+def _rotate_pairs(even: torch.Tensor, odd: torch.Tensor, c, s) -> torch.Tensor:
+    return torch.stack((even * c - odd * s, even * s + odd * c), dim=-1).flatten(-2)
+
 
 #: tokens per program (each program does them for every object)
 BLOCK_TOKENS = 64
@@ -114,11 +163,30 @@ def rope_keys(
     tables of the ``T`` positions (token ``l`` uses row ``l % T``); tokens from
     ``n_rope`` on are not rotated.
     """
-    b, n_tokens, din = memory.shape
+    b, n_tokens, _ = memory.shape
     pairs = w_even.shape[1]
     out = torch.empty((b, n_tokens, 2 * pairs), device=memory.device, dtype=torch.bfloat16)
     if b == 0 or n_tokens == 0:
         return out
+
+    def fallback() -> torch.Tensor:
+        x = (memory.float() + pos.float()).to(w_even.dtype).float()
+        even = x @ w_even.float() + b_even.float()
+        odd = x @ w_odd.float() + b_odd.float()
+        c, s = _tables(cos, sin, n_tokens, n_rope)
+        return _rotate_pairs(even, odd, c, s).to(torch.bfloat16)
+
+    return _guarded(
+        "rope_keys",
+        memory.device,
+        lambda: _launch_rope_keys(memory, pos, w_even, w_odd, b_even, b_odd, cos, sin, n_rope, out),
+        fallback,
+    )
+
+
+def _launch_rope_keys(memory, pos, w_even, w_odd, b_even, b_odd, cos, sin, n_rope, out):
+    b, n_tokens, din = memory.shape
+    pairs = w_even.shape[1]
     grid = (triton.cdiv(n_tokens, BLOCK_TOKENS),)
     _rope_keys_kernel[grid](
         memory,
@@ -214,6 +282,23 @@ def rope_copies(
     out = torch.empty((batch, copies, n_tokens, dim), device=x.device, dtype=torch.bfloat16)
     if out.numel() == 0:
         return out
+
+    def fallback() -> torch.Tensor:
+        xf = x.float()
+        c, s = _tables(cos, sin, n_tokens, n_tokens)
+        rot = _rotate_pairs(xf[..., 0::2], xf[..., 1::2], c, s).to(torch.bfloat16)
+        return rot.unsqueeze(1).expand(batch, copies, n_tokens, dim).contiguous()
+
+    return _guarded(
+        "rope_copies",
+        x.device,
+        lambda: _launch_rope_copies(x, cos, sin, batch, copies, out),
+        fallback,
+    )
+
+
+def _launch_rope_copies(x, cos, sin, batch, copies, out):
+    _, n_tokens, dim = x.shape
     grid = (triton.cdiv(n_tokens, BLOCK_TOKENS), batch)
     _rope_copies_kernel[grid](
         x,
@@ -314,12 +399,33 @@ def mask_stage(
     exact GELU on each output pixel's channels, held in registers). ``weight``: (COUT,
     CIN, 3, 3) float32, COUT a power of two.
     """
-    b, cin, h, w = x.shape
+    b, _, h, w = x.shape
     cout = weight.shape[0]
     oh, ow = (h + 1) // 2, (w + 1) // 2
     out = torch.empty((b, cout, oh, ow), device=x.device, dtype=torch.bfloat16)
     if out.numel() == 0:
         return out
+
+    def fallback() -> torch.Tensor:
+        y = F.conv2d(x.float(), weight.float(), bias.float(), stride=2, padding=1)
+        u = y.mean(1, keepdim=True)
+        v = (y - u).pow(2).mean(1, keepdim=True)
+        y = (y - u) / torch.sqrt(v + eps)
+        y = ln_weight.float()[:, None, None] * y + ln_bias.float()[:, None, None]
+        return F.gelu(y).to(torch.bfloat16)
+
+    return _guarded(
+        "mask_stage",
+        x.device,
+        lambda: _launch_mask_stage(x, weight, bias, ln_weight, ln_bias, eps, out),
+        fallback,
+    )
+
+
+def _launch_mask_stage(x, weight, bias, ln_weight, ln_bias, eps, out):
+    b, cin, h, w = x.shape
+    cout = weight.shape[0]
+    oh, ow = (h + 1) // 2, (w + 1) // 2
     grid = (triton.cdiv(oh * ow, BLOCK_PIXELS), b)
     _mask_stage_kernel[grid](
         x,
