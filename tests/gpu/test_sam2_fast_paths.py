@@ -130,6 +130,9 @@ def test_key_kernel_matches_pytorch_keys():
     scale = ref.float().abs()
     assert float(err.max() / scale.max()) < 0.01, float(err.max() / scale.max())
     assert float(err.mean() / scale.mean()) < 0.005, float(err.mean() / scale.mean())
+    from napari_sam2_worms.backends.sam2_triton import FAILED
+
+    assert not FAILED  # the Triton kernel ran (no PyTorch fallback)
 
 
 def test_mask_stage_kernel_matches_sam2_modules():
@@ -149,3 +152,6 @@ def test_mask_stage_kernel_matches_sam2_modules():
             assert got.shape == ref.shape and got.dtype == torch.bfloat16
             assert float((got.float() - ref).abs().max()) < 0.05 * float(ref.abs().max())
             x = ref.to(torch.bfloat16)
+    from napari_sam2_worms.backends.sam2_triton import FAILED
+
+    assert not FAILED
