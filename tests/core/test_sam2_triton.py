@@ -50,6 +50,8 @@ SCRIPT = textwrap.dedent(
     plain = torch.nn.functional.linear(keys[:, -n_plain:], w, ca.k_proj.bias.detach())
     assert float((got[:, -n_plain:].float() - plain).abs().max()) < 0.05
     assert float((got[:, :side].float() - k[:, 0, :side]).abs().max()) > 0.1  # rotated
+    from napari_sam2_worms.backends.sam2_triton import FAILED
+    assert not FAILED, FAILED  # the kernel ran, not the PyTorch fallback
     print("ok")
     """
 )
@@ -84,6 +86,8 @@ STAGE_SCRIPT = textwrap.dedent(
             assert got.shape == ref.shape and got.dtype == torch.bfloat16, got.shape
             err = float((got.float() - ref).abs().max())
             assert err < 0.02 * float(ref.abs().max()), err  # bf16 output
+    from napari_sam2_worms.backends.sam2_triton import FAILED
+    assert not FAILED, FAILED  # the kernel ran, not the PyTorch fallback
     print("ok")
     """
 )
@@ -137,6 +141,8 @@ COPIES_SCRIPT = textwrap.dedent(
     assert one.shape == (4, 1, 256, 256)
     for b in range(4):
         torch.testing.assert_close(one[b, 0].float(), ref[0, 0].float(), atol=0.02, rtol=0.01)
+    from napari_sam2_worms.backends.sam2_triton import FAILED
+    assert not FAILED, FAILED  # the kernel ran, not the PyTorch fallback
     print("ok")
     """
 )
