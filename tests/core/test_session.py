@@ -229,12 +229,53 @@ def test_streamed_skeletons_equal_the_stack_loop_and_are_reused(session, small_p
     assert 0 < len(computed) < len(present)
     _same_tracks(again, skeletonize_labels(session.labels, [1, 2, 3], fps=session.fps))
 
-    # a backward run cannot be streamed: the cache is dropped, results stay exact
+    # a backward run cannot be streamed: what the forward run made is kept (used only
+    # where its keys still match), results stay exact
+    kept = len(session._skeleton_cache)
     list(session.propagate("backward", start=5))
-    assert session._stream is None and not session._skeleton_cache
+    assert session._stream is None and len(session._skeleton_cache) == kept
     _same_tracks(
         session.skeletons(), skeletonize_labels(session.labels, [1, 2, 3], fps=session.fps)
     )
+
+
+def test_streamed_results_survive_a_later_propagation(session, small_plate, monkeypatch):
+    """A second run (here from frame 6, which cannot be streamed: objects lie on the
+    frames before it) keeps the first run's skeletons; the oracle writes the same masks
+    again, so nothing is recomputed."""
+    import napari_sam2_worms.skeleton.labels as labels_mod
+    from napari_sam2_worms.skeleton import skeletonize_labels
+
+    computed = []
+    original = labels_mod.skeleton_item
+    monkeypatch.setattr(
+        labels_mod, "skeleton_item", lambda *a: computed.append(a[1]) or original(*a)
+    )
+    session.skeleton_workers = 1
+    for k in (1, 2):
+        session.add_object()
+        _click(session, small_plate, 0, k)
+    list(session.propagate("forward"))
+    list(session.propagate("forward", start=6))
+    assert session._stream is None and session._skeleton_cache
+    tracks = session.skeletons()
+    assert computed == []
+    _same_tracks(tracks, skeletonize_labels(session.labels, [1, 2], fps=session.fps))
+
+
+def test_merged_stream_caches_take_nothing_old_on_frames_the_new_one_touched():
+    from napari_sam2_worms.skeleton.labels import StreamedSkeletons, merge_streamed
+
+    old = StreamedSkeletons([1, 2, 3])
+    old.update({(0, 1): "a0", (1, 1): "a1", (1, 2): "a1b"})
+    old.frames.update({0: ("sig0", {}), 1: ("sig1", {})})
+    new = StreamedSkeletons([1, 2])
+    new.update({(1, 1): "b1"})  # frame 1 again, without object 2, no frame check yet
+    merged = merge_streamed(old, new)
+    assert dict(merged) == {(0, 1): "a0", (1, 1): "b1"}
+    assert merged.frames == {0: ("sig0", {})}
+    assert merged.ids == frozenset({1, 2})  # frame checks only for objects both followed
+    assert merge_streamed({}, new).ids == new.ids
 
 
 def test_auto_workers_only_for_long_videos():

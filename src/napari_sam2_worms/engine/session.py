@@ -448,12 +448,13 @@ class TrackingSession:
 
     def _start_stream(self, runs: list[tuple[int, int, bool]]):
         """A skeleton stream for this propagation where its results will be reusable
-        (:func:`~napari_sam2_worms.skeleton.stream.stream_for_run`); earlier streamed
-        results are dropped either way."""
+        (:func:`~napari_sam2_worms.skeleton.stream.stream_for_run`). What earlier
+        streams finished is kept: ``skeletons()`` reuses an entry only where its key
+        still matches the label stack. The earlier stream's last frames are waited for
+        (the workers are rarely more than a few frames behind), not dropped."""
         from ..skeleton.stream import stream_for_run
 
-        self._close_stream()
-        self._skeleton_cache = {}
+        self._keep_stream_results()
         self._stream = stream_for_run(
             self.labels,
             self.objects,
@@ -463,6 +464,17 @@ class TrackingSession:
             pool=self._skeleton_pool(),
         )
         return self._stream
+
+    def _keep_stream_results(self) -> None:
+        """Merge the open stream's results (waiting up to a minute for its last
+        frames) into the skeleton cache, then close it."""
+        if self._stream is None:
+            return
+        from ..skeleton.labels import merge_streamed
+
+        got = self._stream.cache(timeout=60.0)
+        self._skeleton_cache = merge_streamed(self._skeleton_cache, got)
+        self._close_stream()
 
     def _close_stream(self) -> None:
         if self._stream is not None:
@@ -558,9 +570,7 @@ class TrackingSession:
         (same result)."""
         from ..skeleton import flip_head_tail, skeletonize_labels
 
-        if self._stream is not None:
-            self._skeleton_cache = self._stream.cache()
-            self._close_stream()
+        self._keep_stream_results()
         ids = sorted(self.objects)
         tracks = skeletonize_labels(
             self.labels,

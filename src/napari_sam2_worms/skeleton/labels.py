@@ -134,6 +134,34 @@ class StreamedSkeletons(dict):
         self.frames: dict[int, tuple[tuple, dict[int, tuple[slice, slice]]]] = {}
 
 
+def merge_streamed(older: Mapping, newer: Mapping) -> StreamedSkeletons:
+    """One cache: ``older``'s entries on the frames ``newer`` has nothing about, and
+    all of ``newer``'s.
+
+    Item entries stay valid wherever their keys still match (the stack loop checks
+    them), so results of an earlier propagation are kept for the frames a later one
+    did not reach. A frame ``newer`` touched takes nothing from ``older``: the stack
+    loop's whole-frame check trusts that a frame's items and its signature come from
+    the same stream. Whole-frame checks hold for the objects both streams followed (a
+    frame checked for fewer objects would hide the others).
+    """
+    old_ids = getattr(older, "ids", None)
+    new_ids = getattr(newer, "ids", None)
+    if old_ids is not None and new_ids is not None:
+        ids = old_ids & new_ids
+    else:
+        ids = new_ids if new_ids is not None else (old_ids or frozenset())
+    new_frames = getattr(newer, "frames", {})
+    touched = {t for t, _ in newer} | set(new_frames)
+    out = StreamedSkeletons(ids)
+    out.update((key, v) for key, v in older.items() if key[0] not in touched)
+    out.update(newer)
+    old_frames = getattr(older, "frames", {})
+    out.frames.update((t, v) for t, v in old_frames.items() if t not in touched)
+    out.frames.update(new_frames)
+    return out
+
+
 def _signatures(labels: np.ndarray, frames: list[int]) -> dict[int, tuple]:
     """:func:`frame_signature` of ``frames`` (threads: the checksums release the GIL)."""
     import os
