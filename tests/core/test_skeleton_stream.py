@@ -231,3 +231,38 @@ def test_wait_ready_after_a_stream_ran(small_plate):
         assert time.monotonic() - t0 < 10
     finally:
         pool.close()
+
+
+def test_frame_signature_sees_every_edit():
+    """A painted pixel, an erased object, a label block moved by a whole 64-bit word
+    (which an unweighted sum would miss), a trailing byte past the last whole word,
+    and the type: each changes the signature; an equal copy does not."""
+    from napari_sam2_worms.skeleton.labels import frame_signature
+
+    rng = np.random.default_rng(1)
+    frame = np.zeros((37, 51), np.uint8)  # 1,887 bytes: 7 past the last whole word
+    frame[5:9, 8:20] = 3
+    frame[20:30, 30:33] = 1
+    sig = frame_signature(frame)
+    assert frame_signature(frame.copy()) == sig
+    edits = []
+    a = frame.copy()
+    a[0, 0] = 2
+    edits.append(a)
+    b = frame.copy()
+    b[b == 1] = 0
+    edits.append(b)
+    c = np.zeros_like(frame)  # the block of 3s moved 8 bytes to the right
+    c[5:9, 16:28] = 3
+    c[20:30, 30:33] = 1
+    edits.append(c)
+    d = frame.copy()
+    d[-1, -1] = 5
+    edits.append(d)
+    edits.append(frame.astype(np.uint16))
+    for _ in range(50):
+        e = frame.copy()
+        e.flat[rng.integers(e.size)] ^= np.uint8(rng.integers(1, 256))
+        edits.append(e)
+    sigs = {frame_signature(e) for e in edits}
+    assert sig not in sigs and len(sigs) == len(edits)
