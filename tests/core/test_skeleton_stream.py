@@ -266,3 +266,48 @@ def test_frame_signature_sees_every_edit():
         edits.append(e)
     sigs = {frame_signature(e) for e in edits}
     assert sig not in sigs and len(sigs) == len(edits)
+
+
+def test_a_closed_pooled_stream_tells_its_workers_to_drop_its_frames(small_plate, tmp_path):
+    """A pool's worker, after ("end", epoch), skips that stream's frames still queued
+    (it used to skeletonize them for nobody); a frame sent before the end is done, and
+    the next stream's frames are."""
+    from collections import deque
+
+    from napari_sam2_worms.skeleton.stream import _READY, _worker
+
+    frames = np.ascontiguousarray(small_plate.labels[:2])
+    ring = (str(tmp_path / "ring.raw"), frames.shape, frames.dtype.str)
+    frames.tofile(ring[0])  # the ring file, as SkeletonStream writes it
+
+    class Conn:  # one message at a time: the worker cannot look ahead
+        def __init__(self, msgs):
+            self.msgs, self.sent = deque(msgs), []
+
+        def recv(self):
+            if not self.msgs:
+                raise EOFError
+            return self.msgs.popleft()
+
+        def poll(self):
+            return False
+
+        def send(self, m):
+            self.sent.append(m)
+
+    conn = Conn(
+        [
+            ("begin", 1, {1}, 49),
+            (1, 0, 0, 0, ring),  # before the end: done
+            ("end", 1),
+            (1, 1, 1, 1, ring),  # stale: dropped
+            ("begin", 2, {1}, 49),
+            (2, 0, 1, 1, ring),  # the next stream: done
+            None,
+        ]
+    )
+    _worker(conn)
+    assert conn.sent[0] == _READY
+    answered = [(m[0], m[1]) for m in conn.sent[1:]]
+    assert answered == [(1, 0), (2, 0)]
+    assert all(m[2] for m in conn.sent[1:])  # each carried object 1's skeleton

@@ -70,8 +70,9 @@ def _worker(conn: Any) -> None:
     """Worker process of a :class:`SkeletonPool`.
 
     Messages on ``conn``: ``("begin", epoch, ids, n_points)`` starts a stream (objects
-    ``ids`` of each frame, followed through time); ``(epoch, seq, frame, slot, ring)``
-    announces a label frame in the shared ring file; ``None`` ends the process.
+    ``ids`` of each frame, followed through time); ``("end", epoch)`` closes it (its
+    queued frames are dropped); ``(epoch, seq, frame, slot, ring)`` announces a label
+    frame in the shared ring file; ``None`` ends the process.
     Replies ``(epoch, seq, items)`` for every frame of the open stream, so the feeder
     knows when a ring slot is free again; frames of a closed stream are dropped.
     """
@@ -103,7 +104,12 @@ def _worker(conn: Any) -> None:
             chain = PrevChain()
             frames, ring_key = None, None  # let go of the last stream's ring file
             continue
-        if any(m is None or m[0] == "begin" for m in pending):
+        if msg[0] == "end":  # the stream closed: its frames still queued are stale
+            if msg[1] == epoch:
+                epoch = -1
+                frames, ring_key = None, None
+            continue
+        if any(m is None or m[0] in ("begin", "end") for m in pending):
             continue  # its stream was closed: nobody waits for this frame
         ep, seq, t, slot, ring = msg
         if ring != ring_key:
@@ -450,6 +456,10 @@ class SkeletonStream:
                 self.pool.current = None
             if self._own_pool:
                 self.pool.close()
+            else:  # the pool's workers drop this stream's frames still queued
+                for conn in self._conns:
+                    with contextlib.suppress(OSError, ValueError):
+                        conn.send(("end", self.epoch))
         self._ring = None
         if self._ring_path is not None:
             with contextlib.suppress(OSError):
