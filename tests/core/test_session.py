@@ -274,8 +274,41 @@ def test_merged_stream_caches_take_nothing_old_on_frames_the_new_one_touched():
     merged = merge_streamed(old, new)
     assert dict(merged) == {(0, 1): "a0", (1, 1): "b1"}
     assert merged.frames == {0: ("sig0", {})}
-    assert merged.ids == frozenset({1, 2})  # frame checks only for objects both followed
+    assert merged.ids_for(0) == frozenset({1, 2, 3})  # each check keeps its stream's objects
     assert merge_streamed({}, new).ids == new.ids
+    # a later stream with more objects: its frames are checked for all of them, the
+    # older frames only for the objects the older stream followed
+    newest = StreamedSkeletons([1, 2, 3, 4])
+    newest.frames[5] = ("sig5", {})
+    both = merge_streamed(merged, newest)
+    assert both.ids_for(5) == frozenset({1, 2, 3, 4}) and both.ids_for(0) == frozenset({1, 2, 3})
+
+
+def test_fast_path_per_frame_after_an_object_was_added(small_plate, monkeypatch):
+    """Frames streamed for objects {1, 2} and frames streamed for {1} only, in one merged
+    cache: skeletons of [1, 2] search only the latter again, and equal the stack loop."""
+    import napari_sam2_worms.skeleton.labels as labels_mod
+    from napari_sam2_worms.skeleton.labels import (
+        StreamedSkeletons,
+        frame_signature,
+        merge_streamed,
+        skeletonize_labels,
+    )
+
+    labels = small_plate.labels[:8].copy()
+    labels[~np.isin(labels, [1, 2])] = 0
+    first, second = StreamedSkeletons([1]), StreamedSkeletons([1, 2])
+    for t in range(8):
+        target = first if t < 4 else second
+        target.frames[t] = (frame_signature(labels[t]), labels_mod._object_slices(labels[t]))
+    cache = merge_streamed(first, second)
+    searched = []
+    original = labels_mod._object_slices
+    monkeypatch.setattr(labels_mod, "_object_slices", lambda f: searched.append(1) or original(f))
+    tracks = skeletonize_labels(labels, [1, 2], cache=cache)
+    assert len(searched) == 4  # frames 0-3: checked for object 1 only
+    ref = skeletonize_labels(labels, [1, 2])
+    np.testing.assert_array_equal(tracks.points, ref.points)
 
 
 def test_auto_workers_only_for_long_videos():

@@ -260,6 +260,9 @@ def test_frame_signature_sees_every_edit():
     d[-1, -1] = 5
     edits.append(d)
     edits.append(frame.astype(np.uint16))
+    e = frame.copy()  # +128 in the top byte of two 32-bit lanes: the largest headroom
+    e.flat[3] = e.flat[7] = 128  # a plain sum of words times odd weights has least
+    edits.append(e)
     for _ in range(50):
         e = frame.copy()
         e.flat[rng.integers(e.size)] ^= np.uint8(rng.integers(1, 256))

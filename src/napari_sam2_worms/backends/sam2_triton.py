@@ -412,7 +412,7 @@ def mask_stage(
         v = (y - u).pow(2).mean(1, keepdim=True)
         y = (y - u) / torch.sqrt(v + eps)
         y = ln_weight.float()[:, None, None] * y + ln_bias.float()[:, None, None]
-        return F.gelu(y).to(torch.bfloat16)
+        return F.gelu(y).to(torch.bfloat16).contiguous()  # the kernel's (and fake's) layout
 
     return _guarded(
         "mask_stage",

@@ -467,14 +467,21 @@ class TrackingSession:
 
     def _keep_stream_results(self) -> None:
         """Merge the open stream's results (waiting up to a minute for its last
-        frames) into the skeleton cache, then close it."""
-        if self._stream is None:
+        frames) into the skeleton cache, then close it. Safe from two threads (a
+        propagation starting while ``skeletons()`` runs): the stream is taken under
+        the lock, waited for outside it."""
+        with self._lock:
+            stream, self._stream = self._stream, None
+        if stream is None:
             return
         from ..skeleton.labels import merge_streamed
 
-        got = self._stream.cache(timeout=60.0)
-        self._skeleton_cache = merge_streamed(self._skeleton_cache, got)
-        self._close_stream()
+        try:
+            got = stream.cache(timeout=60.0)
+            with self._lock:
+                self._skeleton_cache = merge_streamed(self._skeleton_cache, got)
+        finally:
+            stream.close()
 
     def _close_stream(self) -> None:
         if self._stream is not None:
