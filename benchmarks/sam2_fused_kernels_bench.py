@@ -17,20 +17,8 @@ Random weights, bf16 autocast; the max abs difference to PyTorch is printed.
 from __future__ import annotations
 
 import argparse
-import time
 
-
-def _time(fn, n: int = 30) -> float:
-    import torch
-
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t) / n * 1e3
+from sam2_attention_bench import _time  # this folder is on the path when run as a script
 
 
 def keys(p, batches: list[int]) -> None:
@@ -55,13 +43,14 @@ def keys(p, batches: list[int]) -> None:
             def ref():
                 return sa._rope(ca, ca.k_proj(memory + pos).unsqueeze(1), n - 64)
 
-            t_ref, t_comp = _time(ref), _time(torch.compile(ref))
+            t_ref, t_comp = _time(ref, 30), _time(torch.compile(ref), 30)
             cells = []
             for bm in (32, 64, 128):
                 for nw in (4, 8):
                     st.BLOCK_TOKENS, st.NUM_WARPS = bm, nw
                     t = _time(
-                        lambda: st.rope_keys(memory, pos, *w, ca._nsw_cos, ca._nsw_sin, n - 64)
+                        lambda: st.rope_keys(memory, pos, *w, ca._nsw_cos, ca._nsw_sin, n - 64),
+                        30,
                     )
                     cells.append(f"{bm}/{nw}: {t:.3f}")
             st.BLOCK_TOKENS, st.NUM_WARPS = 64, 8
@@ -89,18 +78,18 @@ def mask_stages(p, batches: list[int]) -> None:
                 wb, bb = conv.weight.to(torch.bfloat16), conv.bias.to(torch.bfloat16)
                 xc = xb.contiguous(memory_format=torch.channels_last)
                 wc = wb.contiguous(memory_format=torch.channels_last)
-                t_nchw = _time(lambda: F.conv2d(xb, wb, bb, 2, 1))
-                t_cl = _time(lambda: F.conv2d(xc, wc, bb, 2, 1))
+                t_nchw = _time(lambda: F.conv2d(xb, wb, bb, 2, 1), 30)
+                t_cl = _time(lambda: F.conv2d(xc, wc, bb, 2, 1), 30)
 
                 def ref():
                     return act(norm(conv(x)))
 
-                t_ref, t_comp = _time(ref), _time(torch.compile(ref))
+                t_ref, t_comp = _time(ref, 30), _time(torch.compile(ref), 30)
                 cells = []
                 for bp in (128, 256, 512):
                     st.BLOCK_PIXELS = bp
                     args = (x, conv.weight, conv.bias, norm.weight, norm.bias, norm.eps)
-                    cells.append(f"{_time(lambda: st.mask_stage(*args)):.3f}")
+                    cells.append(f"{_time(lambda: st.mask_stage(*args), 30):.3f}")
                 st.BLOCK_PIXELS = 512
                 got = st.mask_stage(x, conv.weight, conv.bias, norm.weight, norm.bias, norm.eps)
                 diff = float((got.float() - ref().float()).abs().max())

@@ -19,6 +19,25 @@ pytest.importorskip("torch")
 pytest.importorskip("triton")
 pytest.importorskip("sam2")
 
+
+def _interpret(script: str) -> None:
+    """Run ``script`` in a subprocess under Triton's CPU interpreter; it must end with
+    the kernels having run (nothing fell back to PyTorch)."""
+    check = (
+        "\nfrom napari_sam2_worms.backends.sam2_triton import FAILED\n"
+        "assert not FAILED, FAILED\nprint('ok')\n"
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    run = subprocess.run(
+        [sys.executable, "-c", script + check],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
+
+
 SCRIPT = textwrap.dedent(
     """
     import torch
@@ -50,19 +69,12 @@ SCRIPT = textwrap.dedent(
     plain = torch.nn.functional.linear(keys[:, -n_plain:], w, ca.k_proj.bias.detach())
     assert float((got[:, -n_plain:].float() - plain).abs().max()) < 0.05
     assert float((got[:, :side].float() - k[:, 0, :side]).abs().max()) > 0.1  # rotated
-    from napari_sam2_worms.backends.sam2_triton import FAILED
-    assert not FAILED, FAILED  # the kernel ran, not the PyTorch fallback
-    print("ok")
     """
 )
 
 
 def test_key_kernel_matches_pytorch_in_the_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    run = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
+    _interpret(SCRIPT)
 
 
 STAGE_SCRIPT = textwrap.dedent(
@@ -86,19 +98,12 @@ STAGE_SCRIPT = textwrap.dedent(
             assert got.shape == ref.shape and got.dtype == torch.bfloat16, got.shape
             err = float((got.float() - ref).abs().max())
             assert err < 0.02 * float(ref.abs().max()), err  # bf16 output
-    from napari_sam2_worms.backends.sam2_triton import FAILED
-    assert not FAILED, FAILED  # the kernel ran, not the PyTorch fallback
-    print("ok")
     """
 )
 
 
 def test_mask_stage_kernel_matches_sam2_modules_in_the_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    run = subprocess.run(
-        [sys.executable, "-c", STAGE_SCRIPT], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
+    _interpret(STAGE_SCRIPT)
 
 
 def test_fused_mask_stages_installs_on_the_few_channel_stages_only():
@@ -141,19 +146,12 @@ COPIES_SCRIPT = textwrap.dedent(
     assert one.shape == (4, 1, 256, 256)
     for b in range(4):
         torch.testing.assert_close(one[b, 0].float(), ref[0, 0].float(), atol=0.02, rtol=0.01)
-    from napari_sam2_worms.backends.sam2_triton import FAILED
-    assert not FAILED, FAILED  # the kernel ran, not the PyTorch fallback
-    print("ok")
     """
 )
 
 
 def test_rope_copies_kernel_matches_rotate_in_the_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    run = subprocess.run(
-        [sys.executable, "-c", COPIES_SCRIPT], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
+    _interpret(COPIES_SCRIPT)
 
 
 def test_kernels_fall_back_to_pytorch_where_they_cannot_run(monkeypatch):
