@@ -189,7 +189,7 @@ def run_ours(
         session.add_object()
         session.add_point(0, k, float(xy[0]), float(xy[1]), True)
     open_to_mask = time.perf_counter() - t0 - lat[1]  # open, then all first clicks
-    workers = pool if pool is not None else session._pool
+    workers = pool if pool is not None else session.skeleton_feed.pool
     if workers is not None and not args.cold_workers:
         # in the widget they start when the model loads, long before a propagation
         workers.wait_ready(60.0)

@@ -214,10 +214,10 @@ def test_streamed_skeletons_equal_the_stack_loop_and_are_reused(session, small_p
         session.add_object()
         _click(session, small_plate, 0, k)
     list(session.propagate("forward"))
-    assert session._stream is not None
+    assert session.skeleton_feed.stream is not None
     tracks = session.skeletons()
     assert computed == []  # all reused
-    cache = session._skeleton_cache
+    cache = session.skeleton_feed.cache
     present = {(t, o) for t in range(12) for o in (1, 2, 3) if (session.labels[t] == o).any()}
     assert set(cache) == present  # every frame was skeletonized while tracking
     _same_tracks(tracks, skeletonize_labels(session.labels, [1, 2, 3], fps=session.fps))
@@ -231,9 +231,9 @@ def test_streamed_skeletons_equal_the_stack_loop_and_are_reused(session, small_p
 
     # a backward run cannot be streamed: what the forward run made is kept (used only
     # where its keys still match), results stay exact
-    kept = len(session._skeleton_cache)
+    kept = len(session.skeleton_feed.cache)
     list(session.propagate("backward", start=5))
-    assert session._stream is None and len(session._skeleton_cache) == kept
+    assert session.skeleton_feed.stream is None and len(session.skeleton_feed.cache) == kept
     _same_tracks(
         session.skeletons(), skeletonize_labels(session.labels, [1, 2, 3], fps=session.fps)
     )
@@ -257,7 +257,7 @@ def test_streamed_results_survive_a_later_propagation(session, small_plate, monk
         _click(session, small_plate, 0, k)
     list(session.propagate("forward"))
     list(session.propagate("forward", start=6))
-    assert session._stream is None and session._skeleton_cache
+    assert session.skeleton_feed.stream is None and session.skeleton_feed.cache
     tracks = session.skeletons()
     assert computed == []
     _same_tracks(tracks, skeletonize_labels(session.labels, [1, 2], fps=session.fps))

@@ -133,10 +133,10 @@ def test_session_starts_workers_before_propagating_and_replaces_dead_ones(small_
 
     session = TrackingSession(small_plate.video, OracleBackend(small_plate.labels))
     session.skeleton_workers = 2
-    pool = session._pool
+    pool = session.skeleton_feed.pool
     assert pool is not None and pool.size == 2 and all(p.is_alive() for p in pool.procs)
     session.skeleton_workers = 2  # unchanged: the same pool
-    assert session._pool is pool
+    assert session.skeleton_feed.pool is pool
     for k in (1, 2):
         session.add_object()
         xy = small_plate.centerlines[0, k - 1, 24]
@@ -144,13 +144,13 @@ def test_session_starts_workers_before_propagating_and_replaces_dead_ones(small_
     pool.procs[1].kill()
     pool.procs[1].join(5)
     list(session.propagate("forward"))
-    assert session._pool is not pool and session._pool.usable  # replaced
+    assert session.skeleton_feed.pool is not pool and session.skeleton_feed.pool.usable  # replaced
     tracks = session.skeletons()
     ref = skeletonize_labels(session.labels, [1, 2], fps=session.fps)
     np.testing.assert_array_equal(tracks.points, ref.points)
-    new = session._pool
+    new = session.skeleton_feed.pool
     session.close()
-    assert session._pool is None and not any(p.is_alive() for p in new.procs)
+    assert session.skeleton_feed.pool is None and not any(p.is_alive() for p in new.procs)
     session.skeleton_workers = 0
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from ..backends.base import Backend, BadPromptError, FrameResult, ObjectPrompts
 from .compose import compose_frame
 from .prompts import PromptStore
+from .skeleton_feed import SkeletonFeed
 
 if TYPE_CHECKING:
     from ..video import LazyVideo
@@ -113,11 +114,7 @@ class TrackingSession:
         self.stale = np.zeros(self.n_frames, bool)  # computed from prompts that changed since
         self._backend_dirty = False  # prompts not yet sent to the backend (after loading)
         self._lock = threading.RLock()
-        self._skeleton_workers = 0
-        self._pool = None  # the skeleton workers' processes (skeleton/stream.py)
-        self.skeleton_points = 49  # points per centerline the stream makes (as skeletons())
-        self._stream = None
-        self._skeleton_cache: dict = {}
+        self.skeleton_feed = SkeletonFeed()  # workers skeletonizing while tracking
         backend.open(video)
 
     @property
@@ -128,34 +125,20 @@ class TrackingSession:
         Setting it starts the processes at once, so they are up (they take about a
         second to start) by the time the user has clicked and propagates.
         """
-        return self._skeleton_workers
+        return self.skeleton_feed.workers
 
     @skeleton_workers.setter
     def skeleton_workers(self, workers: int) -> None:
-        workers = max(0, int(workers))
-        if workers != self._skeleton_workers:
-            self._close_stream()
-            self._close_pool()
-        self._skeleton_workers = workers
-        self._skeleton_pool()
+        self.skeleton_feed.workers = workers
 
-    def _skeleton_pool(self):
-        """The session's worker pool (started, or restarted after a worker died), or
-        None when streaming is off."""
-        if self._skeleton_workers <= 0:
-            return None
-        if self._pool is not None and not self._pool.usable:
-            self._close_pool()
-        if self._pool is None:
-            from ..skeleton.stream import SkeletonPool
+    @property
+    def skeleton_points(self) -> int:
+        """Points per centerline the workers make (as :meth:`skeletons` will ask)."""
+        return self.skeleton_feed.points
 
-            self._pool = SkeletonPool(self._skeleton_workers)
-        return self._pool
-
-    def _close_pool(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+    @skeleton_points.setter
+    def skeleton_points(self, n: int) -> None:
+        self.skeleton_feed.points = int(n)
 
     # -- objects -----------------------------------------------------------------------
     def add_object(self, name: str | None = None, object_id: int | None = None) -> int:
@@ -426,7 +409,7 @@ class TrackingSession:
         total = sum(abs(b - a) + 1 for a, b, _ in runs)
         done = 0
         self._sync_backend()
-        stream = self._start_stream(runs)
+        stream = self.skeleton_feed.start(self.labels, self.objects, runs)
         for a, b, reverse in runs:
             gen = self.backend.propagate(a, b, reverse=reverse)
             try:
@@ -445,48 +428,6 @@ class TrackingSession:
                         return
             finally:
                 gen.close()
-
-    def _start_stream(self, runs: list[tuple[int, int, bool]]):
-        """A skeleton stream for this propagation where its results will be reusable
-        (:func:`~napari_sam2_worms.skeleton.stream.stream_for_run`). What earlier
-        streams finished is kept: ``skeletons()`` reuses an entry only where its key
-        still matches the label stack. The earlier stream's last frames are waited for
-        (the workers are rarely more than a few frames behind), not dropped."""
-        from ..skeleton.stream import stream_for_run
-
-        self._keep_stream_results()
-        self._stream = stream_for_run(
-            self.labels,
-            self.objects,
-            runs,
-            self.skeleton_workers,
-            self.skeleton_points,
-            pool=self._skeleton_pool(),
-        )
-        return self._stream
-
-    def _keep_stream_results(self) -> None:
-        """Merge the open stream's results (waiting up to a minute for its last
-        frames) into the skeleton cache, then close it. Safe from two threads (a
-        propagation starting while ``skeletons()`` runs): the stream is taken under
-        the lock, waited for outside it."""
-        with self._lock:
-            stream, self._stream = self._stream, None
-        if stream is None:
-            return
-        from ..skeleton.labels import merge_streamed
-
-        try:
-            got = stream.cache(timeout=60.0)
-            with self._lock:
-                self._skeleton_cache = merge_streamed(self._skeleton_cache, got)
-        finally:
-            stream.close()
-
-    def _close_stream(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
 
     def _runs(
         self, direction: Direction, start: int | None, stop: int | None, prompted: list[int]
@@ -577,7 +518,7 @@ class TrackingSession:
         (same result)."""
         from ..skeleton import flip_head_tail, skeletonize_labels
 
-        self._keep_stream_results()
+        cache = self.skeleton_feed.keep_results()
         ids = sorted(self.objects)
         tracks = skeletonize_labels(
             self.labels,
@@ -589,7 +530,7 @@ class TrackingSession:
             frames=frames,
             progress=progress,
             workers=workers,
-            cache=self._skeleton_cache or None,
+            cache=cache or None,
         )
         for obj, a, b in self.flips:
             if obj in self.objects:
@@ -597,7 +538,5 @@ class TrackingSession:
         return tracks
 
     def close(self) -> None:
-        self._close_stream()
-        self._close_pool()
-        self._skeleton_cache = {}
+        self.skeleton_feed.close()
         self.backend.close()
