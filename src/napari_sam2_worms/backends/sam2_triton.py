@@ -1,25 +1,29 @@
-"""One Triton kernel for the memory attention's keys: add, project, rotate (CUDA, bf16).
+"""Triton kernels of the GPU path (CUDA, bf16), each a custom op with a PyTorch fallback.
 
-Per layer and per frame, the cross-attention's keys are ``rotate(k_proj(memory +
-pos))`` for ~28,700 memory tokens per object, 64 wide in, 256 wide out. Through
-PyTorch that is an addition (written), a matrix product (256-wide keys written) and a
-rotary encoding (read and written again): at 10 objects ~440 MB of memory traffic per
-layer. This kernel reads the 64-wide memory and positions once and writes the rotated
-keys once (~220 MB): each program loads a block of tokens, multiplies them by the even
-and the odd rows of the projection (the two halves of each rotated pair), rotates the
-pairs with the cos/sin tables of the token's position, and stores them interleaved,
-as sam2's complex rotation does.
+- ``rope_keys``: the memory attention's keys. Per layer and per frame they are
+  ``rotate(k_proj(memory + pos))`` for ~28,700 memory tokens per object, 64 wide in,
+  256 wide out. Through PyTorch that is an addition (written), a matrix product (keys
+  written) and a rotary encoding (read and written again): at 10 objects ~440 MB of
+  memory traffic per layer. The kernel reads the 64-wide memory and positions once and
+  writes the rotated keys once: each program takes a block of tokens for every object,
+  multiplies them by the even and the odd rows of the projection (the two halves of
+  each rotated pair), rotates the pairs with the cos/sin tables of the token's position
+  and stores them interleaved, as sam2's complex rotation does. The arithmetic follows
+  sam2 under bf16 autocast (``memory + pos`` rounded to bf16, float32 products, bias
+  and rotation), except that the keys are rounded to bf16 once, after the rotation
+  (sam2 rounds them before it too). Tokens from ``n_rope`` on (object pointers) are
+  projected without rotation.
+- ``rope_copies``: rotated queries written once per key chunk of the split-key
+  attention.
+- ``mask_stage``: a (3x3 stride-2 convolution, LayerNorm2d, GELU) stage of sam2's mask
+  downsampler with few channels, in one pass.
 
-The arithmetic follows sam2 under bf16 autocast: ``memory + pos`` rounded to bf16,
-products accumulated in float32 plus the bias, the rotation in float32, the keys
-rounded to bf16 once (sam2 rounds the projected keys before rotating them too; this
-kernel does not, so its keys are slightly closer to exact). Tokens from ``n_rope`` on
-(object pointers) are projected without rotation.
-
-Wrapped as the custom op ``napari_sam2_worms::rope_keys`` so that ``torch.compile``
-calls it as an opaque kernel and CUDA graphs capture it. Only imported on CUDA (needs
-``triton``, shipped with PyTorch's CUDA builds); ``tests/gpu`` compares it with the
-PyTorch path.
+Custom ops, so that ``torch.compile`` calls them as opaque kernels and CUDA graphs
+capture them. Used on Ampere or newer (:func:`usable`); a kernel that fails to compile
+or launch falls back, once and for good, to the same function in PyTorch
+(:data:`FAILED`). Imported only where used (needs ``triton``, shipped with PyTorch's
+CUDA builds). Tests: Triton's CPU interpreter (``tests/core``), bf16 on a GPU
+(``tests/gpu``).
 """
 
 from __future__ import annotations
@@ -63,18 +67,6 @@ def _guarded(
             log.warning("Triton kernel %s unavailable (%s); PyTorch computes it", name, exc)
     with torch.autocast(device.type, enabled=False):
         return fallback()
-
-
-def _tables(cos: torch.Tensor, sin: torch.Tensor, n: int, n_rope: int) -> tuple:
-    """(n, P) cos/sin rows of tokens ``0..n-1`` (row ``l % T``; identity from n_rope)."""
-    rows = torch.arange(n, device=cos.device) % cos.shape[0]
-    c, s = cos[rows].clone(), sin[rows].clone()
-    c[n_rope:], s[n_rope:] = 1.0, 0.0
-    return c, s
-
-
-def _rotate_pairs(even: torch.Tensor, odd: torch.Tensor, c, s) -> torch.Tensor:
-    return torch.stack((even * c - odd * s, even * s + odd * c), dim=-1).flatten(-2)
 
 
 #: tokens per program (each program does them for every object)
@@ -169,12 +161,14 @@ def rope_keys(
     if b == 0 or n_tokens == 0:
         return out
 
-    def fallback() -> torch.Tensor:
+    def fallback() -> torch.Tensor:  # sam2_attention's PyTorch path, in float32
+        from .sam2_attention import rotate
+
         x = (memory.float() + pos.float()).to(w_even.dtype).float()
-        even = x @ w_even.float() + b_even.float()
-        odd = x @ w_odd.float() + b_odd.float()
-        c, s = _tables(cos, sin, n_tokens, n_rope)
-        return _rotate_pairs(even, odd, c, s).to(torch.bfloat16)
+        w = torch.stack((w_even, w_odd), dim=-1).flatten(-2).float()  # interleave pairs
+        bias = torch.stack((b_even, b_odd), dim=-1).flatten().float()
+        k = rotate((x @ w + bias).unsqueeze(1), cos, sin, None, n_rope)
+        return k.squeeze(1).to(torch.bfloat16)
 
     return _guarded(
         "rope_keys",
@@ -283,11 +277,11 @@ def rope_copies(
     if out.numel() == 0:
         return out
 
-    def fallback() -> torch.Tensor:
-        xf = x.float()
-        c, s = _tables(cos, sin, n_tokens, n_tokens)
-        rot = _rotate_pairs(xf[..., 0::2], xf[..., 1::2], c, s).to(torch.bfloat16)
-        return rot.unsqueeze(1).expand(batch, copies, n_tokens, dim).contiguous()
+    def fallback() -> torch.Tensor:  # sam2_attention's PyTorch path, then the copies
+        from .sam2_attention import rotate
+
+        rot = rotate(x.float().unsqueeze(1), cos, sin).to(torch.bfloat16)
+        return rot.expand(batch, copies, n_tokens, dim).contiguous()
 
     return _guarded(
         "rope_copies",
