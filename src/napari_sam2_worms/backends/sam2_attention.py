@@ -160,16 +160,21 @@ def _self_attention(attn: Any, x: torch.Tensor) -> torch.Tensor:
     return attn.out_proj(out.squeeze(1))
 
 
+def _triton(attn: Any, dtype: torch.dtype) -> bool:
+    """Whether ``attn``'s cross-attention runs the Triton kernels (installed: CUDA,
+    Ampere or newer; and computing in bf16)."""
+    return getattr(attn, "_nsw_key_weights", None) is not None and dtype == torch.bfloat16
+
+
 def _keys(
     attn: Any, memory: torch.Tensor, pos: torch.Tensor | None, n_plain: int, dtype
 ) -> torch.Tensor:
     """The cross-attention's rotated keys (B, 1, L, 256) of ``memory + pos``: one
-    Triton kernel where installed (CUDA, bf16; :mod:`.sam2_triton`), else PyTorch."""
+    Triton kernel where installed (:mod:`.sam2_triton`), else PyTorch."""
     n_rope = memory.shape[1] - n_plain
-    weights = getattr(attn, "_nsw_key_weights", None)
-    if weights is not None and pos is not None and dtype == torch.bfloat16:
+    if pos is not None and _triton(attn, dtype):
         k = torch.ops.napari_sam2_worms.rope_keys(
-            memory, pos, *weights, attn._nsw_cos, attn._nsw_sin, n_rope
+            memory, pos, *attn._nsw_key_weights, attn._nsw_cos, attn._nsw_sin, n_rope
         )
         return k.unsqueeze(1)
     keys = memory if pos is None else memory + pos
@@ -193,7 +198,7 @@ def _cross_attention(
     q = attn.q_proj(x)
     k = _keys(attn, memory, pos, n_plain, q.dtype)
     splits = _splits_for(q, k, batch)
-    if getattr(attn, "_nsw_key_weights", None) is not None and q.dtype == torch.bfloat16:
+    if _triton(attn, q.dtype):
         # rotated by the Triton kernel, straight into one copy per object and chunk
         q = torch.ops.napari_sam2_worms.rope_copies(q, attn._nsw_cos, attn._nsw_sin, batch, splits)
     else:
