@@ -271,6 +271,24 @@ def test_frame_signature_sees_every_edit():
     assert sig not in sigs and len(sigs) == len(edits)
 
 
+def test_stack_signatures_in_threads_match_frame_by_frame(monkeypatch):
+    """The end-of-run hashing of a stack (threads where the host has cores) gives each
+    frame its own signature: same as one by one, in the right frames, an edit seen."""
+    from napari_sam2_worms.skeleton import labels as labels_mod
+
+    rng = np.random.default_rng(3)
+    stack = rng.integers(0, 4, (40, 24, 30), dtype=np.uint16)
+    frames = list(range(3, 40))
+    serial = {t: labels_mod.frame_signature(stack[t]) for t in frames}
+    monkeypatch.setattr(
+        labels_mod.os, "sched_getaffinity", lambda _pid: set(range(4)), raising=False
+    )
+    assert labels_mod._signatures(stack, frames) == serial
+    stack[17, 5, 5] += 1
+    threaded = labels_mod._signatures(stack, frames)
+    assert [t for t in frames if threaded[t] != serial[t]] == [17]
+
+
 def test_a_closed_pooled_stream_tells_its_workers_to_drop_its_frames(small_plate, tmp_path):
     """A pool's worker, after ("end", epoch), skips that stream's frames still queued
     (it used to skeletonize them for nobody); a frame sent before the end is done, and
