@@ -22,8 +22,8 @@ def test_ring_reuse_gives_the_stack_loop_result(small_plate, monkeypatch):
     for t, frame in enumerate(labels):
         stream.feed(t, frame)
         if t == 0:
-            assert stream.ring_size == 4 and os.path.exists(stream._ring_path)
-    path = stream._ring_path
+            assert stream.ring_size == 4 and os.path.exists(stream._ring_msg[0])
+    path = stream._ring_msg[0]
     cache = stream.cache(timeout=120)
     stream.close()
     assert not os.path.exists(path)
@@ -122,6 +122,53 @@ def test_a_pool_serves_successive_streams(small_plate):
         pool.close()
     assert not pool.usable
     assert not any(p.is_alive() for p in pool.procs)
+
+
+def test_a_pool_keeps_one_ring_for_its_streams(small_plate, monkeypatch, caplog):
+    """The ring is made ahead (prepare) and reused by the next stream of the same
+    frames: its slots rewritten with other frames give that stream's own skeletons.
+    Other frames get a new ring (the old file deleted); closing the pool deletes it.
+    Where no ring can be made, feeding neither raises nor stops: skeletons come later."""
+    from napari_sam2_worms.skeleton import stream as stream_mod
+
+    labels = small_plate.labels
+    shape, dtype = labels.shape[1:], labels.dtype
+    pool = stream_mod.SkeletonPool(1)
+    try:
+        pool.prepare(shape, dtype)
+        ring = pool.ring(shape, dtype)
+        assert ring is pool.ring(shape, dtype) and os.path.exists(ring.path)
+        runs = []
+        for stack in (labels, labels[::-1]):
+            stream = pool.stream([1, 2])
+            for t in range(6):
+                stream.feed(t, stack[t])
+            cache = stream.cache(timeout=120)
+            stream.close()
+            assert stream._ring_msg[0] == ring.path and os.path.exists(ring.path)
+            got = skeletonize_labels(stack[:6], [1, 2], cache=cache)
+            ref = skeletonize_labels(stack[:6], [1, 2])
+            np.testing.assert_array_equal(got.points, ref.points)
+            runs.append(got.points)
+        assert not np.array_equal(runs[0], runs[1])  # the second run's own frames
+        other = pool.ring(shape, np.uint16 if dtype != np.uint16 else np.uint8)
+        assert other is not ring and not os.path.exists(ring.path)
+    finally:
+        pool.close()
+    assert not os.path.exists(other.path)
+
+    def no_room(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(stream_mod, "FrameRing", no_room)
+    stream = SkeletonStream([1], workers=1)
+    try:
+        for t in range(3):
+            stream.feed(t, labels[t])  # no exception: tracking goes on
+        assert stream.closed
+        assert "No space left on device" in caplog.text
+    finally:
+        stream.close()
 
 
 def test_session_starts_workers_before_propagating_and_replaces_dead_ones(small_plate):

@@ -114,7 +114,8 @@ class TrackingSession:
         self.stale = np.zeros(self.n_frames, bool)  # computed from prompts that changed since
         self._backend_dirty = False  # prompts not yet sent to the backend (after loading)
         self._lock = threading.RLock()
-        self.skeleton_feed = SkeletonFeed()  # workers skeletonizing while tracking
+        # workers skeletonizing while tracking
+        self.skeleton_feed = SkeletonFeed(self.labels.shape[1:], self.labels.dtype)
         backend.open(video)
 
     @property

@@ -21,7 +21,9 @@ import numpy as np
 class SkeletonFeed:
     """Skeleton worker pool, current stream and merged results of one session."""
 
-    def __init__(self) -> None:
+    def __init__(self, frame_shape: tuple[int, ...] | None = None, dtype: Any = None) -> None:
+        #: the label frames' shape and type: the pool allocates its ring for them early
+        self.frame = None if frame_shape is None else (tuple(frame_shape), np.dtype(dtype))
         self._workers = 0
         self.points = 49  # points per centerline the stream makes (as skeletons())
         self.pool: Any = None  # skeleton.stream.SkeletonPool
@@ -53,6 +55,8 @@ class SkeletonFeed:
             from ..skeleton.stream import SkeletonPool
 
             self.pool = SkeletonPool(self._workers)
+            if self.frame is not None:
+                self.pool.prepare(*self.frame)
         return self.pool
 
     def start(

@@ -36,7 +36,86 @@ from .labels import (
 log = logging.getLogger(__name__)
 
 #: bytes of label frames shared with the workers (a ring; see SkeletonStream)
-RING_BYTES = 128 * 2**20
+RING_BYTES = 64 * 2**20
+
+#: Linux's madvise option that allocates a mapping's pages at once (kernel 5.14+)
+_MADV_POPULATE_WRITE = 23
+
+
+class FrameRing:
+    """A ring of ``size`` label frames in a shared temporary file (in ``/dev/shm``
+    where it has room), memory-mapped, with its pages allocated up front.
+
+    Writing a frame into pages never touched costs a page fault per 4 KiB: 1.7 ms for
+    a 640x480 uint16 frame on a virtual machine, most of a 1-worm frame's host time.
+    So a pool keeps its ring for the next stream and allocates it before tracking
+    (:meth:`SkeletonPool.prepare`), in one ``madvise`` call (writing zeros where the
+    system has no such call).
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any, size: int) -> None:
+        import mmap
+        import os
+        import tempfile
+
+        self.size = int(size)
+        self.frame_shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        nbytes = self.size * int(np.prod(self.frame_shape)) * self.dtype.itemsize
+        folder = None  # the system's temporary folder, unless /dev/shm has room (RAM)
+        try:
+            st = os.statvfs("/dev/shm")
+            if st.f_bavail * st.f_frsize > 2 * nbytes:
+                folder = "/dev/shm"
+        except (OSError, AttributeError):
+            pass
+        fd, path = tempfile.mkstemp(prefix="nsw-skeleton-ring-", suffix=".u", dir=folder)
+        try:
+            os.ftruncate(fd, nbytes)
+            self._mmap = mmap.mmap(fd, nbytes)
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        os.close(fd)
+        self.path = path
+        shape = (self.size, *self.frame_shape)
+        self.frames = np.ndarray(shape, self.dtype, buffer=self._mmap)
+        #: what a worker needs to map it: (path, shape, dtype)
+        self.msg = (path, shape, self.dtype.str)
+        self._populate()
+
+    def _populate(self) -> None:
+        import mmap
+
+        try:
+            self._mmap.madvise(getattr(mmap, "MADV_POPULATE_WRITE", _MADV_POPULATE_WRITE))
+        except (OSError, ValueError, AttributeError):  # older kernel, other system
+            self.frames.fill(0)
+
+    def matches(self, shape: tuple[int, ...], dtype: Any, size: int) -> bool:
+        return (
+            tuple(shape) == self.frame_shape
+            and np.dtype(dtype) == self.dtype
+            and int(size) == self.size
+        )
+
+    def release(self) -> None:
+        """Delete the file (workers still mapping it keep their pages until they let go)."""
+        import contextlib
+        import os
+
+        self.frames = None
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        with contextlib.suppress(BufferError, ValueError):
+            self._mmap.close()  # a frame view still held elsewhere keeps it open
+
+
+def ring_frames(frame_nbytes: int, ring_bytes: int = RING_BYTES) -> int:
+    """Frames in a ring of ``ring_bytes`` (4 to 256)."""
+    return int(np.clip(int(ring_bytes) // max(int(frame_nbytes), 1), 4, 256))
+
 
 #: videos shorter than this skeletonize after tracking (starting processes costs ~1 s)
 STREAM_MIN_FRAMES = 500
@@ -163,6 +242,7 @@ class SkeletonPool:
 
     def __init__(self, workers: int) -> None:
         import multiprocessing
+        import threading
 
         ctx = multiprocessing.get_context("spawn")  # safe beside CUDA and Qt threads
         self.size = max(1, int(workers))
@@ -173,6 +253,8 @@ class SkeletonPool:
         self.closed = False
         self.current: SkeletonStream | None = None
         self._ready: set[int] = set()  # workers that said they are up
+        self._ring: FrameRing | None = None
+        self._ring_lock = threading.Lock()
         for _ in range(self.size):
             mine, theirs = ctx.Pipe(duplex=True)
             proc = ctx.Process(target=_worker, args=(theirs,), name="skeleton-worker", daemon=True)
@@ -208,6 +290,34 @@ class SkeletonPool:
                 self._ready.add(self.conns.index(conn))
         return self.usable
 
+    def ring(self, shape: tuple[int, ...], dtype: Any, ring_bytes: int = RING_BYTES) -> FrameRing:
+        """The ring for frames of this shape and type: the last one where it fits, else
+        a new one (allocated now). Raises OSError where no file can be made."""
+        size = ring_frames(int(np.prod(shape)) * np.dtype(dtype).itemsize, ring_bytes)
+        with self._ring_lock:
+            if self._ring is not None and self._ring.matches(shape, dtype, size):
+                return self._ring
+            if self._ring is not None:
+                self._ring.release()
+                self._ring = None
+            if self.closed:
+                raise OSError("the skeleton pool is closed")
+            self._ring = FrameRing(shape, dtype, size)
+            return self._ring
+
+    def prepare(self, shape: tuple[int, ...], dtype: Any, ring_bytes: int = RING_BYTES) -> None:
+        """Allocate the ring for frames like these in a background thread, so that the
+        first frames tracked do not pay for it (a stream asking meanwhile waits)."""
+        import threading
+
+        def make() -> None:
+            try:
+                self.ring(shape, dtype, ring_bytes)
+            except OSError as exc:  # the stream will try again and say so
+                log.debug("skeleton ring not prepared: %s", exc)
+
+        threading.Thread(target=make, name="skeleton-ring", daemon=True).start()
+
     def stream(
         self, object_ids: Iterable[int], n_points: int = 49, ring_bytes: int | None = None
     ) -> SkeletonStream:
@@ -238,6 +348,10 @@ class SkeletonPool:
             proc.join(timeout=5.0)
             if proc.is_alive():
                 proc.terminate()
+        with self._ring_lock:
+            if self._ring is not None:
+                self._ring.release()
+                self._ring = None
 
 
 def stream_for_run(
@@ -315,8 +429,7 @@ class SkeletonStream:
         self._lock = threading.RLock()  # the tracking thread feeds; a UI thread may collect
         self._conns = pool.conns[:n]
         self._procs = pool.procs[:n]
-        self._ring: np.memmap | None = None
-        self._ring_path: str | None = None
+        self._ring: np.ndarray | None = None
         self._ring_msg: tuple | None = None
         self._sent = 0  # frames fed (sequence numbers 0 .. _sent - 1)
         self._acks: dict[int, int] = {}  # seq -> workers that replied
@@ -336,25 +449,17 @@ class SkeletonStream:
         self.pool.broken = True
         self.close()
 
-    def _open_ring(self, frame: np.ndarray) -> None:
-        import os
-        import tempfile
-
-        self.ring_size = int(np.clip(self.ring_bytes // max(frame.nbytes, 1), 4, 256))
-        need = 2 * self.ring_size * frame.nbytes
-        folder = None  # the system's temporary folder, unless /dev/shm has room (RAM)
+    def _open_ring(self, frame: np.ndarray) -> bool:
+        """Take the pool's ring for frames like this one (False: none could be made)."""
         try:
-            st = os.statvfs("/dev/shm")
-            if st.f_bavail * st.f_frsize > need:
-                folder = "/dev/shm"
-        except (OSError, AttributeError):
-            pass
-        fd, path = tempfile.mkstemp(prefix="nsw-skeleton-ring-", suffix=".u", dir=folder)
-        os.close(fd)
-        shape = (self.ring_size, *frame.shape)
-        self._ring = np.memmap(path, dtype=frame.dtype, mode="w+", shape=shape)
-        self._ring_path = path
-        self._ring_msg = (path, shape, frame.dtype.str)
+            ring = self.pool.ring(frame.shape, frame.dtype, self.ring_bytes)
+        except OSError as exc:
+            self._broken(f"no room for the skeleton workers' frames ({exc}); skeletons come later")
+            return False
+        self.ring_size = ring.size
+        self._ring = ring.frames
+        self._ring_msg = ring.msg
+        return True
 
     def feed(self, frame_index: int, label_frame: np.ndarray) -> None:
         """Queue one written label frame (one copy into the ring, one message each)."""
@@ -365,7 +470,8 @@ class SkeletonStream:
         if self.closed:
             return
         if self._ring is None:
-            self._open_ring(label_frame)
+            if not self._open_ring(label_frame):
+                return
         elif label_frame.shape != self._ring.shape[1:]:
             raise ValueError("all frames of a stream must have the same shape")
         seq = self._sent
@@ -446,7 +552,6 @@ class SkeletonStream:
         """End the stream (results already collected stay in :attr:`results`); its own
         workers stop, a pool's stay up for the next stream."""
         import contextlib
-        import os
 
         with self._lock:
             if self.closed:
@@ -460,8 +565,4 @@ class SkeletonStream:
                 for conn in self._conns:
                     with contextlib.suppress(OSError, ValueError):
                         conn.send(("end", self.epoch))
-        self._ring = None
-        if self._ring_path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._ring_path)
-            self._ring_path = None
+        self._ring = None  # the pool's: kept for the next stream, deleted with the pool
