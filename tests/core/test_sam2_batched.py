@@ -114,3 +114,53 @@ def test_batched_late_object_correction_and_reverse(predictor, plate, monkeypatc
     assert len(ious) == 2 * 3 + 3 * 3 + 3 * 3
     print(f"mean IoU {np.mean(ious):.5f}")
     assert min(ious) >= 0.99, f"mean IoU {np.mean(ious):.4f}, min {min(ious):.4f}"
+
+
+def test_memory_assembly_matches_sam2_and_builds_positions_once(predictor, plate, monkeypatch):
+    """Our memory bank assembly gives sam2's conditioned features on every tracked
+    frame (3 objects batched, then re-propagated); its positional part is broadcast over
+    the objects (stride 0) and computed once per memory layout: the second pass over
+    the same frames computes none."""
+    import torch
+
+    from napari_sam2_worms.backends import sam2_memory
+
+    be = Sam2Backend(device="cpu", predictor=predictor, batch_objects=True)
+    be.open(plate.video)
+    assert predictor._nsw_fast_memory
+    fast = predictor._prepare_memory_conditioned_features
+    compared, strides, built, ours = [], [], [], [False]
+
+    def both(**kwargs):
+        ours[0] = True
+        out = fast(**kwargs)
+        ours[0] = False
+        if not kwargs["is_init_cond_frame"]:
+            ref = predictor._nsw_sam2_prepare(**kwargs)
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+            compared.append(kwargs["frame_idx"])
+        return out
+
+    attention = predictor.memory_attention.forward
+
+    def recording(*args, **kwargs):
+        pos, mem = kwargs["memory_pos"], kwargs["memory"]
+        if ours[0] and pos.shape[1] > 1 and mem.shape[0] > 1:
+            strides.append(pos.stride(1))
+        return attention(*args, **kwargs)
+
+    positions = sam2_memory._positions
+    monkeypatch.setattr(predictor, "_prepare_memory_conditioned_features", both)
+    monkeypatch.setattr(predictor.memory_attention, "forward", recording)
+    monkeypatch.setattr(sam2_memory, "_positions", lambda *a: built.append(1) or positions(*a))
+    try:
+        for k in range(3):
+            be.set_prompts(0, k + 1, click(plate, 0, k))
+        list(be.propagate(0, 3))
+        first = len(built)
+        list(be.propagate(0, 3))
+    finally:
+        be.close()
+    assert sorted(set(compared)) == [1, 2, 3] and len(compared) == 6
+    assert strides and set(strides) == {0}  # one object's positions, broadcast
+    assert first == 3 and len(built) == first  # 3 layouts; the second pass reuses them

@@ -2,8 +2,9 @@
 
 Settings the adapter relies on (inference only, prompts as conditioning frames, no
 memory clearing around inputs) and the speed-ups of the GPU path, in the order they
-must go on: the prompt cache, the convolution layouts and kernels and the fast memory
-attention replace forwards, which compilation and CUDA graphs then wrap. Every step is
+must go on: the prompt cache, the memory assembly, the convolution layouts and kernels
+and the fast memory attention replace forwards, which compilation and CUDA graphs then
+wrap. Every step is
 idempotent, so a predictor shared by several backends is configured once.
 """
 
@@ -42,6 +43,9 @@ def configure_predictor(
     from .sam2_prompt_cache import cache_empty_prompts
 
     cache_empty_prompts(p)
+    from .sam2_memory import install_fast_memory_assembly
+
+    install_fast_memory_assembly(p)
     if cuda:
         from .sam2_convs import channels_last_depthwise, fused_mask_stages
 
