@@ -164,3 +164,27 @@ def test_memory_assembly_matches_sam2_and_builds_positions_once(predictor, plate
     assert sorted(set(compared)) == [1, 2, 3] and len(compared) == 6
     assert strides and set(strides) == {0}  # one object's positions, broadcast
     assert first == 3 and len(built) == first  # 3 layouts; the second pass reuses them
+
+
+def test_memory_assembly_leaves_no_reference_cycle():
+    """Installed on a predictor, the assembly does not keep it alive: dropping the last
+    reference frees it at once (weights and graph pools with it), no collector needed."""
+    import gc
+    import weakref
+
+    import torch
+    from sam2.modeling.sam2_base import SAM2Base
+
+    from napari_sam2_worms.backends.sam2_memory import install_fast_memory_assembly
+
+    predictor = SAM2Base.__new__(SAM2Base)
+    torch.nn.Module.__init__(predictor)
+    assert install_fast_memory_assembly(predictor)
+    assert install_fast_memory_assembly(predictor)  # idempotent
+    gone = weakref.ref(predictor)
+    gc.disable()
+    try:
+        del predictor
+        assert gone() is None
+    finally:
+        gc.enable()

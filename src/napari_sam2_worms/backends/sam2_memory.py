@@ -25,7 +25,7 @@ The conditioning frame with prompts (no memory yet) keeps sam2's own code.
 from __future__ import annotations
 
 import logging
-import types
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -235,8 +235,19 @@ def install_fast_memory_assembly(predictor: Any) -> bool:
     if method is not SAM2Base._prepare_memory_conditioned_features:
         log.info("memory assembly keeps the model's own method")
         return False
-    predictor._nsw_sam2_prepare = predictor._prepare_memory_conditioned_features
+    # bound through a weak reference: a method bound to the predictor and kept on it
+    # would make a reference cycle, and the predictor (weights, graph pools) would wait
+    # for the garbage collector instead of going when its last user lets go
+    ref = weakref.ref(predictor)
+
+    def fast(*args: Any, **kwargs: Any) -> torch.Tensor:
+        return prepare_memory(ref(), *args, **kwargs)
+
+    def sam2(*args: Any, **kwargs: Any) -> torch.Tensor:
+        return method(ref(), *args, **kwargs)
+
+    predictor._nsw_sam2_prepare = sam2
     predictor._nsw_pos_cache = OrderedDict()
-    predictor._prepare_memory_conditioned_features = types.MethodType(prepare_memory, predictor)
+    predictor._prepare_memory_conditioned_features = fast
     predictor._nsw_fast_memory = True
     return True
