@@ -123,6 +123,12 @@ def jpeg_clip(plate, folder: Path) -> ArrayClip:
     return ArrayClip(np.stack(frames))
 
 
+def as_session_labels(labels: np.ndarray) -> np.ndarray:
+    """A ground-truth stack in the session's label type (uint8 below 256 objects), as the
+    session's own frames reach the skeleton workers."""
+    return labels.astype(np.uint8) if labels.max() < 256 else labels
+
+
 def clicks(plate, n_obj: int) -> list[np.ndarray]:
     h, w = plate.video.shape[1:3]
     return [
@@ -470,12 +476,13 @@ def main(argv=None) -> None:
             for config in configs:
                 pred = predictors[config]
                 t = time.perf_counter()  # warm-up: cuDNN autotune, compilation, graphs
-                run_ours(pred, warm_clip, clicks(warm, n_obj), config, args, device, warm.labels)
+                warm_truth = as_session_labels(warm.labels)
+                run_ours(pred, warm_clip, clicks(warm, n_obj), config, args, device, warm_truth)
                 warm_s = time.perf_counter() - t
                 for workers in worker_counts:
                     args.workers = workers
                     try:
-                        truth = None if args.checkpoint else plate.labels
+                        truth = None if args.checkpoint else as_session_labels(plate.labels)
                         r = run_ours(pred, clip, pts, config, args, device, truth)
                     except torch.cuda.OutOfMemoryError:
                         torch.cuda.empty_cache()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
+
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -29,7 +31,7 @@ def main(argv=None) -> None:
     from napari_sam2_worms.synthetic import make_plate
 
     plate = make_plate(n_frames=args.frames, height=480, width=640, n_worms=args.worms)
-    labels = plate.labels
+    labels = plate.labels.astype(np.uint8)  # the session's label type below 256 objects
     ids = list(range(1, args.worms + 1))
     pool = SkeletonPool(args.workers)
     pool.wait_ready(60)
