@@ -318,6 +318,27 @@ def test_frame_signature_sees_every_edit():
     assert sig not in sigs and len(sigs) == len(edits)
 
 
+def test_object_boxes_are_the_stack_loops_slices(small_plate):
+    """The workers' boxes for their objects (per-object comparisons for a few, one
+    find_objects pass for more) equal the stack loop's slices: objects touching the
+    borders, absent ids, any label type."""
+    from napari_sam2_worms.skeleton import labels as labels_mod
+
+    frames = [small_plate.labels[t] for t in range(3)]
+    edge = np.zeros((20, 30), np.uint16)
+    edge[0:3, 25:30] = 2  # top-right corner
+    edge[19, 0] = 300  # one pixel, bottom-left
+    edge[5:9, 4:6] = 1
+    frames.append(edge)
+    for frame in frames:
+        for dtype in {frame.dtype, np.dtype(np.int32)}:
+            f = frame.astype(dtype)
+            full = labels_mod._object_slices(f)
+            for ids in ([1], [2, 300], [1, 2, 3], [1, 2, 3, 4, 300], [7], []):
+                want = {o: sl for o, sl in full.items() if o in ids}
+                assert labels_mod.object_boxes(f, ids) == want
+
+
 def test_stack_signatures_in_threads_match_frame_by_frame(monkeypatch):
     """The end-of-run hashing of a stack (threads where the host has cores) gives each
     frame its own signature: same as one by one, in the right frames, an edit seen."""

@@ -34,6 +34,30 @@ def _object_slices(frame: np.ndarray) -> dict[int, tuple[slice, slice]]:
     return {i + 1: s for i, s in enumerate(objs) if s is not None}
 
 
+#: up to this many objects, :func:`object_boxes` compares per object instead of one
+#: ``find_objects`` pass (640x480: ~0.05-0.1 ms an object vs ~0.35 ms for the pass)
+FEW_OBJECTS = 3
+
+
+def object_boxes(frame: np.ndarray, ids) -> dict[int, tuple[slice, slice]]:
+    """The bounding slices of the objects ``ids`` present in ``frame``: the same as
+    :func:`_object_slices` restricted to them, found faster for a few objects."""
+    ids = sorted({int(o) for o in ids})
+    if len(ids) > FEW_OBJECTS or frame.ndim != 2:
+        wanted = set(ids)
+        return {o: sl for o, sl in _object_slices(frame).items() if o in wanted}
+    out = {}
+    for oid in ids:
+        mask = frame == oid
+        rows = np.flatnonzero(mask.any(axis=1))
+        if rows.size == 0:
+            continue
+        r0, r1 = int(rows[0]), int(rows[-1]) + 1
+        cols = np.flatnonzero(mask[r0:r1].any(axis=0))
+        out[oid] = (slice(r0, r1), slice(int(cols[0]), int(cols[-1]) + 1))
+    return out
+
+
 def _crop(frame: np.ndarray, sl: tuple[slice, slice]) -> tuple[np.ndarray, int, int, bool]:
     """An object's bounding box plus a 1-pixel margin: (labels crop, row0, col0, border)."""
     h, w = frame.shape

@@ -30,6 +30,7 @@ from .labels import (
     _object_slices,
     frame_signature,
     item_key,
+    object_boxes,
     skeleton_item,
 )
 
@@ -203,7 +204,7 @@ def _worker(conn: Any) -> None:
             continue  # a closed stream's frame: nobody waits for it
         frame = np.array(frames[slot])  # own copy: the slot is reused once we reply
         out = []
-        mine = {oid: sl for oid, sl in _object_slices(frame).items() if oid in ids}
+        mine = object_boxes(frame, ids)
         # the frame's identity and its objects' boxes: the stack loop checks the frame
         # once instead of searching it again
         boxes = {
