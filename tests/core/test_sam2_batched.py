@@ -118,7 +118,7 @@ def test_batched_late_object_correction_and_reverse(predictor, plate, monkeypatc
 
 def test_memory_assembly_matches_sam2_and_builds_positions_once(predictor, plate, monkeypatch):
     """Our memory bank assembly gives sam2's conditioned features on every tracked
-    frame (3 objects batched, then re-propagated); its positional part is broadcast over
+    frame (3 objects batched, re-propagated, then backward); its positional part is broadcast over
     the objects (stride 0) and computed once per memory layout: the second pass over
     the same frames computes none."""
     import torch
@@ -138,7 +138,7 @@ def test_memory_assembly_matches_sam2_and_builds_positions_once(predictor, plate
         if not kwargs["is_init_cond_frame"]:
             ref = predictor._nsw_sam2_prepare(**kwargs)
             torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-            compared.append(kwargs["frame_idx"])
+            compared.append((kwargs["frame_idx"], kwargs["track_in_reverse"]))
         return out
 
     attention = predictor.memory_attention.forward
@@ -159,11 +159,15 @@ def test_memory_assembly_matches_sam2_and_builds_positions_once(predictor, plate
         list(be.propagate(0, 3))
         first = len(built)
         list(be.propagate(0, 3))
+        second = len(built)
+        list(be.propagate(3, 0, True))  # backward: sam2's reverse memory and pointers
     finally:
         be.close()
-    assert sorted(set(compared)) == [1, 2, 3] and len(compared) == 6
+    forward = [c for c in compared if not c[1]]
+    assert sorted({t for t, _ in forward}) == [1, 2, 3] and len(forward) == 6
+    assert {t for t, rev in compared if rev} == {1, 2, 3}
     assert strides and set(strides) == {0}  # one object's positions, broadcast
-    assert first == 3 and len(built) == first  # 3 layouts; the second pass reuses them
+    assert first == 3 and second == first  # 3 layouts; the second pass reuses them
 
 
 def test_memory_assembly_leaves_no_reference_cycle():
