@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
 from napari_sam2_worms.skeleton import skeletonize_labels
 from napari_sam2_worms.skeleton.stream import SkeletonStream
@@ -169,6 +170,43 @@ def test_a_pool_keeps_one_ring_for_its_streams(small_plate, monkeypatch, caplog)
         assert "No space left on device" in caplog.text
     finally:
         stream.close()
+
+
+def test_a_ring_without_memory_is_refused_before_any_write(monkeypatch):
+    """Allocating the ring's pages fails on a full /dev/shm: OSError and no file left
+    (writing into such a mapping would kill the process). A system without the call
+    (EINVAL) gets its pages by writing zeros instead."""
+    import errno
+    import mmap
+    import tempfile
+
+    from napari_sam2_worms.skeleton import stream as stream_mod
+
+    made = []
+    mkstemp = tempfile.mkstemp
+
+    def recording(*args, **kwargs):
+        fd, path = mkstemp(*args, **kwargs)
+        made.append(path)
+        return fd, path
+
+    monkeypatch.setattr(tempfile, "mkstemp", recording)
+    for code in (errno.ENOMEM, errno.EINVAL):
+
+        class Advised(mmap.mmap):
+            def madvise(self, *args, _code=code):
+                raise OSError(_code, os.strerror(_code))
+
+        monkeypatch.setattr(mmap, "mmap", Advised)
+        if code == errno.ENOMEM:
+            with pytest.raises(OSError, match="no memory for the skeleton ring"):
+                stream_mod.FrameRing((8, 10), np.uint8, 4)
+            assert not os.path.exists(made[-1])
+        else:
+            ring = stream_mod.FrameRing((8, 10), np.uint8, 4)
+            assert ring.frames.shape == (4, 8, 10) and not ring.frames.any()
+            ring.release()
+            assert not os.path.exists(made[-1])
 
 
 def test_session_starts_workers_before_propagating_and_replaces_dead_ones(small_plate):

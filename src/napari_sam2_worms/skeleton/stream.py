@@ -84,14 +84,26 @@ class FrameRing:
         self.frames = np.ndarray(shape, self.dtype, buffer=self._mmap)
         #: what a worker needs to map it: (path, shape, dtype)
         self.msg = (path, shape, self.dtype.str)
-        self._populate()
+        try:
+            self._populate()
+        except OSError:
+            self.release()
+            raise
 
     def _populate(self) -> None:
+        """Allocate every page now. Where the system has no such call, write zeros;
+        where it has but the memory is not there (a full ``/dev/shm``), raise OSError:
+        writing would kill the process (SIGBUS), the caller tracks without workers."""
+        import errno
         import mmap
 
         try:
             self._mmap.madvise(getattr(mmap, "MADV_POPULATE_WRITE", _MADV_POPULATE_WRITE))
-        except (OSError, ValueError, AttributeError):  # older kernel, other system
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # the call exists and failed: no room
+                raise OSError(exc.errno, f"no memory for the skeleton ring: {exc}") from exc
+            self.frames.fill(0)  # a kernel older than 5.14
+        except (ValueError, AttributeError):  # no madvise on this system
             self.frames.fill(0)
 
     def matches(self, shape: tuple[int, ...], dtype: Any, size: int) -> bool:
