@@ -154,6 +154,8 @@ def test_a_pool_keeps_one_ring_for_its_streams(small_plate, monkeypatch, caplog)
         assert not np.array_equal(runs[0], runs[1])  # the second run's own frames
         other = pool.ring(shape, np.uint16 if dtype != np.uint16 else np.uint8)
         assert other is not ring and not os.path.exists(ring.path)
+        # preparing (keep) never replaces the ring a stream may be writing
+        assert pool.ring(shape, dtype, keep=True) is other and os.path.exists(other.path)
     finally:
         pool.close()
     assert not os.path.exists(other.path)

@@ -138,30 +138,32 @@ def prepare_memory(
     track_in_reverse: bool = False,
 ) -> torch.Tensor:
     """Drop-in ``_prepare_memory_conditioned_features`` (see the module docstring)."""
+    args = (
+        frame_idx,
+        is_init_cond_frame,
+        current_vision_feats,
+        current_vision_pos_embeds,
+        feat_sizes,
+        output_dict,
+        num_frames,
+        track_in_reverse,
+    )
     if self.num_maskmem == 0 or is_init_cond_frame:
-        return self._nsw_sam2_prepare(
-            frame_idx,
-            is_init_cond_frame,
-            current_vision_feats,
-            current_vision_pos_embeds,
-            feat_sizes,
-            output_dict,
-            num_frames,
-            track_in_reverse,
-        )
+        return self._nsw_sam2_prepare(*args)
     b = current_vision_feats[-1].size(1)
     c = self.hidden_dim
     h, w = feat_sizes[-1]
     device = current_vision_feats[-1].device
     slots, sel, unsel = _memory_frames(self, frame_idx, output_dict, track_in_reverse)
-    feats, encodings = [], []
-    for t_pos, prev in slots:
-        if prev is None:
-            continue  # padding frames
-        feats.append(
-            prev["maskmem_features"].to(device, non_blocking=True).flatten(2).permute(2, 0, 1)
-        )
-        encodings.append((t_pos, prev["maskmem_pos_enc"][-1]))
+    prevs = [(t_pos, prev) for t_pos, prev in slots if prev is not None]  # no padding
+    encodings = [(t_pos, prev["maskmem_pos_enc"][-1]) for t_pos, prev in prevs]
+    if any(e.shape[0] > 1 and e.stride(0) != 0 for _, e in encodings):
+        return self._nsw_sam2_prepare(*args)  # per-object encodings: sam2's way
+    feats = [
+        prev["maskmem_features"].to(device, non_blocking=True).flatten(2).permute(2, 0, 1)
+        for _, prev in prevs
+    ]
+    cast = _autocast_dtype(device)
     distances: tuple[int, ...] = ()
     ptr_dtype = feats[0].dtype
     n_ptr_tokens = 0
@@ -174,29 +176,16 @@ def prepare_memory(
             if self.mem_dim < c:  # split each pointer into mem_dim-wide tokens
                 ptrs = ptrs.reshape(-1, b, c // self.mem_dim, self.mem_dim)
                 ptrs = ptrs.permute(0, 2, 1, 3).flatten(0, 1)
-            cast = _autocast_dtype(device)
             if cast is not None and feats[0].dtype == cast:
                 ptrs = ptrs.to(cast)  # every consumer rounds the memory to it
             feats.append(ptrs)
             n_ptr_tokens = ptrs.shape[0]
-    for _, enc in encodings:
-        if enc.shape[0] > 1 and enc.stride(0) != 0:  # per-object encodings: sam2's way
-            return self._nsw_sam2_prepare(
-                frame_idx,
-                is_init_cond_frame,
-                current_vision_feats,
-                current_vision_pos_embeds,
-                feat_sizes,
-                output_dict,
-                num_frames,
-                track_in_reverse,
-            )
     key = (
         tuple((t, e.data_ptr(), tuple(e.shape[1:]), e.dtype) for t, e in encodings),
         distances,
         ptr_dtype,
         min(num_frames, self.max_obj_ptrs_in_encoder),
-        _autocast_dtype(device),
+        cast,
         device,
     )
     cache = self._nsw_pos_cache

@@ -303,12 +303,16 @@ class SkeletonPool:
                 self._ready.add(self.conns.index(conn))
         return self.usable
 
-    def ring(self, shape: tuple[int, ...], dtype: Any, ring_bytes: int = RING_BYTES) -> FrameRing:
+    def ring(
+        self, shape: tuple[int, ...], dtype: Any, ring_bytes: int = RING_BYTES, *, keep=False
+    ) -> FrameRing:
         """The ring for frames of this shape and type: the last one where it fits, else
-        a new one (allocated now). Raises OSError where no file can be made."""
+        a new one (allocated now). ``keep``: return the pool's ring whatever it holds,
+        if it has one (never replace a ring a stream may be writing). Raises OSError
+        where no file can be made."""
         size = ring_frames(int(np.prod(shape)) * np.dtype(dtype).itemsize, ring_bytes)
         with self._ring_lock:
-            if self._ring is not None and self._ring.matches(shape, dtype, size):
+            if self._ring is not None and (keep or self._ring.matches(shape, dtype, size)):
                 return self._ring
             if self._ring is not None:
                 self._ring.release()
@@ -324,8 +328,8 @@ class SkeletonPool:
         import threading
 
         def make() -> None:
-            try:
-                self.ring(shape, dtype, ring_bytes)
+            try:  # a stream that took a ring first keeps it
+                self.ring(shape, dtype, ring_bytes, keep=True)
             except OSError as exc:  # the stream will try again and say so
                 log.debug("skeleton ring not prepared: %s", exc)
 
