@@ -1,7 +1,15 @@
-"""Shared fixtures: the synthetic plate, paths to the real data in ../shared/data."""
+"""Shared fixtures: the synthetic plate, paths to the real data in ../shared/data.
+
+The real recordings live beside the clone, in ``../shared/data`` (a fresh clone has
+none). Tests that need them ask for :func:`shared_data` (or call :func:`need_shared`);
+where the data is absent they skip with the reason, unless the environment variable
+``NAPARI_SAM2_WORMS_REQUIRE_DATA=1`` is set (``.ci/run`` sets it), which turns the
+absence into a failure.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +27,24 @@ def _autosave_in_tmp(tmp_path_factory, monkeypatch):
     )
 
 
+REQUIRE_DATA_ENV = "NAPARI_SAM2_WORMS_REQUIRE_DATA"
+
+
+def need_shared(*parts: str) -> Path:
+    """The path ``../shared/data/<parts>``; skip (or fail, in CI) where it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        msg = f"the shared test data is missing: {path} (see README, 'Tests')"
+        if os.environ.get(REQUIRE_DATA_ENV) == "1":
+            pytest.fail(msg + f"; {REQUIRE_DATA_ENV}=1 makes this a failure")
+        pytest.skip(msg)
+    return path
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"the shared test data is missing: {SHARED_DATA} (see README, 'Tests')")
-    return SHARED_DATA
+    """The folder of real recordings, ``../shared/data`` (skips where it is absent)."""
+    return need_shared()
 
 
 @pytest.fixture(scope="session")

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import need_shared
 
 from napari_sam2_worms.backends.base import Backend, BadPromptError, ObjectPrompts
 from napari_sam2_worms.backends.classic import ClassicBackend, detect_worms
 from napari_sam2_worms.synthetic import make_plate
 
-DATA = Path(__file__).parents[2].parent / "shared" / "data"
-TIERPSY = DATA / "videos" / "tierpsy_single_worm.avi"
 
 
 def click(x: float, y: float, label: int = 1) -> ObjectPrompts:
@@ -198,21 +197,15 @@ def test_bright_polarity_auto():
         assert (r.masks[4] & g).sum() / (r.masks[4] | g).sum() >= 0.85
 
 
-def _read_tierpsy() -> np.ndarray:
-    try:
-        from napari_sam2_worms.video import open_video
-    except ImportError:
-        import av
+def _read_tierpsy(path: Path) -> np.ndarray:
+    from napari_sam2_worms.video import open_video
 
-        with av.open(str(TIERPSY)) as c:
-            return np.stack([f.to_ndarray(format="gray") for f in c.decode(video=0)])
-    video = open_video(TIERPSY)
+    video = open_video(path)
     return np.stack([np.asarray(video[i]) for i in range(video.shape[0])])
 
 
-@pytest.mark.skipif(not TIERPSY.exists(), reason="shared data not present")
 def test_tierpsy_single_worm_tracked_from_one_click():
-    frames = _read_tierpsy()
+    frames = _read_tierpsy(need_shared("videos", "tierpsy_single_worm.avi"))
     assert len(frames) == 563
     backend = ClassicBackend()
     backend.open(frames)

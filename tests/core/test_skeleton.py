@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import need_shared
 
 from napari_sam2_worms.skeleton import (
     compute_features,
@@ -21,7 +22,6 @@ from napari_sam2_worms.synthetic import make_plate
 from napari_sam2_worms.tracks import FEATURE_NAMES
 
 ROOT = Path(__file__).parents[2]
-WORMPOSE = ROOT.parent / "shared" / "data" / "wormpose_sample"
 
 
 @pytest.fixture(scope="session")
@@ -190,8 +190,8 @@ def test_border_and_missing_flags():
         skeletonize_labels(labels[0])
 
 
-@pytest.mark.skipif(not WORMPOSE.is_dir(), reason="shared WormPose sample data not present")
 def test_wormpose_beats_naive():
+    need_shared("wormpose_sample")
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import wormpose_eval
