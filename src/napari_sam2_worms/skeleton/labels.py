@@ -4,6 +4,9 @@ Flags (``reason``), first match wins: ``"missing"`` (no pixels), ``"small"`` (to
 pixels / no skeleton), ``"touching"`` (the mask is 8-adjacent to another label),
 ``"coiled"`` (self-touching / loop: the centerline is fitted or approximate),
 ``"border"`` (the mask touches the image border, so the worm may be cut), ``""`` (good).
+After that, ``"identity suspect"`` marks the first frame after two objects touched
+and parted when their bodies and motion fit better the other way round
+(:mod:`.identity`).
 Only ``""`` frames are ``good``; all frames except ``missing``/``small`` get points.
 """
 
@@ -19,6 +22,7 @@ from scipy import ndimage
 from ..tracks import SkeletonTracks
 from .centerline import MaskSkeleton, skeletonize_mask
 from .features import compute_features
+from .identity import mark_identity_suspects
 from .orientation import orient_tracks
 
 __all__ = ["skeletonize_frame", "skeletonize_labels"]
@@ -437,6 +441,7 @@ def skeletonize_labels(
     tracks.features["centroid_y"] = cy
     orient_tracks(tracks, images=images)
     compute_features(tracks)
+    mark_identity_suspects(tracks, labels)
     return tracks
 
 
