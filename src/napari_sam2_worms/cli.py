@@ -202,6 +202,12 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch.command import run_batch_command
+
+    return run_batch_command(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .napari._demo import run_demo
 
@@ -295,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("model", nargs="?", default="sam2.1_hiera_tiny")
     g.add_argument("--list", action="store_true", help="list the known models")
     g.set_defaults(func=cmd_download)
+
+    from .batch.command import add_batch_parser
+
+    add_batch_parser(sub).set_defaults(func=cmd_batch)
     return p
 
 
