@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import need_shared
 
+from conftest import need_shared
 from napari_sam2_worms.backends.base import Backend, BadPromptError, ObjectPrompts
 from napari_sam2_worms.backends.classic import ClassicBackend, detect_worms
 from napari_sam2_worms.synthetic import make_plate
-
 
 
 def click(x: float, y: float, label: int = 1) -> ObjectPrompts:

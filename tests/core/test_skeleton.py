@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import need_shared
 
+from conftest import need_shared
 from napari_sam2_worms.skeleton import (
     compute_features,
     flip_head_tail,
