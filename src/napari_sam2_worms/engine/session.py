@@ -178,6 +178,14 @@ class TrackingSession:
             raise ValueError("an object name cannot be empty")
         self.objects[object_id].name = name.strip()
 
+    def swap_identities(self, a: int, b: int, start: int, stop: int | None = None):
+        """Objects ``a`` and ``b`` exchange identities on frames ``start..stop`` (default:
+        to the end): masks, scores, prompts, flips; the swapped masks on ``start`` become
+        their prompts. See :func:`~napari_sam2_worms.engine.identity.swap_identities`."""
+        from .identity import swap_identities
+
+        return swap_identities(self, a, b, start, stop)
+
     def _require(self, object_id: int) -> None:
         if object_id not in self.objects:
             raise KeyError(f"there is no object {object_id}; add it first")
