@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import need_shared
 from napari_sam2_worms import open_video
 from napari_sam2_worms.video import ArrayVideo, LazyVideo, VideoError, VideoNotFoundError
 
@@ -194,9 +195,9 @@ def test_corrupt_middle_is_an_error_or_readable(tmp_path, small_videos):
 
 
 @pytest.mark.parametrize("name", ["tierpsy_single_worm.avi", "small", "small_mkv"])
-def test_truncated_video_gives_readable_frames(tmp_path, shared_data, small_videos, name, caplog):
+def test_truncated_video_gives_readable_frames(tmp_path, small_videos, name, caplog):
     src = {"small": small_videos["colour"], "small_mkv": small_videos["grey"]}.get(name)
-    src = src or shared_data / "videos" / name
+    src = src or need_shared("videos", name)
     data = src.read_bytes()
     path = tmp_path / f"cut{src.suffix}"
     path.write_bytes(data[: len(data) // 2])
