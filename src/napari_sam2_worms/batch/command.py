@@ -143,8 +143,12 @@ def run_batch_command(args: argparse.Namespace) -> int:
     scheduler = args.scheduler
     slurm = None
     if args.slurm:
+        import shutil
+
         from .cluster import slurm_cluster
 
+        if shutil.which("sbatch") is None:
+            raise OSError("--slurm needs SLURM's sbatch (run it on the cluster's login node)")
         slurm = slurm_cluster()
         slurm.scale(jobs=args.slurm)
         scheduler = slurm
