@@ -59,6 +59,7 @@ import numpy as np
 from ..checkpoints import DEFAULT_MODEL, load_predictor, resolve_checkpoint, resolve_device
 from .base import BackendError, BadPromptError, FrameResult, ObjectPrompts
 from .sam2_frames import LazySam2Frames
+from .sam2_input_size import check_input_size, resolve_input_size
 
 if TYPE_CHECKING:
     import torch
@@ -98,8 +99,11 @@ class Sam2Backend:
     offload_state_to_cpu : keep tracking memory on the CPU (less GPU memory, slower).
     memory_frames : non-conditioning outputs kept around the current frame (default:
         what sam2's memory bank can read, see the module docstring).
-    image_size : model input size override, for tests and CPU benchmarks only (the
-        released weights were trained at 1024).
+    image_size : the model's input size (:mod:`.sam2_input_size`): ``"auto"`` (1024 on a
+        GPU; on the CPU the smallest of 1024, 768, 512 at least as large as the video's
+        longer side, resolved when a video is opened), 1024 (the size the weights were
+        trained at), 768 or 512 (faster, may lose detail on thin animals), or ``None``
+        for the model's own (1024).
     predictor : an already loaded ``SAM2VideoPredictor`` to use instead of loading one.
     progress : ``callback(done_bytes, total_bytes)`` while downloading the checkpoint.
     batch_objects : on frames without prompts, track all objects in one batched forward
@@ -129,7 +133,7 @@ class Sam2Backend:
         compile: bool | str = False,
         offload_state_to_cpu: bool = False,
         memory_frames: int | None = None,
-        image_size: int | None = None,
+        image_size: int | str | None = None,
         predictor: Any = None,
         progress: Callable[[int, int], None] | None = None,
         batch_objects: bool = True,
@@ -143,7 +147,7 @@ class Sam2Backend:
         self.read_ahead = read_ahead
         self.compile = compile
         self.offload_state_to_cpu = offload_state_to_cpu
-        self.image_size = image_size
+        self.image_size = check_input_size(image_size)
         self.progress = progress
         self.batch_objects = batch_objects
         self.cuda_graphs = cuda_graphs
@@ -158,14 +162,23 @@ class Sam2Backend:
         self.frames: LazySam2Frames | None = None
         self.video: Any = None
         self._prompts: dict[tuple[int, int], ObjectPrompts] = {}
+        #: (the input-size setting, whether the video's shape was known) of the model
+        #: this backend built; a predictor handed in is never rebuilt
+        self._built_for: tuple[int | str | None, bool] = (None, True)
 
     # -- model --------------------------------------------------------------------------
-    def load(self) -> None:
-        """Resolve the checkpoint and load the model (done by :meth:`open` when needed)."""
+    def load(self, frame_shape: tuple[int, ...] | None = None) -> None:
+        """Resolve the checkpoint and load the model (done by :meth:`open` when needed).
+
+        ``frame_shape`` (the video's shape) lets an ``"auto"`` input size fit the video on
+        the CPU; without it ``auto`` means 1024 (:meth:`open` rebuilds the model when
+        the video asks for another size)."""
         if self.predictor is not None:
             self.device = next(self.predictor.parameters()).device
             return
         import torch
+
+        size = resolve_input_size(self.image_size, self.device.type, frame_shape)
 
         path = resolve_checkpoint(
             self.model, self.checkpoint, self.download, progress=self.progress
@@ -173,7 +186,8 @@ class Sam2Backend:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.predictor = load_predictor(self.model, path, self.device, image_size=self.image_size)
+        self.predictor = load_predictor(self.model, path, self.device, image_size=size)
+        self._built_for = (self.image_size, frame_shape is not None)
 
     def _configure(self) -> None:
         """Settings and speed-ups on the predictor (:mod:`.sam2_setup`)."""
@@ -199,8 +213,10 @@ class Sam2Backend:
     # -- session -------------------------------------------------------------------------
     def open(self, video: Any) -> None:
         """Attach to ``video`` ((T, H, W[, 3]) uint8, lazy). Reads no frame."""
+        if self.predictor is not None and self._refit_needed(tuple(video.shape)):
+            self.predictor = None  # built at "auto" before the video was known: refit
         if self.predictor is None:
-            self.load()
+            self.load(tuple(video.shape))
         else:
             self.device = next(self.predictor.parameters()).device
         self._configure()
@@ -219,6 +235,15 @@ class Sam2Backend:
         )
         self.state = self._new_state(int(shape[0]), int(shape[1]), int(shape[2]))
         self._prompts.clear()
+
+    def _refit_needed(self, shape: tuple[int, ...]) -> bool:
+        """Whether a model this backend built at ``"auto"`` without knowing the video
+        has another size than ``auto`` picks for ``shape``."""
+        setting, knew_shape = self._built_for
+        if setting != "auto" or knew_shape:
+            return False
+        wanted = resolve_input_size("auto", self.device.type, shape)
+        return wanted != int(self.predictor.image_size)
 
     def _new_state(self, n_frames: int, height: int, width: int) -> dict[str, Any]:
         """sam2 1.1.0's ``init_state`` dict, with lazy images and no warm-up read."""
