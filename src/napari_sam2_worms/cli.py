@@ -148,15 +148,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export.run_dir import load_run_tracks
 
     run = Path(args.run_dir)
+    objects = _objects(args.objects)
     if args.format in MASK_FORMATS:
-        from .export.masks import read_label_tiff, write_label_tiff, write_mask_pngs
+        from .export.masks import export_run_masks
 
-        labels = read_label_tiff(run / "masks.tif")
-        if args.format == "masks-tiff":
-            write_label_tiff(labels, args.out)
-        else:
-            write_mask_pngs(labels, args.out)
-        print(f"wrote {args.out}")
+        out = export_run_masks(
+            run, args.out, args.format, fps=args.fps, objects=objects, frames=_frames(args.frames)
+        )
+        print(f"wrote {out}")
         return 0
     if args.format == "overlay-mp4":
         from .export.overlay import write_overlay_from_run
@@ -165,8 +164,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         write_overlay_from_run(run, args.out, start=a, stop=b, scale=args.scale, stride=args.stride)
         print(f"wrote {args.out}")
         return 0
+    from .export.nwb import NwbSubject
+    from .export.run_dir import read_session_json
+
     tracks = load_run_tracks(run)
-    objects = [int(o) for o in args.objects.split(",")] if args.objects else None
+    video_path = (read_session_json(run).get("video") or {}).get("path")
     a, b = _frames(args.frames)
     frames = None
     if a is not None or b is not None:
@@ -180,9 +182,24 @@ def cmd_export(args: argparse.Namespace) -> int:
         objects=objects,
         frames=frames,
         units=args.units,
+        include_flagged=args.include_flagged,
+        subject=NwbSubject(species=args.species, age=args.age, sex=args.sex),
+        video_path=video_path,
     )
     print(f"wrote {out}")
     return 0
+
+
+def _objects(text: str | None) -> list[int] | None:
+    """Parse --objects 1,3 (None when not given)."""
+    if not text:
+        return None
+    try:
+        return [int(o) for o in text.replace(" ", "").split(",") if o]
+    except ValueError:
+        raise ValueError(
+            f"--objects takes object ids separated by commas (e.g. 1,3), got {text!r}"
+        ) from None
 
 
 def cmd_download(args: argparse.Namespace) -> int:
@@ -293,6 +310,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--units", default="px", choices=["px", "um", "mm"])
     e.add_argument("--objects", help="comma-separated object ids (default all)")
     e.add_argument("--frames", help="START:STOP (inclusive)")
+    e.add_argument(
+        "--include-flagged",
+        action="store_true",
+        help="also write the points of flagged skeletons (confidence 0); default NaN",
+    )
+    e.add_argument(
+        "--species",
+        help="nwb: Latin binomial, e.g. 'Caenorhabditis elegans' (default: an animal, "
+        "species not recorded)",
+    )
+    e.add_argument("--age", help="nwb: ISO 8601 duration, e.g. P3D or P2D/P4D (default P0D/)")
+    e.add_argument(
+        "--sex", help="nwb: M, F, O, U (default U); C. elegans: XX (hermaphrodite) or XO (male)"
+    )
     e.add_argument("--scale", type=float, default=1.0, help="overlay-mp4: scale factor")
     e.add_argument("--stride", type=int, default=1, help="overlay-mp4: every n-th frame")
     e.set_defaults(func=cmd_export)

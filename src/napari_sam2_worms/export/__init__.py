@@ -14,10 +14,14 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..tracks import SkeletonTracks
 from ..utils import atomic_path
 from .selection import UNITS, ExportError, ExportTable, keypoint_names, prepare, subset_tracks
+
+if TYPE_CHECKING:
+    from .nwb import NwbSubject
 
 __all__ = [
     "FORMATS",
@@ -58,43 +62,50 @@ FORMATS: dict[str, ExportFormat] = {
 }
 
 
-def _write_csv(table: ExportTable, tmp: Path, final: Path) -> None:
+def _write_csv(table: ExportTable, tmp: Path, final: Path, **opts: Any) -> None:
     from ..skeleton import write_csv
 
     write_csv(table.tracks, tmp)
 
 
-def _write_dlc(table: ExportTable, tmp: Path, final: Path) -> None:
+def _write_dlc(table: ExportTable, tmp: Path, final: Path, **opts: Any) -> None:
     from .movement_formats import write_dlc
 
     write_dlc(table, tmp)
 
 
-def _write_sleap(table: ExportTable, tmp: Path, final: Path) -> None:
+def _write_sleap(table: ExportTable, tmp: Path, final: Path, **opts: Any) -> None:
     from .movement_formats import write_sleap
 
-    write_sleap(table, tmp)
+    write_sleap(table, tmp, video_path=opts.get("video_path"))
 
 
-def _write_nwb(table: ExportTable, tmp: Path, final: Path) -> None:
-    from .movement_formats import write_nwb
+def _write_nwb(table: ExportTable, tmp: Path, final: Path, **opts: Any) -> None:
+    from .nwb import write_nwb
 
-    write_nwb(table, tmp, identifier=final.name.split(".")[0])
+    write_nwb(
+        table,
+        tmp,
+        identifier=final.name.split(".")[0],
+        subject=opts.get("subject"),
+        video_path=opts.get("video_path"),
+        nwb_folder=final.parent,
+    )
 
 
-def _write_nc(table: ExportTable, tmp: Path, final: Path) -> None:
+def _write_nc(table: ExportTable, tmp: Path, final: Path, **opts: Any) -> None:
     from .movement_formats import write_netcdf
 
     write_netcdf(table, tmp)
 
 
-def _write_wcon(table: ExportTable, tmp: Path, final: Path) -> None:
+def _write_wcon(table: ExportTable, tmp: Path, final: Path, **opts: Any) -> None:
     from .wcon import write_wcon
 
     write_wcon(table, tmp)
 
 
-def _write_wcon_zip(table: ExportTable, tmp: Path, final: Path) -> None:
+def _write_wcon_zip(table: ExportTable, tmp: Path, final: Path, **opts: Any) -> None:
     from .wcon import write_wcon
 
     inner = final.name[: -len(".zip")] if final.name.endswith(".zip") else final.name
@@ -104,7 +115,7 @@ def _write_wcon_zip(table: ExportTable, tmp: Path, final: Path) -> None:
 
 
 #: Format name -> writer(table, temporary path, final path).
-_WRITERS: dict[str, Callable[[ExportTable, Path, Path], None]] = {
+_WRITERS: dict[str, Callable[..., None]] = {
     "csv": _write_csv,
     "dlc": _write_dlc,
     "dlc-csv": _write_dlc,
@@ -143,6 +154,8 @@ def export_tracks(
     frames: tuple[int, int] | None = None,
     units: str = "px",
     include_flagged: bool = False,
+    subject: NwbSubject | None = None,
+    video_path: str | os.PathLike | None = None,
 ) -> Path:
     """Write skeleton tracks to ``path`` in format ``fmt``, atomically.
 
@@ -161,6 +174,10 @@ def export_tracks(
         recommendation) unless "um" is asked.
     include_flagged : also write the coordinates of skeletons that are not good
         (confidence 0.0). By default they are NaN, like frames without a skeleton.
+    subject : NWB only: species, age and sex (:class:`.nwb.NwbSubject`); the defaults
+        say "an animal of unknown species, age and sex" in NWB's forms.
+    video_path : the tracked video, recorded in NWB (``original_videos``) and SLEAP
+        (``video_path``) files.
 
     Returns
     -------
@@ -169,7 +186,8 @@ def export_tracks(
     Raises
     ------
     ExportError
-        Unknown format, object, frame range or units, or units without a pixel size.
+        Unknown format, object, frame range or units, units without a pixel size, or a
+        subject NWB cannot take.
     napari_sam2_worms.utils.OutputError
         The file cannot be written (read-only folder...). Nothing is replaced.
     """
@@ -183,6 +201,18 @@ def export_tracks(
         (".csv",) if fmt == "dlc-csv" else (".h5",)
     ):
         raise ExportError(f"A {fmt} file must end in {FORMATS[fmt].extension}; got {path.name}.")
+    if fmt == "nwb":
+        from .nwb import NwbSubject
+
+        subject = (subject or NwbSubject()).resolved()  # a bad subject fails before any write
+    if fmt == "dlc" and "DLC" not in path.name:
+        log.warning(
+            "DeepLabCut's own tools find a table next to its video only when the name is "
+            "<video stem>DLC...h5 (e.g. %sDLC_napari-sam2-worms.h5); %s is read by movement "
+            "and pandas as is.",
+            Path(video_path).stem if video_path else "plate1",
+            path.name,
+        )
     if fmt == "csv" and units != "px":
         raise ExportError(
             "The csv table is always in pixels (with the pixel size); use units='px'."
@@ -201,8 +231,9 @@ def export_tracks(
             "%s files have no place for units: the file does not say it is in %s.", fmt, units
         )
     writer = _WRITERS[fmt]
+    opts = {"subject": subject, "video_path": None if video_path is None else str(video_path)}
     with atomic_path(path) as tmp:
-        writer(table, tmp, path)
+        writer(table, tmp, path, **opts)
     log.info(
         "Exported %d objects x %d frames to %s (%s)",
         table.tracks.n_objects,

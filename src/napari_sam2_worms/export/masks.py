@@ -4,7 +4,8 @@
 ImageJ-compatible hyperstack (axes TYX, frame interval from fps) when the dtype allows
 it (uint8/uint16), else a plain compressed TIFF. ``write_mask_pngs`` writes, per object,
 a sub-folder of 0/255 PNGs named after the frame number (``00000.png``...), as the
-labs' notebooks do; the whole folder appears at once (written aside, then renamed).
+labs' notebooks do; the whole folder appears at once (written aside, then renamed), with
+the permissions the user's umask gives new folders.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +21,13 @@ import numpy as np
 
 from ..utils import OutputError, atomic_path
 
-__all__ = ["read_label_tiff", "write_label_tiff", "write_mask_pngs"]
+__all__ = [
+    "export_run_masks",
+    "read_label_tiff",
+    "select_labels",
+    "write_label_tiff",
+    "write_mask_pngs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +93,26 @@ def read_label_tiff(path: str | os.PathLike) -> np.ndarray:
     return _as_stack(tifffile.imread(path))
 
 
+def _make_dir_beside(parent: Path, prefix: str) -> Path:
+    """A new, empty folder in ``parent`` with the permissions the umask gives
+    (``tempfile.mkdtemp`` would make it 0700, and the rename would keep that)."""
+    for _ in range(100):
+        path = parent / f"{prefix}{uuid.uuid4().hex[:12]}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free temporary folder name in {parent}")
+
+
 def write_mask_pngs(
     labels: np.ndarray,
     folder: str | os.PathLike,
     object_ids: Sequence[int] | None = None,
     names: Sequence[str] | None = None,
+    *,
+    first_frame: int = 0,
 ) -> Path:
     """One sub-folder per object with a 0/255 uint8 PNG per frame.
 
@@ -102,6 +124,8 @@ def write_mask_pngs(
         existing folder is replaced.
     object_ids : ids to write (default: every non-zero label in the stack).
     names : sub-folder names, one per id (default ``worm<id>``).
+    first_frame : video frame number of ``labels[0]``: the PNG of ``labels[t]`` is
+        named ``first_frame + t`` (for a frame range cut out of a longer video).
 
     Returns
     -------
@@ -122,7 +146,7 @@ def write_mask_pngs(
     parent = folder.parent if str(folder.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=parent))
+        tmp = _make_dir_beside(parent, f".{folder.name}.")
     except OSError as exc:
         raise OutputError(
             f"Cannot write {folder}: the folder {parent} is not writable ({exc.strerror}). "
@@ -130,15 +154,16 @@ def write_mask_pngs(
         ) from exc
     old = None
     try:
-        width = max(5, len(str(len(stack) - 1)))
+        width = max(5, len(str(first_frame + len(stack) - 1)))
         for oid, name in zip(ids, names):
             sub = tmp / name
             sub.mkdir()
             for t, frame in enumerate(stack):
                 mask = np.where(frame == oid, 255, 0).astype(np.uint8)
-                Image.fromarray(mask).save(sub / f"{t:0{width}d}.png", optimize=False)
+                name_t = f"{first_frame + t:0{width}d}.png"
+                Image.fromarray(mask).save(sub / name_t, optimize=False)
         if folder.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=parent))
+            old = _make_dir_beside(parent, f".{folder.name}.old.")
             os.replace(folder, old / folder.name)
         os.replace(tmp, folder)
     except BaseException as exc:
@@ -157,3 +182,91 @@ def write_mask_pngs(
             shutil.rmtree(old, ignore_errors=True)
     log.info("Wrote masks of %d objects x %d frames to %s", len(ids), len(stack), folder)
     return folder
+
+
+def select_labels(
+    labels: np.ndarray,
+    object_ids: Sequence[int] | None = None,
+    frames: tuple[int | None, int | None] | None = None,
+) -> tuple[np.ndarray, list[int], int]:
+    """Cut a label stack to some objects and an inclusive frame range.
+
+    Parameters
+    ----------
+    labels : (T, H, W) label stack.
+    object_ids : ids to keep (others become background); None keeps every id present.
+    frames : ``(start, stop)`` video frame numbers, both included, either None for the
+        first / last frame.
+
+    Returns
+    -------
+    (stack, ids, first_frame): the cut stack (a view where nothing is removed), the
+    kept ids, and the video frame number of ``stack[0]``.
+
+    Raises
+    ------
+    ValueError
+        An id absent from every frame, or a range outside the stack.
+    """
+    stack = _as_stack(labels)
+    n = len(stack)
+    start, stop = frames if frames is not None else (None, None)
+    start = 0 if start is None else int(start)
+    stop = n - 1 if stop is None else int(stop)
+    if not 0 <= start <= stop < n:
+        raise ValueError(f"The frame range {start}-{stop} is outside the masks' frames 0-{n - 1}.")
+    stack = stack[start : stop + 1]
+    present = [int(i) for i in np.unique(stack) if i != 0]
+    if object_ids is None:
+        return stack, present, start
+    ids = [int(i) for i in object_ids]
+    missing = [i for i in ids if i not in present]
+    if missing or not ids:
+        raise ValueError(
+            f"Object id(s) {missing or ids} have no mask in frames {start}-{stop}; "
+            f"the masks there hold ids {present}."
+        )
+    return np.where(np.isin(stack, ids), stack, 0).astype(stack.dtype), ids, start
+
+
+def export_run_masks(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    fmt: str,
+    *,
+    fps: float | None = None,
+    objects: Sequence[int] | None = None,
+    frames: tuple[int | None, int | None] | None = None,
+) -> Path:
+    """Write the masks of a run folder as a label TIFF or a folder of PNGs.
+
+    Parameters
+    ----------
+    run_dir : a run folder (``masks.tif`` and ``session.json``).
+    out : the ``.tif`` file (``fmt="masks-tiff"``) or the folder (``"masks-png"``).
+    fmt : "masks-tiff" or "masks-png".
+    fps : frames per second for the TIFF's frame interval (default: the session's).
+    objects : ids to write (default all); in the TIFF other ids become background.
+    frames : inclusive ``(start, stop)``; the TIFF's first page is frame ``start``, the
+        PNGs are named after the video frame number.
+
+    Returns
+    -------
+    The written path.
+    """
+    from .run_dir import MASKS_FILE, read_session_json
+
+    if fmt not in ("masks-tiff", "masks-png"):
+        raise ValueError(f"Unknown mask format {fmt!r}; use masks-tiff or masks-png.")
+    run_dir = Path(run_dir)
+    session = read_session_json(run_dir)
+    labels = read_label_tiff(run_dir / MASKS_FILE)
+    stack, ids, first = select_labels(labels, objects, frames)
+    if fmt == "masks-tiff":
+        rate = fps if fps is not None else session.get("fps")
+        return write_label_tiff(stack, out, fps=rate)
+    names_by_id = {
+        int(o["id"]): str(o.get("name") or f"worm{o['id']}") for o in session.get("objects", [])
+    }
+    names = [names_by_id.get(i, f"worm{i}") for i in ids]
+    return write_mask_pngs(stack, out, object_ids=ids, names=names, first_frame=first)

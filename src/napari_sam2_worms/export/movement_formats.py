@@ -2,7 +2,7 @@
 
 Each writer builds a ``movement`` poses dataset (:func:`to_movement_dataset`) and saves
 it with ``movement``'s own savers (DeepLabCut, SLEAP), with ``ndx-pose`` (NWB, to hold
-several worms and the pixel size in one file) or with xarray (netCDF). ``movement``
+several worms and the pixel size in one file: :mod:`.nwb`) or with xarray (netCDF). ``movement``
 and ``pynwb`` are imported on first use only.
 
 Keypoints are ``p00``... head first; individuals are the object names.
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from .nwb import CONFIDENCE_DEFINITION, REFERENCE_FRAME, SOURCE_SOFTWARE, read_nwb, write_nwb
 from .selection import ExportTable, feature_unit, scaled_features
 
 __all__ = [
@@ -29,16 +30,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-SOURCE_SOFTWARE = "napari-sam2-worms"
-REFERENCE_FRAME = (
-    "(0, 0) is the top-left corner of the top-left pixel of the video frame; "
-    "x grows to the right (columns), y grows downwards (rows)"
-)
-CONFIDENCE_DEFINITION = (
-    "1.0 where the skeleton is good, 0.0 where it is flagged (coiled, touching another "
-    "object, at the border, too small...), NaN where there is no skeleton"
-)
 
 
 def to_movement_dataset(table: ExportTable, *, from_frame_zero: bool = False):
@@ -91,7 +82,8 @@ def write_dlc(table: ExportTable, tmp: Path) -> None:
     """DeepLabCut multi-animal table (.h5 or .csv, by ``tmp``'s suffix).
 
     Rows are video frames from 0; individuals are the object names. DeepLabCut files
-    have no place for units or the pixel size.
+    have no place for units or the pixel size. DeepLabCut's own tools find a table
+    next to a video only when its name is ``<video stem>DLC...``: see docs/export.md.
     """
     from movement.io import save_poses
 
@@ -100,8 +92,12 @@ def write_dlc(table: ExportTable, tmp: Path) -> None:
     save_poses.to_dlc_file(ds, tmp, split_individuals=False)
 
 
-def write_sleap(table: ExportTable, tmp: Path) -> None:
-    """SLEAP analysis HDF5 file (frames from 0; no place for units or pixel size)."""
+def write_sleap(table: ExportTable, tmp: Path, *, video_path: str | None = None) -> None:
+    """SLEAP analysis HDF5 file (frames from 0; no place for units or pixel size).
+
+    movement writes the tracks; the skeleton's edges (``edge_inds``, ``edge_names``: the
+    chain p00-p01-...) and ``video_path`` are then filled in, as SLEAP's own export does.
+    """
     from movement.io import save_poses
 
     ds = to_movement_dataset(table, from_frame_zero=True)
@@ -124,6 +120,26 @@ def write_sleap(table: ExportTable, tmp: Path) -> None:
             )
     _prepare_target(tmp)
     save_poses.to_sleap_analysis_file(ds, tmp)
+    _complete_sleap_file(tmp, table.keypoint_names, video_path)
+
+
+def _complete_sleap_file(path: Path, nodes: list[str], video_path: str | None) -> None:
+    """Write the chain skeleton's edges and the video path into a SLEAP analysis file."""
+    import h5py
+
+    inds = np.array([[i, i + 1] for i in range(len(nodes) - 1)], dtype=np.int64).reshape(-1, 2)
+    names = np.array(
+        [[nodes[i].encode(), nodes[i + 1].encode()] for i in range(len(nodes) - 1)], dtype="S"
+    ).reshape(-1, 2)
+    with h5py.File(path, "r+") as f:
+        for key, value in (
+            ("edge_inds", inds),
+            ("edge_names", names),
+            ("video_path", str(video_path or "")),
+        ):
+            if key in f:
+                del f[key]
+            f.create_dataset(key, data=value)
 
 
 def write_netcdf(table: ExportTable, tmp: Path) -> None:
@@ -165,131 +181,3 @@ def write_netcdf(table: ExportTable, tmp: Path) -> None:
         ds.attrs["pixel_size_um"] = table.pixel_size
     _prepare_target(tmp)
     ds.to_netcdf(tmp)
-
-
-def _nwb_unit(table: ExportTable) -> tuple[str, float, str]:
-    """(unit, conversion, sentence) for NWB: data * conversion is in ``unit``."""
-    if table.units == "px":
-        if table.pixel_size is None:
-            return "pixels", 1.0, "Coordinates in pixels; pixel size unknown."
-        return (
-            "meters",
-            table.pixel_size * 1e-6,
-            f"Coordinates in pixels of {table.pixel_size:g} micrometres "
-            "(data * conversion = metres).",
-        )
-    factor = 1e-6 if table.units == "um" else 1e-3
-    return "meters", factor, f"Coordinates in {table.unit_name} (data * conversion = metres)."
-
-
-def write_nwb(table: ExportTable, tmp: Path, *, identifier: str | None = None) -> None:
-    """An NWB file with one ndx-pose ``PoseEstimation`` per object.
-
-    With one object, the ``PoseEstimation`` is named ``PoseEstimation`` and the file's
-    identifier is the object name, so ``movement.io.load_poses.from_nwb_file(path)``
-    loads it as is. With several objects each ``PoseEstimation`` is named after its
-    object (``worm1``...): load them with :func:`read_nwb`, or with
-    ``from_nwb_file(path, pose_estimation_key="worm1")`` one at a time.
-    Timestamps are frame / fps in seconds; the pixel size is the series' ``conversion``.
-    """
-    import datetime
-
-    import ndx_pose
-    import pynwb
-
-    tr = table.tracks
-    names = list(tr.names)
-    kp = table.keypoint_names
-    unit, conversion, unit_sentence = _nwb_unit(table)
-    edges = np.array(
-        [[i, i + 1] for i in range(len(kp) - 1)], dtype=np.uint8 if len(kp) < 256 else np.uint16
-    )
-    single = len(names) == 1
-    nwbfile = pynwb.NWBFile(
-        session_description=f"Skeletons of {', '.join(names)} exported by {SOURCE_SOFTWARE}",
-        identifier=names[0] if single else (identifier or "napari-sam2-worms"),
-        session_start_time=datetime.datetime.now(datetime.timezone.utc),
-        subject=pynwb.file.Subject(
-            subject_id=names[0] if single else "plate",
-            description=(f"{len(names)} animals tracked in one video: {', '.join(names)}"),
-        ),
-    )
-    module = nwbfile.create_processing_module(
-        name="behavior", description="processed behavioral data"
-    )
-    skeletons = []
-    estimations = []
-    for k, name in enumerate(names):
-        safe = name.replace("/", "_")  # NWB names cannot hold "/"
-        skeleton = ndx_pose.Skeleton(
-            name=f"skeleton_{safe}", nodes=kp, edges=edges, subject=nwbfile.subject
-        )
-        skeletons.append(skeleton)
-        series: list = []
-        for j, kp_name in enumerate(kp):
-            series.append(
-                ndx_pose.PoseEstimationSeries(
-                    name=kp_name,
-                    description=f"{kp_name} of {name} (centerline point {j}, head first). "
-                    + unit_sentence,
-                    data=table.points[:, k, j, :],
-                    unit=unit,
-                    conversion=conversion,
-                    reference_frame=REFERENCE_FRAME,
-                    confidence=table.confidence[:, k, j],
-                    confidence_definition=CONFIDENCE_DEFINITION,
-                    # the first series holds the timestamps, the others link to them
-                    timestamps=table.times if j == 0 else series[0],
-                )
-            )
-        estimations.append(
-            ndx_pose.PoseEstimation(
-                name="PoseEstimation" if single else safe,
-                pose_estimation_series=series,
-                description=(
-                    f"Head-first centerline of {name} ({len(kp)} points). {unit_sentence} "
-                    f"fps {table.fps:g}."
-                    + (
-                        f" pixel_size_um {table.pixel_size:g}."
-                        if table.pixel_size is not None
-                        else ""
-                    )
-                ),
-                scorer=SOURCE_SOFTWARE,
-                source_software=SOURCE_SOFTWARE,
-                source_software_version=__version__,
-                skeleton=skeleton,
-            )
-        )
-    module.add(ndx_pose.Skeletons(skeletons=skeletons))
-    for pe in estimations:
-        module.add(pe)
-    with pynwb.NWBHDF5IO(str(tmp), mode="w") as io:
-        io.write(nwbfile)
-
-
-def read_nwb(path: str | Path):
-    """Load every ``PoseEstimation`` of an NWB file written by :func:`write_nwb`.
-
-    Returns a ``movement`` dataset with one individual per ``PoseEstimation``, named
-    after the object, with ``time`` in seconds as stored in the file.
-    """
-    import pynwb
-    import xarray as xr
-    from movement.io import load_poses
-
-    with pynwb.NWBHDF5IO(str(path), mode="r") as io:
-        nwbfile = io.read()
-        module = nwbfile.processing["behavior"]
-        keys = [
-            k for k, v in module.data_interfaces.items() if type(v).__name__ == "PoseEstimation"
-        ]
-        parts = []
-        for key in keys:
-            ds = load_poses.from_nwb_file(nwbfile, pose_estimation_key=key)
-            pe = module[key]
-            first = next(iter(pe.pose_estimation_series.values()))
-            name = nwbfile.identifier if key == "PoseEstimation" else key
-            ds = ds.assign_coords(individuals=[name], time=np.asarray(first.timestamps[:]))
-            parts.append(ds)
-    return xr.concat(parts, dim="individuals")

@@ -107,7 +107,11 @@ def wcon_document(table: ExportTable, metadata: dict[str, Any] | None = None) ->
         "pixel_size_um": table.pixel_size,
         "keypoint_order": "head first",
         "n_points": int(tr.n_points),
-        "coordinates": "(x, y) = (column, row) of the video frame; (0, 0) = top-left corner",
+        "coordinates": (
+            "(x, y) = (column, row) of the video frame; pixel centres are at integer "
+            "coordinates: (0, 0) is the centre of the top-left pixel, whose top-left corner "
+            "is at (-0.5, -0.5) pixel"
+        ),
         "missing": "null where there is no good skeleton; see good/reason per frame",
     }
     return {"units": units, "metadata": meta, FEATURE_ID: top, "data": records}
