@@ -109,70 +109,86 @@ def point_styles(objects_of_points: np.ndarray, positive: np.ndarray, session_ob
 
 
 @dataclass
-class SkeletonShapes:
-    """Shapes-layer paths and head points for skeletons."""
+class TrackDisplay:
+    """What the skeleton layers show for :class:`SkeletonTracks`: every frame at once.
 
-    paths: list[np.ndarray]  # each (N, 3) (t, row, col)
-    colors: list[np.ndarray]  # RGBA per path
-    heads: np.ndarray  # (M, 3)
-    head_colors: np.ndarray  # (M, 4)
-    objects: list[int]  # object id of each path
+    Built from the very tracks the export writes (``session.skeletons()``: oriented over
+    time, with the user's flips), so the head on screen is the exported head.
+    """
 
-
-def frame_skeleton_shapes(frame: int, skeletons: dict, session_objects: dict) -> SkeletonShapes:
-    """Shapes for one frame from ``skeletonize_frame`` output ``{object: MaskSkeleton}``."""
-    out = SkeletonShapes([], [], np.zeros((0, 3)), np.zeros((0, 4)), [])
-    heads, hcol = [], []
-    for oid, sk in sorted(skeletons.items()):
-        pts = np.asarray(sk.points, float)
-        ok = ~np.isnan(pts).any(axis=1)
-        if ok.sum() < 2 or oid not in session_objects:
-            continue
-        col = hex_to_rgba(session_objects[oid].color)
-        out.paths.append(frame_xy_to_napari(frame, pts[ok]))
-        out.colors.append(col)
-        out.objects.append(int(oid))
-        heads.append(frame_xy_to_napari(frame, pts[ok][:1])[0])
-        hcol.append(col)
-    if heads:
-        out.heads, out.head_colors = np.array(heads), np.array(hcol)
-    return out
+    segments: np.ndarray  # (S, 2, 3) vectors: (t, row, col) start and (0, drow, dcol)
+    segment_colors: np.ndarray  # (S, 4)
+    segment_objects: np.ndarray  # (S,) object id of each segment
+    heads: np.ndarray  # (M, 3) (t, row, col) of point 0 of each centerline
+    tails: np.ndarray  # (M, 3) last point
+    colors: np.ndarray  # (M, 4) object colour of each head
+    objects: np.ndarray  # (M,) object id of each head / tail
 
 
-def show_skeleton_shapes(shapes, heads, shp: SkeletonShapes) -> None:
-    """Replace the centerlines of a Shapes layer and the heads of a Points layer."""
-    if shapes is None or heads is None:
+def tracks_display(tracks, session_objects: dict) -> TrackDisplay:
+    """The display of every (frame, object) centerline of ``tracks`` (vectorised).
+
+    A centerline is shown where all its points are finite; its head is point 0 and its
+    tail the last point, exactly as in ``tracks.points`` (and so in every export).
+    """
+    pts = np.asarray(tracks.points, float)  # (T, K, N, 2) (x, y)
+    frames = np.asarray(tracks.frames, int)
+    ids = [int(o) for o in tracks.object_ids]
+    known = np.array([o in session_objects for o in ids], bool)
+    ok = np.isfinite(pts).all(axis=(2, 3)) & known[None, :]  # (T, K)
+    ti, ki = np.nonzero(ok)
+    lines = pts[ti, ki]  # (M, N, 2)
+    obj = np.array(ids, int)[ki] if len(ids) else np.zeros(0, int)
+    palette = np.array(
+        [hex_to_rgba(session_objects[o].color) if o in session_objects else np.ones(4) for o in ids]
+    ).reshape(-1, 4)
+    colors = palette[ki] if len(ki) else np.zeros((0, 4))
+    t = frames[ti].astype(float)
+    n = lines.shape[1] if lines.ndim == 3 else 0
+    rc = lines[..., ::-1]  # (row, col)
+    heads = np.column_stack([t, rc[:, 0]]) if len(ti) else np.zeros((0, 3))
+    tails = np.column_stack([t, rc[:, -1]]) if len(ti) else np.zeros((0, 3))
+    if len(ti) and n >= 2:
+        start = rc[:, :-1].reshape(-1, 2)
+        step = np.diff(rc, axis=1).reshape(-1, 2)
+        tt = np.repeat(t, n - 1)
+        seg = np.stack(
+            [np.column_stack([tt, start]), np.column_stack([np.zeros_like(tt), step])], axis=1
+        )
+        seg_col = np.repeat(colors, n - 1, axis=0)
+        seg_obj = np.repeat(obj, n - 1)
+    else:
+        seg, seg_col, seg_obj = np.zeros((0, 2, 3)), np.zeros((0, 4)), np.zeros(0, int)
+    return TrackDisplay(seg, seg_col, seg_obj, heads, tails, colors, obj)
+
+
+def show_track_display(viewer, shown: TrackDisplay) -> None:
+    """Put ``shown`` into the outline, centerline, head and tail layers of ``viewer``."""
+    from . import _style
+
+    layers = viewer.layers
+    names = (_style.OUTLINES, _style.SKELETONS, _style.HEADS, _style.TAILS)
+    if not all(n in layers for n in names):
         return
-    if shapes.nshapes:
-        shapes.selected_data = set(range(shapes.nshapes))
-        shapes.remove_selected()
-    if shp.paths:
-        shapes.add_paths(shp.paths, edge_color=np.array(shp.colors), edge_width=2.5)
-    shapes.features = {"object": np.asarray(shp.objects, int)}
-    heads.data = shp.heads
-    if len(shp.heads):
-        heads.face_color = shp.head_colors
-
-
-def tracks_skeleton_shapes(tracks, session_objects: dict) -> SkeletonShapes:
-    """Shapes for every frame of :class:`SkeletonTracks` (the "all frames" view)."""
-    out = SkeletonShapes([], [], np.zeros((0, 3)), np.zeros((0, 4)), [])
-    heads, hcol = [], []
-    for ti, frame in enumerate(tracks.frames):
-        for k, oid in enumerate(tracks.object_ids):
-            pts = np.asarray(tracks.points[ti, k], float)
-            ok = ~np.isnan(pts).any(axis=1)
-            if ok.sum() < 2 or int(oid) not in session_objects:
-                continue
-            col = hex_to_rgba(session_objects[int(oid)].color)
-            out.paths.append(frame_xy_to_napari(int(frame), pts[ok]))
-            out.colors.append(col)
-            out.objects.append(int(oid))
-            heads.append(frame_xy_to_napari(int(frame), pts[ok][:1])[0])
-            hcol.append(col)
-    if heads:
-        out.heads, out.head_colors = np.array(heads), np.array(hcol)
-    return out
+    outline, line = layers[_style.OUTLINES], layers[_style.SKELETONS]
+    heads, tails = layers[_style.HEADS], layers[_style.TAILS]
+    feats = {"object": shown.segment_objects}
+    outline.data = shown.segments
+    outline.features = feats
+    outline.edge_color = _style.OUTLINE_COLOR
+    line.data = shown.segments
+    line.features = feats
+    if len(shown.segments):
+        line.edge_color = _style.lighten(shown.segment_colors)
+    heads.data = shown.heads
+    heads.features = {"object": shown.objects}
+    tails.data = shown.tails
+    tails.features = {"object": shown.objects}
+    if len(shown.heads):
+        heads.face_color = shown.colors
+        heads.border_color = _style.HEAD_BORDER
+        tails.face_color = _style.TAIL_FACE
+        tails.border_color = _style.HEAD_BORDER
 
 
 @dataclass
@@ -229,3 +245,63 @@ def flagged_frames(session, tracks) -> list[Flag]:
                 flags.append(Flag(frame, oid, ", ".join(reasons)))
     flags.sort(key=lambda f: (f.frame, f.object_id))
     return flags
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of one reason ("low score -0.31" -> "low score")."""
+    reason = reason.strip()
+    return "low score" if reason.startswith("low score") else reason
+
+
+@dataclass
+class FlagEvent:
+    """Consecutive flagged frames of one object for one kind of reason."""
+
+    object_id: int
+    kind: str
+    start: int
+    stop: int  # inclusive
+
+    @property
+    def frame(self) -> int:
+        """The frame the review goes to (the event's first)."""
+        return self.start
+
+    def text(self, names: dict) -> str:
+        name = names.get(self.object_id, self.object_id)
+        span = (
+            f"frame {self.start}"
+            if self.start == self.stop
+            else (f"frames {self.start}-{self.stop}")
+        )
+        return f"{span}: {name}: {self.kind}"
+
+
+def group_flags(flags: list[Flag], computed=None, max_gap: int = 1) -> list[FlagEvent]:
+    """Group flags into events: runs of one object and kind whose frames follow each other
+    (at most ``max_gap`` computed frames apart), sorted by first frame then object.
+
+    ``computed``: the frames with a result (frames in between that were never computed do
+    not break an event); default: every frame.
+    """
+    by: dict[tuple[int, str], list[int]] = {}
+    for f in flags:
+        for reason in f.reason.split(","):
+            by.setdefault((int(f.object_id), reason_kind(reason)), []).append(int(f.frame))
+    order = None
+    if computed is not None:
+        order = {int(fr): i for i, fr in enumerate(sorted(int(x) for x in computed))}
+    events: list[FlagEvent] = []
+    for (oid, kind), frames in by.items():
+        frames = sorted(set(frames))
+        pos = [order.get(fr, fr) for fr in frames] if order else frames
+        a = prev = frames[0]
+        prev_pos = pos[0]
+        for fr, p in zip(frames[1:], pos[1:]):
+            if p - prev_pos > max_gap:
+                events.append(FlagEvent(oid, kind, a, prev))
+                a = fr
+            prev, prev_pos = fr, p
+        events.append(FlagEvent(oid, kind, a, prev))
+    events.sort(key=lambda e: (e.start, e.object_id, e.kind))
+    return events

@@ -1,7 +1,11 @@
 """Menu commands: export skeleton tracks, save session, open session.
 
-Each command takes the viewer and finds the viewer's tracker widget (and its session).
-The ``*_to`` / ``*_from`` functions do the work without dialogs (tests, scripts).
+Each command takes the viewer (napari passes a ``PublicOnlyProxy`` of it) and finds the
+viewer's tracker widget (and its session). The ``*_to`` / ``*_from`` functions do the work
+without dialogs (scripts).
+
+A manual save goes to the folder the user chose and is never overwritten by the autosave
+after a propagation, which keeps to its own folder (see ``engine.session_io.autosave_dir``).
 """
 
 from __future__ import annotations
@@ -203,12 +207,15 @@ def export_tracks_dialog(viewer: napari.viewer.Viewer) -> None:
 
 # -- sessions -----------------------------------------------------------------------------
 def save_session_to(widget: TrackerWidget, folder: str | Path) -> Path:
-    """Save the widget's session into ``folder``."""
+    """Save the widget's session into ``folder`` (created when it does not exist yet).
+
+    The autosave keeps writing to its own folder, never to this one.
+    """
     from ..engine.session_io import save_session
 
     if widget.session is None:
         raise LookupError("there is no tracking session to save")
-    widget.session.settings["session_dir"] = str(Path(folder).resolve())
+    widget.session.settings.pop("session_dir", None)  # autosave: never the user's folder
     return save_session(widget.session, folder)
 
 
@@ -227,13 +234,19 @@ def open_session_from(widget: TrackerWidget, folder: str | Path) -> None:
     if current is not None and list(current.video.shape[:3]) == list(doc["video"]["shape"][:3]):
         video = current.video
     session = load_session(folder, backend, video=video)
-    session.settings["session_dir"] = str(Path(folder).resolve())
+    session.settings.pop("session_dir", None)  # autosave in its own folder, not this one
     if video is None:
         path = find_session_video(folder, doc)
         widget._image_layer = widget.viewer.add_image(
             session.video, name=Path(path).stem, metadata={"fps": session.fps}
         )
     widget.set_session(session)
+    panel = widget.model_panel
+    panel.loaded(
+        panel.choice(),
+        f"{panel.backend_name} ready: session from '{Path(folder).name}' "
+        f"({session.n_frames} frames, {len(session.objects)} objects)",
+    )
 
 
 def save_session_dialog(viewer: napari.viewer.Viewer) -> None:
@@ -241,7 +254,14 @@ def save_session_dialog(viewer: napari.viewer.Viewer) -> None:
     widget = _session_widget(viewer)
     if widget is None:
         return
-    folder = QFileDialog.getExistingDirectory(widget, "Save session into folder")
+    # a file-name dialog: the user can type the name of a folder that does not exist yet
+    folder, _ = QFileDialog.getSaveFileName(
+        widget,
+        "Save session as a folder (type a new folder name, or pick an existing one)",
+        str(Path.home() / "tracking-session"),
+        "Session folder (*)",
+        options=QFileDialog.Option.DontConfirmOverwrite,
+    )
     if not folder:
         return
     try:

@@ -46,6 +46,9 @@ class ModelPanel(QGroupBox):
         self.host = host
         #: extra keyword arguments for Sam2Backend (tests use image_size=256)
         self.sam2_options: dict[str, Any] = {}
+        #: the choice (see :meth:`choice`) the loaded session was built with, and its status
+        self.loaded_choice: tuple | None = None
+        self.loaded_text = ""
         form = QFormLayout(self)
         self.backend = QComboBox()
         self.backend.addItems([SAM2, CLASSIC])
@@ -88,6 +91,8 @@ class ModelPanel(QGroupBox):
         form.addRow(self.progress)
         self.backend.currentTextChanged.connect(self._backend_changed)
         self.model.currentTextChanged.connect(lambda _: self._update_status_hint())
+        self.checkpoint.textChanged.connect(lambda _: self._update_status_hint())
+        self.device.currentTextChanged.connect(lambda _: self._update_status_hint())
         self._backend_changed(self.backend.currentText())
 
     # -- state -----------------------------------------------------------------------
@@ -105,18 +110,42 @@ class ModelPanel(QGroupBox):
             w.setEnabled(sam)
         self._update_status_hint()
 
+    def choice(self) -> tuple:
+        """What :meth:`backend_factory` would build now (backend, model, checkpoint, device)."""
+        if self.backend_name == "classic":
+            return ("classic",)
+        return ("sam2", self.model.currentText(), self.checkpoint.text().strip(),
+                self.device.currentText())  # fmt: skip
+
     def _update_status_hint(self) -> None:
-        if self.host.session is not None:
+        """The status line says what is loaded and whether the choice differs from it."""
+        if self.progress.isVisible():  # loading / downloading: that status stays
             return
-        if self.backend_name == "sam2" and not sam2_available(
+        missing = self.backend_name == "sam2" and not sam2_available(
             self.model.currentText(), self.checkpoint.text().strip()
-        ):
-            self.status.setText(
+        )
+        hint = ""
+        if missing:
+            hint = (
                 f"{self.model.currentText()} is not cached: press 'Download checkpoint', "
                 "choose a file, or use the classic backend."
             )
+        if self.host.session is None or self.loaded_choice is None:
+            self.status.setText(hint or "no model loaded")
+        elif self.choice() != self.loaded_choice:
+            self.status.setText(
+                f"{self.loaded_text}. Press 'Load model' to use the new choice "
+                "(that starts a new session: save this one first to keep it)."
+                + (f" {hint}" if hint else "")
+            )
         else:
-            self.status.setText("no model loaded")
+            self.status.setText(self.loaded_text)
+
+    def loaded(self, choice: tuple, text: str) -> None:
+        """A session was built with ``choice`` (loaded or opened): say so."""
+        self.loaded_choice, self.loaded_text = choice, text
+        self.idle(text)
+        self._update_status_hint()
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(

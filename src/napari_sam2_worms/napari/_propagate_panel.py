@@ -59,7 +59,9 @@ class PropagatePanel(QGroupBox):
         fix.addWidget(self.paint_button)
         fix.addWidget(self.repropagate_button)
         form.addRow("Direction", self.direction)
-        form.addRow("Range (start, stop)", rng)
+        self.start.setToolTip("first frame of the range (direction 'range')")
+        self.stop.setToolTip("last frame of the range (direction 'range')")
+        form.addRow("Range", rng)
         form.addRow(row)
         form.addRow(self.progress)
         form.addRow(fix)
@@ -79,3 +81,16 @@ class PropagatePanel(QGroupBox):
         for b in (self.run_button, self.paint_button, self.repropagate_button):
             b.setEnabled(not on)
         self.cancel_button.setEnabled(on)
+        self.progress.setFormat("%v / %m")
+
+    def show_progress(self, done: int, total: int) -> None:
+        """Frames done of the run (a cheap call: the widget throttles it)."""
+        self.progress.setRange(0, max(int(total), 1))
+        self.progress.setValue(int(done))
+
+    def cancelling(self) -> None:
+        """Say "Cancelling…" until the worker has stopped (then :meth:`running` resets it)."""
+        self.cancel_button.setEnabled(False)
+        self.progress.setFormat("Cancelling…")
+        if self.progress.maximum() == 0:  # busy indicator: show the text
+            self.progress.setRange(0, 1)

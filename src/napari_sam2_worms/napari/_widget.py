@@ -3,7 +3,11 @@
 Long work (loading a model, SAM 2 clicks, propagation, skeletons of all frames) runs in
 ``napari.qt.threading.thread_worker``s; layers are only touched in main-thread handlers.
 Set ``TrackerWidget.synchronous = True`` (or pass ``synchronous=True``) to run the
-generators inline, e.g. in tests.
+generators inline (scripts); the GUI tests use the real workers.
+
+What the skeleton layers show is :meth:`TrackingSession.skeletons` (the tracks every
+export writes: oriented over time, with the user's flips), computed once in a worker after
+each change of the masks and cached; a flip is applied to the cached tracks at once.
 """
 
 from __future__ import annotations
@@ -20,46 +24,63 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from ..engine.session import TrackingSession
-from . import _layers
+from . import _layers, _style
+from ._display import SkeletonDisplay
 from ._model_panel import ModelPanel, sam2_available
 from ._objects_panel import ObjectsPanel
+from ._painting import Painting
 from ._propagate_panel import PropagatePanel
 from ._review_panel import ReviewPanel
-from ._workers import run_work
+from ._workers import run_work, start_skeleton_workers
 
 log = logging.getLogger(__name__)
 
-PROMPTS, MASKS, SKELETONS, HEADS = "prompts", "masks", "skeletons", "heads"
+PROMPTS, MASKS = "prompts", "masks"
+SKELETONS, OUTLINES, HEADS, TAILS = _style.SKELETONS, _style.OUTLINES, _style.HEADS, _style.TAILS
+
+#: Main-thread refresh intervals while a propagation runs (seconds): the progress bar, and
+#: the masks of the frames done (the frame on screen sooner).
+PROGRESS_EVERY = 0.1
+LABELS_EVERY = 0.5
+CURRENT_FRAME_EVERY = 0.15
 
 #: viewer id -> the viewer's (last opened) widget, for the menu commands
 _REGISTRY: dict[int, weakref.ref] = {}
 
 
+def real_viewer(viewer):
+    """The viewer behind napari's ``PublicOnlyProxy`` (napari hands commands and widgets
+    a new proxy of the viewer at each call, so the proxy's id is no key)."""
+    while hasattr(viewer, "__wrapped__"):
+        viewer = viewer.__wrapped__
+    return viewer
+
+
 def widget_for(viewer) -> TrackerWidget:
     """The tracker widget docked in ``viewer``; a clear error when there is none."""
-    ref = _REGISTRY.get(id(viewer))
+    ref = _REGISTRY.get(id(real_viewer(viewer)))
     widget = ref() if ref is not None else None
     if widget is None:
         raise LookupError(
-            "open the tracker first: Plugins > SAM 2 worm tracker (napari-sam2-worms)"
+            "open the tracker first: Plugins > SAM 2 worm tracker (SAM 2 Worm Tracker)"
         )
     return widget
 
 
-class TrackerWidget(QWidget):
+class TrackerWidget(SkeletonDisplay, Painting, QWidget):
     """SAM 2 / classic worm tracker dock widget.
 
     Parameters
     ----------
-    napari_viewer : the viewer (napari passes it).
-    synchronous : run long work inline instead of in worker threads (tests).
+    napari_viewer : the viewer (napari passes it, possibly behind a ``PublicOnlyProxy``).
+    synchronous : run long work inline instead of in worker threads (scripts).
     """
 
     synchronous = False
 
     def __init__(self, napari_viewer, synchronous: bool | None = None) -> None:
         super().__init__()
-        self.viewer = napari_viewer
+        self.viewer = real_viewer(napari_viewer)
         if synchronous is not None:
             self.synchronous = synchronous
         self.session: TrackingSession | None = None
@@ -68,8 +89,13 @@ class TrackerWidget(QWidget):
         self._workers: set = set()
         self._syncing_points = False
         self._prompt_busy = False
-        self._last_refresh = 0.0
         self.running = False
+        #: the skeleton tracks on screen (= what an export writes), their masks' version
+        self.tracks = None
+        self._version = 0  # bumped at every change of the masks or the flips
+        self._tracks_version = -1
+        self._tracks_busy = False
+        self._tracks_wanted = False
         self.model_panel = ModelPanel(self)
         self.objects_panel = ObjectsPanel(self)
         self.propagate_panel = PropagatePanel(self)
@@ -82,12 +108,11 @@ class TrackerWidget(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(inner)
-        inner.setMinimumWidth(330)
-        self.setMinimumWidth(350)
+        inner.setMinimumWidth(340)
+        self.setMinimumWidth(370)  # the dock's title and the panels' texts fit
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
-        self.viewer.dims.events.current_step.connect(self._on_step)
         _REGISTRY[id(self.viewer)] = weakref.ref(self)
         if not sam2_available():
             self.model_panel.set_backend("classic")
@@ -105,15 +130,14 @@ class TrackerWidget(QWidget):
                 w.quit()
             except RuntimeError:
                 pass
-        try:
-            self.viewer.dims.events.current_step.disconnect(self._on_step)
-        except (TypeError, ValueError, RuntimeError):
-            pass
-        for name, cb in ((PROMPTS, self._on_points_data), (MASKS, self._on_labels_changed)):
+        for name, event, cb in (
+            (PROMPTS, "data", self._on_points_data),
+            (MASKS, "paint", self._on_paint),
+        ):
             layer = self._layer(name)
             if layer is not None:
                 try:
-                    layer.events.data.disconnect(cb)
+                    getattr(layer.events, event).disconnect(cb)
                 except (TypeError, ValueError, RuntimeError):
                     pass
         points = self._layer(PROMPTS)
@@ -133,10 +157,18 @@ class TrackerWidget(QWidget):
         """Show an exception as a napari notification (the message says what to do)."""
         log.warning("tracker error: %s", exc, exc_info=exc)
         msg = str(exc) or type(exc).__name__
-        if isinstance(exc, (ValueError, LookupError)):
-            show_warning(msg)
+        if isinstance(exc, (ValueError, LookupError, FileExistsError)):
+            show_warning(msg.strip("'\""))
         else:
             show_error(f"{type(exc).__name__}: {msg}")
+
+    def _session_call(self, func: Callable[[], Any]) -> tuple[bool, Any]:
+        """Call the session API; a refusal (e.g. a duplicate name) becomes a notification."""
+        try:
+            return True, func()
+        except Exception as exc:
+            self.notify_error(exc)
+            return False, None
 
     # -- layers ---------------------------------------------------------------------
     def _layer(self, name: str):
@@ -185,14 +217,14 @@ class TrackerWidget(QWidget):
         labels.colormap = _layers.labels_colormap(s.objects)
         labels.refresh()
         # (re)connect: layers may come from an earlier widget on this viewer
-        labels.events.data.disconnect(self._on_labels_changed)
-        labels.events.data.connect(self._on_labels_changed)
-        shapes = self._layer(SKELETONS)
-        if shapes is None:
-            self.viewer.add_shapes(ndim=3, name=SKELETONS, edge_width=2.5, face_color="transparent")
-        heads = self._layer(HEADS)
-        if heads is None:
-            self.viewer.add_points(ndim=3, name=HEADS, size=5, border_width=0)
+        labels.events.paint.disconnect(self._on_paint)
+        labels.events.paint.connect(self._on_paint)
+        for name in (SKELETONS, OUTLINES, HEADS, TAILS):
+            old = self._layer(name)
+            kind = "vectors" if name in (SKELETONS, OUTLINES) else "points"
+            if old is not None and old._type_string != kind:  # an older version's layer
+                self.viewer.layers.remove(old)
+        _style.add_display_layers(self.viewer)
         points = self._layer(PROMPTS)
         if points is None:
             points = self.viewer.add_points(
@@ -202,6 +234,8 @@ class TrackerWidget(QWidget):
                 border_width=0.3,
                 features={"object": np.zeros(0, int), "positive": np.zeros(0, bool)},
             )
+        else:  # clicks on top of the skeletons
+            self.viewer.layers.move(self.viewer.layers.index(points), len(self.viewer.layers))
         points.events.data.disconnect(self._on_points_data)
         points.events.data.connect(self._on_points_data)
         points.bind_key("n", self._toggle_negative, overwrite=True)
@@ -209,8 +243,15 @@ class TrackerWidget(QWidget):
             # before the add-mode callback, which adds the point on release
             points.mouse_drag_callbacks.insert(0, self._on_press)
         self._rebuild_points()
-        points.mode = "add"
+        self._prompts_ready()
+
+    def _prompts_ready(self) -> None:
+        """The prompts layer selected, in add mode: the next click is a prompt."""
+        points = self._layer(PROMPTS)
+        if points is None:
+            return
         self.viewer.layers.selection.active = points
+        points.mode = "add"
 
     def _toggle_negative(self, _layer=None) -> None:
         self.objects_panel.negative.setChecked(not self.objects_panel.negative.isChecked())
@@ -221,11 +262,15 @@ class TrackerWidget(QWidget):
             self.update_point_defaults(invert="Shift" in event.modifiers)
 
     def update_point_defaults(self, invert: bool = False) -> None:
-        """New clicks get the current object and polarity (``invert``: Shift held)."""
+        """New clicks and paint get the current object (and clicks the polarity;
+        ``invert``: Shift held)."""
         points = self._layer(PROMPTS)
         obj = self.current_object
         if points is None or obj is None or self.session is None:
             return
+        labels = self._layer(MASKS)
+        if labels is not None and labels.selected_label != obj:
+            labels.selected_label = obj  # painting is for the current object
         positive = self.objects_panel.negative.isChecked() == invert
         # "current" colours also recolour selected points: never those of another object
         points.selected_data = set()
@@ -266,21 +311,25 @@ class TrackerWidget(QWidget):
         points.border_color = border
         points.symbol = symbols
 
-    def refresh_labels(self, frames=None) -> None:
-        """Copy session labels into the masks layer (all frames, or the given ones)."""
+    def refresh_labels(self, frames=None, skeletons: bool = True) -> None:
+        """Copy session labels into the masks layer (all frames, or the given ones); the
+        masks changed, so the skeletons are recomputed (unless ``skeletons`` is False)."""
         labels = self._layer(MASKS)
         if labels is None or self.session is None:
             return
         if labels.data.shape != self.session.labels.shape:
             self._ensure_layers()
-            return
-        if frames is None:
+        elif frames is None:
             labels.data[:] = self.session.labels
+            labels.refresh()
         else:
+            frames = list(frames)
             for f in frames:
                 labels.data[f] = self.session.labels[f]
-        labels.refresh()
-        self.refresh_skeletons()
+            if self.current_frame() in frames:  # other frames are drawn when shown
+                labels.refresh()
+        if skeletons:
+            self.masks_changed()
 
     # -- model ----------------------------------------------------------------------
     def load_model(self, on_loaded: Callable[[], None] | None = None) -> None:
@@ -293,19 +342,17 @@ class TrackerWidget(QWidget):
         panel = self.model_panel
         build = panel.backend_factory()
         name = panel.backend_name
+        chosen = panel.choice()
         panel.busy(f"loading {name}…")
 
         def work():
-            from ..skeleton.stream import auto_workers
-
-            session = TrackingSession(video, build())
-            session.skeleton_workers = auto_workers(session.n_frames)  # long videos
-            return session
+            return TrackingSession(video, build())
 
         def done(session):
             self._image_layer = layer
+            start_skeleton_workers(session)  # here: see _main_script_hidden
             self.set_session(session)
-            panel.idle(f"{name} ready on '{layer.name}' ({session.n_frames} frames)")
+            panel.loaded(chosen, f"{name} ready on '{layer.name}' ({session.n_frames} frames)")
             if on_loaded:
                 on_loaded()
 
@@ -332,11 +379,13 @@ class TrackerWidget(QWidget):
                 old.close()
             except Exception:
                 log.debug("closing the old session failed", exc_info=True)
+        self.tracks = None
         self.propagate_panel.set_frames(session.n_frames)
         self.review_panel.set_frames(session.n_frames)
+        self.review_panel.set_flags([], {})
         self._ensure_layers()
         self.objects_panel.refresh(session.objects)
-        self.refresh_skeletons()
+        self.masks_changed()
 
     def _require_session(self) -> TrackingSession | None:
         if self.session is None:
@@ -348,7 +397,9 @@ class TrackerWidget(QWidget):
         s = self._require_session()
         if s is None:
             return None
-        oid = s.add_object(name)
+        ok, oid = self._session_call(lambda: s.add_object(name))
+        if not ok:
+            return None
         self._objects_changed()
         self.objects_panel.select(oid)
         return oid
@@ -357,7 +408,8 @@ class TrackerWidget(QWidget):
         s = self._require_session()
         if s is None or object_id is None:
             return
-        s.remove_object(object_id)
+        if not self._session_call(lambda: s.remove_object(object_id))[0]:
+            return
         self._objects_changed()
         self._rebuild_points()
         self.refresh_labels()
@@ -366,10 +418,9 @@ class TrackerWidget(QWidget):
         s = self._require_session()
         if s is None or object_id is None:
             return
-        try:
-            s.rename_object(object_id, name)
-        except ValueError as exc:
-            self.notify_error(exc)
+        if self._session_call(lambda: s.rename_object(object_id, name))[0]:
+            self._version += 1  # names are in the tracks
+            self.masks_changed()
         self.objects_panel.refresh(s.objects)
 
     def _objects_changed(self) -> None:
@@ -393,7 +444,8 @@ class TrackerWidget(QWidget):
         frame = self.current_frame()
         points = self._layer(PROMPTS)
         for x, y in s.backend.detect(frame):
-            self.add_object()
+            if self.add_object() is None:
+                return
             points.add(np.array([frame, y, x], float))  # same path as a click
 
     # -- prompts --------------------------------------------------------------------
@@ -447,7 +499,7 @@ class TrackerWidget(QWidget):
 
         cheap = getattr(s.backend, "name", "") != "sam2"
         self._prompt_busy = True
-        if cheap and not self.synchronous:
+        if cheap and not self.synchronous:  # a classic click takes milliseconds
             self.synchronous = True
             try:
                 self.run_work(work, on_return=done, on_error=failed, on_finish=finish)
@@ -481,12 +533,17 @@ class TrackerWidget(QWidget):
         self._run_steps(lambda cancel: s.repropagate_from(frame, direction, cancel=cancel))
 
     def _run_steps(self, make_gen) -> None:
+        """Run a propagation generator in a worker. The main-thread handler is cheap and
+        throttled (progress every :data:`PROGRESS_EVERY` s, masks every
+        :data:`LABELS_EVERY` s), so the viewer stays responsive however fast frames come."""
         panel = self.propagate_panel
         self._cancel = cancel = threading.Event()
         self.running = True
         panel.running(True)
         panel.progress.setRange(0, 0)
-        pending: list[int] = []
+        _style.set_stale(self.viewer, True)
+        pending: set[int] = set()
+        last = {"ui": 0.0, "labels": time.monotonic(), "step": None}
 
         def work():
             from ..engine.session_io import autosave
@@ -498,18 +555,28 @@ class TrackerWidget(QWidget):
                     autosave(self.session)
 
         def on_step(step):
-            panel.progress.setRange(0, step.total)
-            panel.progress.setValue(step.done)
-            pending.append(step.frame)
+            pending.add(step.frame)
+            last["step"] = step
             now = time.monotonic()
-            if step.frame == self.current_frame() or now - self._last_refresh > 0.2:
-                self.refresh_labels(pending)
+            if now - last["ui"] >= PROGRESS_EVERY:
+                if not cancel.is_set():
+                    panel.show_progress(step.done, step.total)
+                last["ui"] = now
+            due = now - last["labels"] >= LABELS_EVERY
+            here = step.frame == self.current_frame()
+            if due or (here and now - last["labels"] >= CURRENT_FRAME_EVERY):
+                self.refresh_labels(pending, skeletons=False)
                 pending.clear()
-                self._last_refresh = time.monotonic()
+                last["labels"] = time.monotonic()
 
         def finish():
             self.running = False
+            step = last["step"]
             panel.running(False)
+            if step is not None:
+                panel.show_progress(step.done, step.total)
+            else:
+                panel.show_progress(0, 1)
             # every layer consistent with the session, also after an error or a cancel
             self.refresh_labels()
             if cancel.is_set():
@@ -519,81 +586,7 @@ class TrackerWidget(QWidget):
         self.run_work(work, on_yield=on_step, on_finish=finish)
 
     def cancel(self) -> None:
-        self._cancel.set()
-
-    def use_painted_mask(self) -> None:
-        """Use the painted mask of the current object on the current frame as its prompt."""
-        s = self._require_session()
-        obj = self.current_object
-        if s is None:
-            return
-        if obj is None:
-            show_warning("Pick the object you painted in the objects list first.")
-            return
-        frame = self.current_frame()
-        mask = np.asarray(self._layer(MASKS).data[frame]) == obj
-        try:
-            s.set_mask(frame, obj, mask)
-        except Exception as exc:
-            self.notify_error(exc)
-        self._rebuild_points()
-        self.refresh_labels([frame])
-
-    # -- review ---------------------------------------------------------------------
-    def _on_step(self, _event=None) -> None:
-        self.refresh_skeletons()
-
-    def _on_labels_changed(self, _event=None) -> None:
-        self.refresh_skeletons()
-
-    def refresh_skeletons(self) -> None:
-        """Skeletons of the current frame (fast) or of all frames (in a worker)."""
-        s = self.session
-        shapes, heads = self._layer(SKELETONS), self._layer(HEADS)
-        if s is None or shapes is None or heads is None:
-            return
-        ids = sorted(s.objects)
-        if self.review_panel.all_frames.isChecked():
-            if self.running:
-                return
-            self.run_work(
-                s.skeletons,
-                on_return=lambda t: self._show_shapes(_layers.tracks_skeleton_shapes(t, s.objects)),
-            )
-            return
-        from ..skeleton import skeletonize_frame
-
-        frame = self.current_frame()
-        labels = self._layer(MASKS)
-        sk = skeletonize_frame(np.asarray(labels.data[frame]), ids) if ids else {}
-        self._show_shapes(_layers.frame_skeleton_shapes(frame, sk, s.objects))
-
-    def _show_shapes(self, shp: _layers.SkeletonShapes) -> None:
-        _layers.show_skeleton_shapes(self._layer(SKELETONS), self._layer(HEADS), shp)
-
-    def update_flags(self) -> None:
-        """Compute the flagged frames (skeletons of every frame, in a worker)."""
-        s = self._require_session()
-        if s is None:
-            return
-
-        def work():
-            return _layers.flagged_frames(s, s.skeletons())
-
-        names = {o: obj.name for o, obj in s.objects.items()}
-        self.run_work(work, on_return=lambda flags: self.review_panel.set_flags(flags, names))
-
-    def goto(self, frame: int, object_id: int | None = None) -> None:
-        self.viewer.dims.set_current_step(0, frame)
-        if object_id is not None:
-            self.objects_panel.select(object_id)
-
-    def flip_head_tail(self, start: int, stop: int) -> None:
-        """Flip head and tail of the current object over frames start..stop (inclusive)."""
-        s = self._require_session()
-        obj = self.current_object
-        if s is None or obj is None:
-            return
-        a, b = sorted((int(start), int(stop)))
-        s.flips.append((obj, a, b))
-        show_info(f"head and tail of {s.objects[obj].name} flipped on frames {a}-{b}")
+        """Stop the propagation after the frame in flight ("Cancelling…" until it has)."""
+        if self.running:
+            self._cancel.set()
+            self.propagate_panel.cancelling()

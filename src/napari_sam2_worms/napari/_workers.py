@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -76,3 +78,41 @@ def run_work(
 
     worker.finished.connect(finished)
     worker.start()
+
+
+@contextlib.contextmanager
+def _main_script_hidden():
+    """Hide the ``__main__`` module's file and spec while worker processes start (spawn):
+    they then do not re-import the user's script (which re-runs a script without
+    ``if __name__ == "__main__":`` and fails with multiprocessing's bootstrapping error).
+    The workers only need this package's functions."""
+    main = sys.modules.get("__main__")
+    saved = {a: getattr(main, a) for a in ("__file__", "__spec__") if hasattr(main, a)}
+    try:
+        if main is not None:
+            main.__spec__ = None
+            if "__file__" in saved:
+                del main.__file__
+        yield
+    finally:
+        for attr, value in saved.items():
+            setattr(main, attr, value)
+
+
+def start_skeleton_workers(session) -> None:
+    """Start the session's skeleton worker processes for long videos (none for short
+    ones); where they cannot start, skeletons are computed here with a one-line notice."""
+    from ..skeleton.stream import auto_workers
+
+    n = auto_workers(session.n_frames)
+    if not n:
+        return
+    try:
+        with _main_script_hidden():
+            session.skeleton_workers = n
+    except Exception as exc:  # no processes here: same skeletons, a bit later
+        log.warning("skeleton workers could not start", exc_info=exc)
+        session.skeleton_workers = 0
+        from napari.utils.notifications import show_info
+
+        show_info(f"Skeletons are computed in this process (workers did not start: {exc}).")
