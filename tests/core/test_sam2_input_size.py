@@ -79,3 +79,30 @@ def test_backend_builds_the_model_at_the_auto_size(tmp_path):
     handed = Sam2Backend(predictor=fixed.predictor, device="cpu", image_size="auto")
     handed.open(video)  # a predictor handed in is never rebuilt
     assert handed.predictor is fixed.predictor
+
+
+def test_track_command_takes_the_input_size():
+    from napari_sam2_worms.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["track", "v.mp4", "--prompts", "p.json", "--out", "r"])
+    assert args.input_size == "auto"
+    args = parser.parse_args(["track", "v.mp4", "--out", "r", "--input-size", "512"])
+    assert args.input_size == 512
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["track", "v.mp4", "--out", "r", "--input-size", "500"])
+    assert exc.value.code == 2
+
+
+def test_saved_session_records_the_input_size(tmp_path, sam2_random, small_plate):
+    """session.json says which model and input size made the masks (provenance)."""
+    import json
+
+    from napari_sam2_worms.engine.session import TrackingSession
+    from napari_sam2_worms.engine.session_io import save_session
+
+    session = TrackingSession(small_plate.video[:2], sam2_random)
+    session.add_object()
+    save_session(session, tmp_path / "run")
+    doc = json.loads((tmp_path / "run" / "session.json").read_text())
+    assert doc["backend"] == {"name": "sam2", "model": "sam2.1_hiera_tiny", "input_size": 256}

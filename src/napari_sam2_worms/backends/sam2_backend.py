@@ -202,6 +202,12 @@ class Sam2Backend:
         )
 
     @property
+    def recorded_settings(self) -> dict[str, Any]:
+        """What a saved session records of this backend: the model and its input size."""
+        size = self.image_size if self.predictor is None else int(self.predictor.image_size)
+        return {"model": self.model, "input_size": size}
+
+    @property
     def memory_frames(self) -> int:
         """Non-conditioning frames kept on each side of the current frame."""
         if self._memory_frames is not None:

@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..backends.sam2_input_size import INPUT_SIZES, check_input_size
 from ..checkpoints import DEFAULT_MODEL, MODELS, cached_checkpoint
 
 if TYPE_CHECKING:
@@ -65,6 +66,13 @@ class ModelPanel(QGroupBox):
         row.addWidget(browse)
         self.device = QComboBox()
         self.device.addItems(list(DEVICES))
+        self.input_size = QComboBox()
+        self.input_size.addItems(["auto", *map(str, INPUT_SIZES)])
+        self.input_size.setToolTip(
+            "SAM 2's input size. auto: 1024 on a GPU; on the CPU the smallest of 1024, 768, "
+            "512 covering the video (much faster). The model was trained at 1024; smaller "
+            "inputs may lose detail on thin animals: check the masks."
+        )
         self.compile = QCheckBox("Compile (CUDA: faster after a ~1 min warm-up)")
         self.compile.setToolTip(
             "torch.compile SAM 2's hot modules. The first propagated frames wait for the "
@@ -85,6 +93,7 @@ class ModelPanel(QGroupBox):
         form.addRow("Model", self.model)
         form.addRow("Checkpoint", row)
         form.addRow("Device", self.device)
+        form.addRow("Input size", self.input_size)
         form.addRow(self.compile)
         form.addRow(buttons)
         form.addRow(self.status)
@@ -93,6 +102,7 @@ class ModelPanel(QGroupBox):
         self.model.currentTextChanged.connect(lambda _: self._update_status_hint())
         self.checkpoint.textChanged.connect(lambda _: self._update_status_hint())
         self.device.currentTextChanged.connect(lambda _: self._update_status_hint())
+        self.input_size.currentTextChanged.connect(lambda _: self._update_status_hint())
         self._backend_changed(self.backend.currentText())
 
     # -- state -----------------------------------------------------------------------
@@ -106,7 +116,8 @@ class ModelPanel(QGroupBox):
 
     def _backend_changed(self, text: str) -> None:
         sam = text == SAM2
-        for w in (self.model, self.checkpoint, self.device, self.compile, self.download_button):
+        sam2_only = (self.model, self.checkpoint, self.device, self.input_size, self.compile)
+        for w in (*sam2_only, self.download_button):
             w.setEnabled(sam)
         self._update_status_hint()
 
@@ -115,7 +126,7 @@ class ModelPanel(QGroupBox):
         if self.backend_name == "classic":
             return ("classic",)
         return ("sam2", self.model.currentText(), self.checkpoint.text().strip(),
-                self.device.currentText())  # fmt: skip
+                self.device.currentText(), self.input_size.currentText())  # fmt: skip
 
     def _update_status_hint(self) -> None:
         """The status line says what is loaded and whether the choice differs from it."""
@@ -161,7 +172,8 @@ class ModelPanel(QGroupBox):
         model = self.model.currentText()
         checkpoint = self.checkpoint.text().strip() or None
         device = self.device.currentText()
-        options = dict(self.sam2_options)
+        options = {"image_size": check_input_size(self.input_size.currentText())}
+        options.update(self.sam2_options)
         if self.compile.isChecked():
             options["compile"] = True
 
