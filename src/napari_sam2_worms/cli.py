@@ -63,6 +63,7 @@ def cmd_track(args: argparse.Namespace) -> int:
             "compile": args.compile,
             "cuda_graphs": not args.no_cuda_graphs,
             "fast_attention": False if args.no_fast_attention else None,
+            "image_size": args.input_size,
         }
         if args.backend != "classic"
         else {}
@@ -232,6 +233,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _input_size(text: str) -> int | str:
+    """argparse type of ``--input-size``: auto, 1024, 768 or 512."""
+    from .backends.sam2_input_size import check_input_size
+
+    try:
+        return check_input_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -269,6 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile",
         action="store_true",
         help="torch.compile SAM 2 on CUDA: faster after a ~1 min warm-up (long videos)",
+    )
+    t.add_argument(
+        "--input-size",
+        default="auto",
+        type=_input_size,
+        help="SAM 2's input size: auto (default: 1024 on a GPU; on the CPU the smallest of "
+        "1024, 768, 512 covering the video), 1024 (the size it was trained at), 768, 512 "
+        "(faster; check the masks of thin animals)",
     )
     t.add_argument(
         "--no-cuda-graphs", action="store_true", help="SAM 2 on CUDA: do not replay CUDA graphs"

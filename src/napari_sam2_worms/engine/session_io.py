@@ -108,7 +108,10 @@ def _session_doc(session: TrackingSession, folder: Path, ids: np.ndarray) -> dic
         "format": SESSION_FORMAT,
         "version": SESSION_VERSION,
         "video": video,
-        "backend": {"name": getattr(session.backend, "name", "unknown")},
+        "backend": {
+            "name": getattr(session.backend, "name", "unknown"),
+            **getattr(session.backend, "recorded_settings", {}),
+        },
         "fps": session.fps,
         "pixel_size": session.pixel_size,
         "objects": [
