@@ -257,10 +257,13 @@ def test_tiff_stack(tmp_path, compression):
     data = np.random.default_rng(0).integers(0, 60000, (7, 10, 12), dtype=np.uint16)
     path = tmp_path / "stack.tif"
     tifffile.imwrite(path, data, compression=compression)
-    with open_video(path) as v:
+    with open_video(path, raw=True) as v:
         assert v.shape == data.shape and v.dtype == np.uint16
         assert (v._memmap is not None) == (compression is None)
         np.testing.assert_array_equal(v[[6, 0, 3]], data[[6, 0, 3]])
+    with open_video(path) as v:  # the trackers' and viewer's 8 bits, of the same frames
+        assert v.shape == data.shape and v.dtype == np.uint8
+        assert v.raw._memmap is not None or compression is not None
     rgb = np.random.default_rng(1).integers(0, 255, (4, 8, 9, 3), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "rgb.tiff", rgb, photometric="rgb", compression=compression)
     with open_video(tmp_path / "rgb.tiff") as v:
@@ -276,3 +279,119 @@ def test_array_video():
     np.testing.assert_array_equal(np.asarray(v), data)
     with pytest.raises(ValueError, match="T, H, W"):
         ArrayVideo(np.zeros((2, 3, 4, 5)))
+
+
+# -- 12/16-bit and float videos: one 8-bit mapping for trackers and viewer ---------------
+
+
+def _deep_stacks(video8: np.ndarray) -> dict[str, np.ndarray]:
+    """The same frames as a 12-bit camera (0..4095 in uint16), a 16-bit one and float 0..1."""
+    v = video8.astype(np.float64) / 255.0
+    return {
+        "12bit": np.round(v * 4095).astype(np.uint16),
+        "16bit": np.round(v * 65535).astype(np.uint16),
+        "float": v.astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("kind", ["12bit", "16bit", "float"])
+def test_deep_tiff_stacks_come_in_8_bits_from_their_own_range(tmp_path, small_plate, kind):
+    import tifffile
+
+    from napari_sam2_worms.video import ScaledVideo
+
+    deep = _deep_stacks(small_plate.video)[kind]
+    path = tmp_path / f"{kind}.tif"
+    tifffile.imwrite(path, deep)
+    video = open_video(path)
+    assert isinstance(video, ScaledVideo) and video.dtype == np.uint8
+    frames = np.asarray(video)
+    assert frames.dtype == np.uint8 and frames.shape == deep.shape
+    # the data's range fills 0..255 (clipping gave a white 12/16-bit frame, a black float one)
+    assert frames.min() <= 2 and frames.max() >= 253
+    assert 20 < frames.std()
+    # a linear map of the 8-bit original: same picture, contrast stretched
+    ref = small_plate.video.astype(np.float64)
+    corr = np.corrcoef(frames.ravel().astype(np.float64), ref.ravel())[0, 1]
+    assert corr > 0.995
+    lo, hi = video.intensity_range
+    assert deep.min() <= lo < hi <= deep.max()
+    # every frame uses the same range: one frame read alone equals it in the stack
+    np.testing.assert_array_equal(video[5], frames[5])
+    np.testing.assert_array_equal(video.get_frame(11), frames[11])
+    assert open_video(path, raw=True).dtype == deep.dtype
+    video.close()
+
+
+def test_uint8_videos_are_never_rescaled(tmp_path, small_plate):
+    import tifffile
+
+    path = tmp_path / "v8.tif"
+    tifffile.imwrite(path, small_plate.video)
+    video = open_video(path)
+    assert type(video).__name__ == "TiffVideo"
+    np.testing.assert_array_equal(np.asarray(video), small_plate.video)
+
+
+def test_array_video_and_folders_scale_the_same_way(tmp_path, small_plate):
+    from PIL import Image
+
+    from napari_sam2_worms.video import intensity_range, to_uint8
+
+    deep = _deep_stacks(small_plate.video)["12bit"]
+    arr = ArrayVideo(deep, fps=5)
+    assert arr.dtype == np.uint8
+    expected = to_uint8(deep, *intensity_range(deep))
+    np.testing.assert_array_equal(arr[:], expected)
+    np.testing.assert_array_equal(arr.get_frame(3), expected[3])
+    np.testing.assert_array_equal(np.asarray(arr), expected)
+    assert arr.data is deep  # the original values stay available
+    assert ArrayVideo(deep, scale=False).dtype == np.uint16
+    folder = tmp_path / "frames16"
+    folder.mkdir()
+    for i, frame in enumerate(deep):
+        Image.fromarray(frame).save(folder / f"f{i}.png")
+    np.testing.assert_array_equal(np.asarray(open_video(folder)), expected)
+    floats = tmp_path / "framesf"
+    floats.mkdir()
+    ffloat = _deep_stacks(small_plate.video)["float"]
+    for i, frame in enumerate(ffloat):
+        Image.fromarray(frame, mode="F").save(floats / f"f{i}.tif")
+    got = np.asarray(open_video(floats))
+    np.testing.assert_array_equal(got, to_uint8(ffloat, *intensity_range(ffloat)))
+
+
+def test_scaling_survives_flat_nan_and_outliers():
+    from napari_sam2_worms.video import intensity_range, to_uint8
+
+    flat = np.full((3, 8, 8), 1000, np.uint16)
+    lo, hi = intensity_range(flat)
+    assert hi > lo and to_uint8(flat, lo, hi).max() == 0
+    f = np.linspace(0, 1, 3 * 64, dtype=np.float32).reshape(3, 8, 8)
+    f[0, 0, 0] = np.nan
+    out = to_uint8(f, *intensity_range(f))
+    assert out[0, 0, 0] == 0 and out.max() == 255
+    hot = np.full((4, 100, 100), 1000, np.uint16)
+    hot[:, 40:60, 40:60] = 3000  # an animal of 4 % of the frame
+    hot[:, 0, 0] = 65535  # a hot pixel does not squeeze the picture
+    out = to_uint8(hot, *intensity_range(hot))
+    assert out[0, 50, 50] == 255 and out[0, 10, 10] == 0
+
+
+def test_sam2_frames_of_a_12_bit_video_are_a_proper_image(tmp_path, small_plate):
+    """SAM 2's input tensor from a 12-bit stack is the picture, not a white frame."""
+    import tifffile
+
+    from napari_sam2_worms.backends.sam2_frames import IMG_MEAN, IMG_STD, LazySam2Frames
+
+    deep = _deep_stacks(small_plate.video)["12bit"]
+    path = tmp_path / "v12.tif"
+    tifffile.imwrite(path, deep)
+    video = open_video(path)
+    frames = LazySam2Frames(video, image_size=64)
+    t = frames[0].numpy()
+    rgb = t * np.array(IMG_STD).reshape(3, 1, 1) + np.array(IMG_MEAN).reshape(3, 1, 1)
+    assert rgb.min() < 0.1 and rgb.max() > 0.9 and rgb.std() > 0.08
+    ref = LazySam2Frames(ArrayVideo(video[:]), image_size=64)[0].numpy()
+    np.testing.assert_allclose(t, ref, atol=1e-5)
+    frames.close()

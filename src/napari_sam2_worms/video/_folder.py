@@ -94,7 +94,9 @@ class FolderVideo(LazyVideo):
         with Image.open(file) as im:
             if im.mode in ("RGBA", "P", "LA", "CMYK", "YCbCr"):
                 im = im.convert("RGB")
-            elif im.mode in ("I", "F", "1"):
+            elif im.mode == "F":  # float frames: scaled to 8 bits with the video's range
+                return np.asarray(im, dtype=np.float32)
+            elif im.mode in ("I", "1"):
                 im = im.convert("I;16") if im.mode == "I" else im.convert("L")
             return np.asarray(im)
 
