@@ -2,8 +2,10 @@
 
 The registry :data:`MODELS` names every released SAM 2 and SAM 2.1 Hiera model with
 its hydra config (shipped inside the ``sam2`` package), its download address and the
-SHA-256 of the file. Downloads go through :mod:`pooch` into :func:`cache_dir` and are
-checked against that hash; a file that does not match is removed.
+SHA-256 of the file. Downloads stream through :mod:`requests` into :func:`cache_dir`
+(one overall deadline besides the per-read timeout), are checked against that hash
+(a file that does not match is removed) and appear under their name only once
+verified; a killed download's partial file is removed by the next one.
 
 Weights load with ``torch.load(..., weights_only=True)`` (no pickle code runs) and are
 checked against the model before use, so a wrong or damaged file gives a
@@ -145,23 +147,84 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-class _Progress:
-    """Adapter from pooch's progress-bar protocol to a ``callback(done, total)``."""
+#: seconds a whole download may take by default (a server sending a byte a second
+#: never trips the per-read ``timeout``; this ends it)
+DOWNLOAD_DEADLINE = 3600.0
 
-    def __init__(self, callback: ProgressCallback) -> None:
-        self.callback = callback
-        self.total = 0
-        self.done = 0
 
-    def update(self, n: int) -> None:
-        self.done = min(self.done + int(n), self.total) if self.total else self.done + int(n)
-        self.callback(self.done, self.total)
+class DownloadTimeout(OSError):
+    """A download that did not finish within its overall deadline."""
 
-    def reset(self) -> None:
-        self.done = 0
 
-    def close(self) -> None:
-        pass
+def _fetch(
+    url: str,
+    fh: Any,
+    *,
+    timeout: float,
+    deadline: float,
+    progress: ProgressCallback | None,
+) -> str:
+    """Stream ``url`` into the open file ``fh``; return the SHA-256 of what was written.
+
+    Raises :class:`DownloadTimeout` past ``deadline`` seconds in all, requests' errors
+    for network failures, and OSError for a transfer shorter than announced.
+    """
+    import time
+
+    import requests
+
+    end = time.monotonic() + float(deadline)
+    h = hashlib.sha256()
+    done = 0
+    with requests.get(url, stream=True, timeout=timeout) as response:
+        response.raise_for_status()
+        total = int(response.headers.get("Content-Length") or 0)
+        read1 = getattr(response.raw, "read1", None)  # urllib3 2: one read, what is there
+        blocks = (
+            iter(lambda: read1(1 << 16, decode_content=True), b"")
+            if read1 is not None
+            else response.iter_content(chunk_size=1 << 12)
+        )
+        for block in blocks:
+            if time.monotonic() > end:
+                raise DownloadTimeout(
+                    f"the download took longer than {deadline:g} s "
+                    f"({done} of {total or '?'} bytes arrived)"
+                )
+            if not block:
+                continue
+            fh.write(block)
+            h.update(block)
+            done += len(block)
+            if progress is not None:
+                progress(min(done, total) if total else done, total)
+        if time.monotonic() > end:
+            raise DownloadTimeout(f"the download took longer than {deadline:g} s")
+    if total and done != total:
+        raise OSError(f"the transfer stopped after {done} of {total} bytes")
+    return h.hexdigest()
+
+
+def remove_stale_downloads(folder: Path, filename: str) -> None:
+    """Remove what killed downloads left in the cache: our partial files of processes
+    that are gone, and pooch's ``tmp*`` files of older versions (empty, or untouched
+    for an hour)."""
+    import time
+
+    from .utils import remove_stale_temps
+
+    remove_stale_temps(folder, filename)
+    try:
+        leftovers = list(folder.glob("tmp*"))
+    except OSError:
+        return
+    for leftover in leftovers:
+        try:
+            st = leftover.stat()
+            if leftover.is_file() and (st.st_size == 0 or time.time() - st.st_mtime > 3600):
+                leftover.unlink()
+        except OSError:
+            continue
 
 
 def download_checkpoint(
@@ -170,15 +233,22 @@ def download_checkpoint(
     base_url: str | None = None,
     progress: ProgressCallback | None = None,
     timeout: float = 30.0,
+    deadline: float = DOWNLOAD_DEADLINE,
 ) -> Path:
     """Download ``model``'s checkpoint into :func:`cache_dir`, verifying its SHA-256.
+
+    The file is written next to its place in the cache under a name that carries this
+    process's id, and renamed once complete and verified: an existing copy is replaced
+    only by a verified one. A download killed on the way leaves its partial file; the
+    next download of that model removes it (:func:`remove_stale_downloads`).
 
     Parameters
     ----------
     model : registry name.
     base_url : folder URL to fetch from instead of the official one (a mirror).
     progress : ``callback(done_bytes, total_bytes)`` called while downloading.
-    timeout : seconds to wait for the server.
+    timeout : seconds to wait for the server (connecting, and each read).
+    deadline : seconds the whole download may take (default one hour).
 
     Returns
     -------
@@ -188,54 +258,52 @@ def download_checkpoint(
     ------
     CheckpointError
         No network (the message names the file, its URL and the folder to put it in),
-        an interrupted transfer, or a file whose hash does not match (it is removed).
+        an interrupted or too slow transfer, or a file whose hash does not match (it
+        is removed).
     """
-    import pooch
+    import tempfile
+
     import requests
+    from urllib3.exceptions import HTTPError
+
+    from .utils import temp_prefix
 
     info = model_info(model)
     url = f"{base_url.rstrip('/')}/{info.filename}" if base_url else info.url
     folder = cache_dir()
     target = folder / info.filename
-    downloader = pooch.HTTPDownloader(
-        progressbar=_Progress(progress) if progress else False, timeout=timeout
-    )
     log.info("downloading %s from %s into %s", info.filename, url, folder)
+    tmp: Path | None = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        path = pooch.retrieve(
-            url,
-            known_hash=f"sha256:{info.sha256}",
-            fname=info.filename,
-            path=folder,
-            downloader=downloader,
-            progressbar=False,
-        )
-    except ValueError as exc:  # pooch: hash mismatch (the temporary file is gone)
-        target.unlink(missing_ok=True)
-        raise CheckpointError(
-            f"The downloaded {info.filename} is corrupt or not the expected file (its SHA-256 "
-            f"does not match {info.sha256}); it was removed. Try again, or download it "
-            f"yourself from {url} and put it in {folder}."
-        ) from exc
-    except (requests.exceptions.RequestException, OSError) as exc:
-        _remove_partial(folder, info.filename)
+        remove_stale_downloads(folder, info.filename)
+        fd, name = tempfile.mkstemp(prefix=temp_prefix(info.filename), suffix=".part", dir=folder)
+        tmp = Path(name)
+        with os.fdopen(fd, "wb") as fh:
+            digest = _fetch(url, fh, timeout=timeout, deadline=deadline, progress=progress)
+        if digest != info.sha256:
+            tmp.unlink(missing_ok=True)
+            raise CheckpointError(
+                f"The downloaded {info.filename} is corrupt or not the expected file (its "
+                f"SHA-256 does not match {info.sha256}); it was removed. Try again, or "
+                f"download it yourself from {url} and put it in {folder}."
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except CheckpointError:
+        raise
+    except BaseException as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if not isinstance(exc, (requests.exceptions.RequestException, HTTPError, OSError)):
+            raise  # KeyboardInterrupt, SIGTERM...: the partial file is gone
         raise CheckpointError(
             f"Could not download {info.filename} from {url} ({type(exc).__name__}: {exc}). "
             f"Without internet, download it on another computer and copy it into the folder "
             f"{folder} (or set {CACHE_ENV} to a folder that holds it), or give the file's "
             "path as the checkpoint."
         ) from exc
-    return Path(path)
-
-
-def _remove_partial(folder: Path, filename: str) -> None:
-    """Remove what a failed download may have left (pooch cleans up; this is a guard)."""
-    if (folder / filename).is_file():
-        return  # a complete older copy: pooch only replaces it after a verified download
-    for leftover in folder.glob("tmp*"):
-        if leftover.is_file() and leftover.stat().st_size == 0:
-            leftover.unlink(missing_ok=True)
+    return target
 
 
 def resolve_checkpoint(

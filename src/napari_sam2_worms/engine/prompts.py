@@ -165,10 +165,32 @@ def parse_prompts(
     for k, v in names_raw.items():
         if not str(k).isdigit() or not isinstance(v, str):
             raise PromptsFileError(f"names[{k!r}]: must map an object id to a string")
-        names[int(k)] = v
+        if not v.strip():
+            raise PromptsFileError(f"names[{k!r}]: a name cannot be empty")
+        names[int(k)] = v.strip()
     if not store.keys():
         raise PromptsFileError("the prompts file holds no points and no boxes")
+    check_distinct_names(names, store.objects())
     return store, names
+
+
+def check_distinct_names(names: dict[int, str], objects: list[int] | None = None) -> None:
+    """Raise :class:`PromptsFileError` when two objects would have the same name
+    (ignoring case): two given names, or a given name and the default ``worm<id>`` of an
+    unnamed object among ``objects``. Exports (DeepLabCut, SLEAP, NWB...) need distinct
+    names."""
+    final = dict(names)
+    for obj in objects or ():
+        final.setdefault(int(obj), f"worm{obj}")
+    seen: dict[str, int] = {}
+    for obj in sorted(final):
+        key = final[obj].casefold()
+        if key in seen:
+            raise PromptsFileError(
+                f"names: objects {seen[key]} and {obj} are both called {final[obj]!r} "
+                "(names must differ, ignoring case; unnamed objects are worm<id>)"
+            )
+        seen[key] = obj
 
 
 def _check_inside(where: str, pts, size: tuple[int, int] | None) -> None:
@@ -191,8 +213,17 @@ def read_prompts_file(
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise PromptsFileError(f"prompts file not found: {path}") from exc
+    except UnicodeDecodeError as exc:
+        raise PromptsFileError(
+            f"{path} is not a UTF-8 text file (byte {exc.start} cannot be decoded); "
+            "a prompts file is JSON text: save it as UTF-8"
+        ) from exc
     except json.JSONDecodeError as exc:
         raise PromptsFileError(f"{path} is not valid JSON: {exc}") from exc
+    except OSError as exc:  # a folder, no permission...
+        raise PromptsFileError(
+            f"prompts file {path} cannot be read ({exc.strerror or exc})"
+        ) from exc
     try:
         return parse_prompts(data, n_frames, size)
     except PromptsFileError as exc:

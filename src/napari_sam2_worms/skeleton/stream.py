@@ -16,7 +16,10 @@ starts after unlabelled frames: :func:`stream_for_run` decides.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import re
+import weakref
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -41,6 +44,75 @@ RING_BYTES = 64 * 2**20
 
 #: Linux's madvise option that allocates a mapping's pages at once (kernel 5.14+)
 _MADV_POPULATE_WRITE = 23
+
+#: ring files are named ``nsw-skeleton-ring-<pid of the owner>-<random>.u``
+RING_PREFIX = "nsw-skeleton-ring-"
+
+#: rings and pools of this process, released at exit (see :func:`release_all`)
+_LIVE_RINGS: weakref.WeakSet = weakref.WeakSet()
+_LIVE_POOLS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _ring_folders() -> list[str]:
+    import tempfile
+
+    return sorted({"/dev/shm", tempfile.gettempdir()})
+
+
+def remove_stale_rings() -> list[str]:
+    """Delete ring files whose owning process is gone (killed before it could remove
+    them: ``kill -9``, a crash, a power cut of a container). Returns the removed paths;
+    never raises. Files of live processes, and names without an owner, are left."""
+    import os
+
+    from ..utils import pid_alive
+
+    removed = []
+    pattern = re.compile(re.escape(RING_PREFIX) + r"(\d+)-[^/]*\.u$")
+    for folder in _ring_folders():
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            m = pattern.match(name)
+            if m is None or pid_alive(int(m.group(1))):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                os.unlink(path)
+            except OSError:
+                continue
+            removed.append(path)
+    if removed:
+        log.info("removed %d skeleton ring file(s) left by processes that are gone", len(removed))
+    return removed
+
+
+def live_pools() -> set:
+    """The skeleton pools of this process that are not closed."""
+    return set(_LIVE_POOLS)
+
+
+def release_all(keep: Iterable[Any] = ()) -> None:
+    """Stop the skeleton pools of this process (but those in ``keep``) and delete their
+    ring files, and rings of no pool (the command line calls this on every exit path
+    of a command; it also runs at interpreter exit)."""
+    keep = set(keep)
+    for pool in list(_LIVE_POOLS):
+        if pool in keep:
+            continue
+        try:
+            pool.close()
+        except Exception:  # on the way out: release what can be released
+            log.debug("closing a skeleton pool failed", exc_info=True)
+    kept = {id(p._ring) for p in keep if getattr(p, "_ring", None) is not None}
+    for ring in list(_LIVE_RINGS):
+        if id(ring) not in kept:
+            ring.release()
+
+
+atexit.register(release_all)
 
 
 class FrameRing:
@@ -70,7 +142,8 @@ class FrameRing:
                 folder = "/dev/shm"
         except (OSError, AttributeError):
             pass
-        fd, path = tempfile.mkstemp(prefix="nsw-skeleton-ring-", suffix=".u", dir=folder)
+        remove_stale_rings()
+        fd, path = tempfile.mkstemp(prefix=f"{RING_PREFIX}{os.getpid()}-", suffix=".u", dir=folder)
         try:
             os.ftruncate(fd, nbytes)
             self._mmap = mmap.mmap(fd, nbytes)
@@ -80,6 +153,7 @@ class FrameRing:
             raise
         os.close(fd)
         self.path = path
+        _LIVE_RINGS.add(self)
         shape = (self.size, *self.frame_shape)
         self.frames = np.ndarray(shape, self.dtype, buffer=self._mmap)
         #: what a worker needs to map it: (path, shape, dtype)
@@ -119,6 +193,7 @@ class FrameRing:
         import os
 
         self.frames = None
+        _LIVE_RINGS.discard(self)
         with contextlib.suppress(OSError):
             os.unlink(self.path)
         with contextlib.suppress(BufferError, ValueError):
@@ -275,6 +350,7 @@ class SkeletonPool:
             theirs.close()
             self.conns.append(mine)
             self.procs.append(proc)
+        _LIVE_POOLS.add(self)
 
     @property
     def usable(self) -> bool:
@@ -353,6 +429,7 @@ class SkeletonPool:
         if self.closed:
             return
         self.closed = True
+        _LIVE_POOLS.discard(self)
         current, self.current = self.current, None
         if current is not None:
             current.close()
