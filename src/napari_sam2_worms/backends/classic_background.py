@@ -198,6 +198,8 @@ def estimate_background(
         if len(frames) > 2
         else (np.median(frames, axis=0).astype(np.float32))
     )
+    if len(frames) < 3:  # 1-2 frames: animals are in the median; filter them out in space
+        bg = spatial_background(bg, polarity, max(15, min(bg.shape) // 10))
     model = BackgroundModel.build(bg, polarity, _threshold(bg, probe, polarity, threshold))
     if repair_size != 0 and len(frames) >= 3:
         repaired = _repair(model, probe, repair_size)
