@@ -7,6 +7,7 @@ printed as one clear line on stderr with exit status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -20,17 +21,16 @@ MASK_FORMATS = {"masks-tiff": "label stack TIFF", "masks-png": "folder of per-ob
 
 
 def _frames(text: str | None) -> tuple[int | None, int | None]:
-    """Parse START:STOP (both inclusive, either may be empty); UsageError otherwise."""
-    from ._cli_checks import parse_frames
-
-    return parse_frames(text)
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (and exit status 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+    """Parse START:STOP (both inclusive, either may be empty)."""
+    if not text:
+        return None, None
+    try:
+        a, b = text.split(":")
+        return (int(a) if a else None), (int(b) if b else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--frames takes START:STOP (e.g. 0:499), got {text!r}"
+        ) from None
 
 
 class _Bar:
@@ -51,63 +51,117 @@ class _Bar:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from .engine.pipeline import make_backend, write_run
+    from .engine.pipeline import Autosaver, TrackPlan, make_backend, track_run, write_run
     from .engine.prompts import read_prompts_file
+    from .engine.run_lock import hold
     from .engine.session import TrackingSession
+    from .engine.track_job import SigintGuard, check_run_folder, resume_session
     from .video import open_video
 
+    if args.prompts is None and not args.resume:
+        raise ValueError("--prompts is required (only --resume goes on without it)")
+    if args.frames_per_save is not None and args.frames_per_save < 1:
+        raise ValueError(f"--frames-per-save must be at least 1; got {args.frames_per_save}")
+    out = Path(args.out)
+    existed = out.exists()
     video = open_video(args.video)
     n, h, w = video.shape[:3]
-    store, names = read_prompts_file(args.prompts, n_frames=n, size=(w, h))
-    sam2_options = (
-        {
-            "compile": args.compile,
-            "cuda_graphs": not args.no_cuda_graphs,
-            "fast_attention": False if args.no_fast_attention else None,
-            "image_size": args.input_size,
-        }
-        if args.backend != "classic"
-        else {}
+    store, names = (
+        read_prompts_file(args.prompts, n_frames=n, size=(w, h)) if args.prompts else (None, {})
     )
-    backend = make_backend(
-        args.backend,
-        model=args.model,
-        checkpoint=args.checkpoint,
-        device=args.device,
-        download=not args.no_download,
-        **sam2_options,
-    )
-    args.backend = getattr(backend, "name", args.backend)
-    session = TrackingSession(video, backend, fps=args.fps, pixel_size=args.pixel_size)
-    session.settings = {"backend": args.backend, "model": args.model, "device": args.device}
-    session.skeleton_workers = max(0, args.workers)  # skeletons made while tracking
-    session.skeleton_points = args.points
-    for obj in store.objects():
-        session.add_object(name=names.get(obj), object_id=obj)
-    for frame, obj in sorted(store.keys()):
-        p = store.for_frame_object(frame, obj)
-        if p.box is not None:
-            session.set_box(frame, obj, p.box)
-        if len(p.points):
-            session.set_points(frame, obj, p.points, p.labels.astype(bool))
-    start, stop = _frames(args.frames)
-    bar = _Bar("tracking")
+    check_run_folder(out, overwrite=args.overwrite, resume=args.resume)
+    session = None
+    interrupted = False
     try:
-        for step in session.propagate("both", start=start, stop=stop):
-            bar(step.done, step.total)
+        # the lock is held for the whole run: a second `track` into this folder is refused
+        with SigintGuard() as guard, hold(out, "napari-sam2-worms track"):
+            check_run_folder(out, overwrite=args.overwrite, resume=args.resume)
+            sam2_options = (
+                {
+                    "compile": args.compile,
+                    "cuda_graphs": not args.no_cuda_graphs,
+                    "fast_attention": False if args.no_fast_attention else None,
+                    "image_size": args.input_size,
+                }
+                if args.backend != "classic"
+                else {}
+            )
+            backend = make_backend(
+                args.backend,
+                model=args.model,
+                checkpoint=args.checkpoint,
+                device=args.device,
+                download=not args.no_download,
+                **sam2_options,
+            )
+            args.backend = getattr(backend, "name", args.backend)
+            if args.resume:
+                session, plan = resume_session(out, backend, video, store, args.frames)
+                print(
+                    f"resuming {out}: {sum(plan.done)} of {plan.total} frames were tracked",
+                    file=sys.stderr,
+                )
+            else:
+                session = TrackingSession(video, backend, fps=args.fps, pixel_size=args.pixel_size)
+                session.settings = {
+                    "backend": args.backend,
+                    "model": args.model,
+                    "device": args.device,
+                }
+                for obj in store.objects():
+                    session.add_object(name=names.get(obj), object_id=obj)
+                for frame, obj in sorted(store.keys()):
+                    p = store.for_frame_object(frame, obj)
+                    if p.box is not None:
+                        session.set_box(frame, obj, p.box)
+                    if len(p.points):
+                        session.set_points(frame, obj, p.points, p.labels.astype(bool))
+                start, stop = _frames(args.frames)
+                plan = TrackPlan.new(session, start, stop, args.frames)
+            session.skeleton_workers = max(0, args.workers)  # skeletons made while tracking
+            session.skeleton_points = args.points
+            saver = Autosaver(session, out, args.autosave, args.frames_per_save)
+            saver.save(plan)  # from now on a crash leaves a run that --resume continues
+            bar = _Bar("tracking")
+            try:
+                with guard.soft() as cancel:
+                    for step in track_run(session, plan, saver, cancel=cancel):
+                        bar(step.done, step.total)
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                bar.close()
+            interrupted = interrupted or guard.cancel.is_set()
+            if interrupted:
+                print("\ninterrupted: writing the frames done so far", file=sys.stderr)
+            session.settings["track"] = plan.to_json()
+            skel_bar = _Bar("skeletons")
+            try:
+                write_run(
+                    session, out, n_points=args.points, progress=skel_bar, workers=args.workers
+                )
+            finally:
+                skel_bar.close()
     except KeyboardInterrupt:
-        print("\ninterrupted: writing the frames done so far", file=sys.stderr)
-    finally:
-        bar.close()
-    skel_bar = _Bar("skeletons")
-    try:
-        out = write_run(
-            session, args.out, n_points=args.points, progress=skel_bar, workers=args.workers
+        print(
+            f"\ninterrupted; {out} keeps the last autosave (continue with --resume)",
+            file=sys.stderr,
         )
+        return 130
     finally:
-        skel_bar.close()
+        if session is not None:
+            session.close()
+        if not existed:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when nothing was written into it
+    if interrupted:
+        print(
+            f"wrote the {sum(plan.done)} of {plan.total} frames done to {out}; continue with "
+            "--resume",
+            file=sys.stderr,
+        )
+        return 130
     print(f"wrote {out / 'masks.tif'}, {out / 'skeletons.csv'} and the session to {out}")
-    session.close()
     return 0
 
 
@@ -129,9 +183,6 @@ def cmd_skeletonize(args: argparse.Namespace) -> int:
         raise ValueError(
             f"{path} must hold an integer label stack (T, H, W); got {labels.dtype} {labels.shape}"
         )
-    from ._cli_checks import check_label_ids
-
-    check_label_ids(labels, path)
     bar = _Bar("skeletons")
     try:
         tracks = skeletonize_labels(
@@ -153,6 +204,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export.run_dir import load_run_tracks
 
     run = Path(args.run_dir)
+    from .export.run_dir import check_run, check_run_video
+
+    doc = check_run(run)  # session.json valid, masks.tif as it records (else: named, exit 2)
     objects = _objects(args.objects)
     if args.format in MASK_FORMATS:
         from .export.masks import export_run_masks
@@ -165,6 +219,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "overlay-mp4":
         from .export.overlay import write_overlay_from_run
 
+        check_run_video(run, doc)  # the saved video path must still hold the session's video
         a, b = _frames(args.frames)
         write_overlay_from_run(run, args.out, start=a, stop=b, scale=args.scale, stride=args.stride)
         print(f"wrote {args.out}")
@@ -217,7 +272,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     bar = _Bar(args.model)
     bar.bar.unit = "B"
     try:
-        path = download_checkpoint(args.model, progress=bar, deadline=args.deadline)
+        path = download_checkpoint(args.model, progress=bar)
     finally:
         bar.close()
     print(f"checkpoint ready: {path}")
@@ -250,7 +305,7 @@ def _input_size(text: str) -> int | str:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    p = _Parser(
+    p = argparse.ArgumentParser(
         prog="napari-sam2-worms",
         description=(
             "Track and skeletonize worms (and other animals) with SAM 2 or a classic tracker."
@@ -267,8 +322,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("track", help="track the prompted animals through a video")
     t.add_argument("video", help="mp4/avi/mov/mkv, a TIFF stack or a folder of frames")
-    t.add_argument("--prompts", required=True, help="prompts file (JSON, version 1)")
-    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--prompts", help="prompts file (JSON, version 1); not needed with --resume")
+    t.add_argument("--out", required=True, help="output (run) folder")
+    t.add_argument(
+        "--overwrite", action="store_true", help="replace the run the --out folder holds"
+    )
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out from its last autosave",
+    )
+    t.add_argument(
+        "--autosave",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="save the session into --out every SECONDS while tracking (default 60; the "
+        "interval grows so that saving takes at most ~5%% of the time)",
+    )
+    t.add_argument(
+        "--frames-per-save",
+        type=int,
+        metavar="N",
+        help="also save the session after every N tracked frames",
+    )
     t.add_argument(
         "--backend",
         default="auto",
@@ -354,12 +431,6 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("download", help="download a SAM 2 checkpoint into the cache")
     g.add_argument("model", nargs="?", default="sam2.1_hiera_tiny")
     g.add_argument("--list", action="store_true", help="list the known models")
-    g.add_argument(
-        "--deadline",
-        type=float,
-        default=3600.0,
-        help="seconds the whole download may take (default 3600)",
-    )
     g.set_defaults(func=cmd_download)
 
     from .batch.command import add_batch_parser
@@ -374,13 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from ._cli_checks import exit_cleanup, validate_args
     from .backends.base import BackendError
 
     try:
-        validate_args(args)  # outputs and numbers, before any work starts
-        with exit_cleanup():
-            return int(args.func(args) or 0)
+        return int(args.func(args) or 0)
     except (BackendError, ValueError, OSError, KeyError, IndexError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"napari-sam2-worms {args.command}: error: {msg}", file=sys.stderr)

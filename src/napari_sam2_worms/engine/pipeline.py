@@ -7,10 +7,16 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backends.base import Backend, BackendError
+
+if TYPE_CHECKING:
+    from .session import PropagationStep
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +82,180 @@ def make_backend(
 def write_run(
     session, out_dir: str | Path, *, n_points: int = 49, progress=None, workers: int = 0
 ) -> Path:
-    """Write a run folder: the saved session (masks.tif, scores.npy, session.json...) and
-    ``skeletons.csv`` (``workers`` processes skeletonize). Returns the folder."""
+    """Write a run folder: the saved session (masks.tif, scores.npy, session.json...), then
+    ``skeletons.csv`` (``workers`` processes skeletonize) recorded in ``session.json`` as
+    derived from that same generation. Returns the folder.
+
+    The session is saved first, so a failure or interrupt while skeletonizing keeps it;
+    the folder then has no ``skeletons.csv`` (``export`` skeletonizes the masks)."""
     from ..skeleton import write_csv
-    from .session_io import save_session
+    from .run_lock import hold
+    from .session_io import add_derived, save_session
 
     out = Path(out_dir)
-    save_session(session, out)
-    tracks = session.skeletons(n_points=n_points, progress=progress, workers=workers)
-    write_csv(tracks, out / "skeletons.csv")
+    with hold(out, "napari-sam2-worms track", timeout=30.0):
+        save_session(session, out, purpose="napari-sam2-worms track")
+        generation = _generation(out)
+        tracks = session.skeletons(n_points=n_points, progress=progress, workers=workers)
+        add_derived(out, {"skeletons.csv": lambda p: write_csv(tracks, p)}, generation)
     return out
+
+
+def _generation(folder: Path) -> int:
+    import json
+
+    return int(json.loads((folder / "session.json").read_text(encoding="utf-8"))["generation"])
+
+
+# -- tracking into a run folder, with autosaves and resume ---------------------------------
+@dataclass
+class TrackPlan:
+    """The runs of a ``track`` ((start, stop, reverse) each) and the frames each has done;
+    kept in ``session.settings["track"]`` at every autosave, so that ``--resume`` knows
+    where to go on."""
+
+    runs: list[tuple[int, int, bool]]
+    done: list[int]
+    frames: str | None = None  # the --frames text the plan was made for
+
+    @property
+    def total(self) -> int:
+        return sum(abs(b - a) + 1 for a, b, _ in self.runs)
+
+    @property
+    def complete(self) -> bool:
+        return all(d >= abs(b - a) + 1 for (a, b, _), d in zip(self.runs, self.done))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "runs": [[a, b, r] for a, b, r in self.runs],
+            "done": list(self.done),
+            "frames": self.frames,
+            "complete": self.complete,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> TrackPlan:
+        """Read a plan back; raises ValueError for a malformed one."""
+        try:
+            runs = [(int(a), int(b), bool(r)) for a, b, r in doc["runs"]]
+            done = [int(d) for d in doc["done"]]
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ValueError(f"the saved tracking progress is malformed ({exc})") from exc
+        if len(done) != len(runs) or any(d < 0 for d in done):
+            raise ValueError("the saved tracking progress is malformed (done per run)")
+        return cls(runs, done, doc.get("frames"))
+
+    @classmethod
+    def new(cls, session, start: int | None, stop: int | None, frames: str | None = None):
+        runs = session._runs("both", start, stop, session.user_frames())
+        return cls(runs, [0] * len(runs), frames)
+
+
+class Autosaver:
+    """Saves a session into its run folder while it tracks.
+
+    Every ``every`` seconds (None: never by time), spending at most about 1/20 of the
+    time saving (the interval grows to 20 times the last save's duration), and after
+    every ``frames`` frames when given (exactly: no growth). A failed autosave (full
+    disk...) is logged once and tracking goes on.
+    """
+
+    def __init__(
+        self,
+        session,
+        folder: str | Path,
+        every: float | None = 60.0,
+        frames: int | None = None,
+    ) -> None:
+        self.session = session
+        self.folder = Path(folder)
+        self.every = every
+        self.frames = frames
+        self.cost = 0.0
+        self.last = time.monotonic()
+        self.since = 0  # frames since the last save
+        self.failed = False
+        self.saves = 0
+
+    def save(self, plan: TrackPlan) -> bool:
+        from .session_io import save_session
+
+        self.session.settings["track"] = plan.to_json()
+        t0 = time.monotonic()
+        self.since = 0
+        try:
+            save_session(self.session, self.folder, purpose="napari-sam2-worms track")
+        except OSError as exc:
+            if not self.failed:
+                log.warning("autosave into %s failed (%s); tracking goes on", self.folder, exc)
+            self.failed = True
+            return False
+        finally:
+            self.last = time.monotonic()
+            self.cost = self.last - t0
+        self.saves += 1
+        return True
+
+    def maybe_save(self, plan: TrackPlan) -> bool:
+        """After a frame: save when it is time (see the class docstring)."""
+        self.since += 1
+        if self.frames is not None and self.since >= self.frames:
+            return self.save(plan)
+        if self.every is not None:
+            if time.monotonic() - self.last >= max(self.every, 20.0 * self.cost):
+                return self.save(plan)
+        return False
+
+
+def _seed_from_labels(session, frame: int) -> None:
+    """Before going on from ``frame`` after a resume: give the backend that frame's saved
+    masks as mask prompts (the tracker's memory of the run before the crash is gone).
+    The session's own prompts are not changed."""
+    from ..backends.base import ObjectPrompts
+
+    session._sync_backend()
+    edited = {o for f, o in session.prompts.keys() if f == frame}
+    for obj in sorted(session.objects):
+        m = session.labels[frame] == obj
+        if obj not in edited and m.any():
+            session.backend.set_prompts(frame, obj, ObjectPrompts(mask=m))
+
+
+def track_run(
+    session,
+    plan: TrackPlan,
+    saver: Autosaver | None = None,
+    cancel=None,
+) -> Iterator[PropagationStep]:
+    """Track the runs of ``plan`` not done yet, autosaving with ``saver``.
+
+    A run interrupted at frame k goes on from k (its last saved frame, seeded with the
+    saved masks: :func:`_seed_from_labels`); frames before are kept as saved. Yields a
+    :class:`~.session.PropagationStep` per frame with counts over the whole plan.
+    ``plan.done`` is updated as frames are written.
+    """
+    from .faults import fault_point
+    from .session import PropagationStep, _cancelled
+
+    total = plan.total
+    for i, (a, b, reverse) in enumerate(plan.runs):
+        length = abs(b - a) + 1
+        if plan.done[i] >= length:
+            continue
+        step = -1 if reverse else 1
+        first = a
+        if plan.done[i] > 0:
+            first = a + (plan.done[i] - 1) * step
+            _seed_from_labels(session, first)
+            plan.done[i] -= 1
+            log.info("run %d: going on from frame %d", i, first)
+        direction = "backward" if reverse else "forward"
+        for st in session.propagate(direction, start=first, stop=b, cancel=cancel):
+            plan.done[i] += 1
+            yield PropagationStep(st.frame, sum(plan.done), total, st.objects)
+            fault_point("track-frame")
+            if saver is not None:
+                saver.maybe_save(plan)
+        if _cancelled(cancel):
+            return

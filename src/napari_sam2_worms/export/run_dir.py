@@ -2,8 +2,12 @@
 
 A run folder holds ``session.json`` (we use ``fps``, ``pixel_size`` and ``objects``:
 ``[{"id": 1, "name": "worm1"}, ...]``), ``masks.tif`` (the label stack) and usually
-``skeletons.csv``. The skeletons are read from ``skeletons.csv`` when it is there,
-else computed from ``masks.tif``.
+``skeletons.csv``. The skeletons are read from ``skeletons.csv`` when it belongs to the
+session's current generation (``session.json`` records its generation, size and hash),
+else computed from ``masks.tif``: a stale file (an older run, or a session saved since)
+is never exported. A damaged file (its size or hash differs from the record, or its
+frame count from the session's) is refused with a :class:`RunDirError` naming it.
+Folders written by hand (no ``format`` in ``session.json``) get the count checks only.
 """
 
 from __future__ import annotations
@@ -17,7 +21,14 @@ from typing import Any
 
 from ..tracks import SkeletonTracks
 
-__all__ = ["RunDirError", "load_run_tracks", "read_session_json"]
+__all__ = [
+    "RunDirError",
+    "check_run",
+    "check_run_video",
+    "load_run_tracks",
+    "read_run_masks",
+    "read_session_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +50,12 @@ def read_session_json(run_dir: str | os.PathLike) -> dict[str, Any]:
             "`napari-sam2-worms track` or a saved session."
         )
     session_path = run_dir / SESSION_FILE
+    from ..engine.session_io import SessionFileError, settle
+
+    try:
+        settle(run_dir)  # a save interrupted after its commit is finished first
+    except SessionFileError as exc:
+        raise RunDirError(str(exc)) from exc
     if not session_path.is_file():
         raise RunDirError(
             f"{run_dir} has no {SESSION_FILE}: it is not a run folder written by "
@@ -50,6 +67,13 @@ def read_session_json(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise RunDirError(f"{session_path} cannot be read as JSON: {exc}") from exc
     if not isinstance(session, dict):
         raise RunDirError(f"{session_path} must hold a JSON object.")
+    if "format" in session:  # written by this program: the full schema
+        from ..engine.session_schema import validate_session_doc
+
+        try:
+            return validate_session_doc(session, str(session_path))
+        except SessionFileError as exc:
+            raise RunDirError(str(exc)) from exc
     objects = session.get("objects", [])
     if not isinstance(objects, list) or not all(
         isinstance(o, dict) and isinstance(o.get("id"), int) for o in objects
@@ -64,18 +88,142 @@ def read_session_json(run_dir: str | os.PathLike) -> dict[str, Any]:
     return session
 
 
+def check_run(run_dir: str | os.PathLike, files: tuple[str, ...] = (MASKS_FILE,)) -> dict[str, Any]:
+    """Check a run folder before exporting from it; returns its ``session.json``.
+
+    Validates ``session.json`` and checks that ``files`` have the size and hash it
+    records (folders saved before records were kept: not checked here).
+
+    Raises
+    ------
+    RunDirError
+        Naming the file that is missing, malformed or damaged.
+    """
+    from ..engine.session_io import SessionFileError, check_files
+
+    session = read_session_json(run_dir)
+    try:
+        check_files(run_dir, session, files)
+    except SessionFileError as exc:
+        raise RunDirError(str(exc)) from exc
+    return session
+
+
+def check_run_video(run_dir: str | os.PathLike, session: dict[str, Any] | None = None) -> Path:
+    """The video of a run folder, checked against the fingerprint in ``session.json``.
+
+    Raises
+    ------
+    RunDirError
+        The video is not found, or the file at its saved path is another video (the
+        message names both).
+    """
+    from ..engine.session_io import SessionFileError, check_video, find_session_video
+    from ..video import open_video
+
+    session = check_run(run_dir) if session is None else session
+    try:
+        path = find_session_video(run_dir, session)
+        if (session.get("video") or {}).get("shape"):
+            video = open_video(path)
+            try:
+                check_video(session, video, run_dir)
+            finally:
+                close = getattr(video, "close", None)
+                if close is not None:
+                    close()
+    except SessionFileError as exc:
+        raise RunDirError(str(exc)) from exc
+    return path
+
+
+def read_run_masks(run_dir: str | os.PathLike, session: dict[str, Any] | None = None):
+    """The label stack of a run folder (``masks.tif``), checked against ``session.json``.
+
+    Raises
+    ------
+    RunDirError
+        ``masks.tif`` is missing, damaged (size, hash, undecodable) or of another shape
+        than the session's video.
+    """
+    from .masks import read_label_tiff
+
+    run_dir = Path(run_dir)
+    session = check_run(run_dir) if session is None else session
+    path = run_dir / MASKS_FILE
+    if not path.is_file():
+        raise RunDirError(f"{path} is missing: there are no masks to export")
+    try:
+        labels = read_label_tiff(path)
+    except Exception as exc:  # zlib.error, struct.error...: tifffile raises many types
+        raise RunDirError(f"{path} is damaged and cannot be read ({exc})") from exc
+    shape = (session.get("video") or {}).get("shape") if isinstance(session, dict) else None
+    if isinstance(shape, list) and len(shape) >= 3 and list(labels.shape) != list(shape[:3]):
+        raise RunDirError(
+            f"{path} holds {labels.shape[0]} frames of {labels.shape[1:]}, the session's "
+            f"video has {shape[0]} of {tuple(shape[1:3])}: the file is damaged or stale"
+        )
+    return labels
+
+
+def _skeletons_status(run_dir: Path, session: dict[str, Any]) -> str:
+    """ "current", "stale" or "legacy" (a folder without generations); raises if damaged."""
+    if "generation" not in session:
+        return "legacy"
+    from ..engine.run_set import file_record
+
+    rec = (session.get("derived") or {}).get(SKELETONS_FILE)
+    if rec is None or rec.get("generation") != session["generation"]:
+        return "stale"
+    actual = file_record(run_dir / SKELETONS_FILE)
+    if actual != {"size": rec["size"], "sha256": rec["sha256"]}:
+        raise RunDirError(
+            f"{run_dir / SKELETONS_FILE} is damaged: its "
+            f"{'size' if actual['size'] != rec['size'] else 'content'} differs from what "
+            f"{SESSION_FILE} recorded. Delete it to skeletonize {MASKS_FILE} again."
+        )
+    return "current"
+
+
+def _check_counts(path: Path, tracks: SkeletonTracks, session: dict[str, Any]) -> None:
+    shape = (session.get("video") or {}).get("shape")
+    n_frames = shape[0] if isinstance(shape, list) and shape else None
+    if n_frames is not None and tracks.n_frames != n_frames:
+        raise RunDirError(
+            f"{path} has {tracks.n_frames} of the session's {n_frames} frames: it is "
+            f"damaged or stale. Delete it to skeletonize {MASKS_FILE} again."
+        )
+    with open(path, "rb") as fh:
+        rows = sum(1 for _ in fh) - 1
+    expected = tracks.n_frames * tracks.n_objects * tracks.points.shape[2]
+    if rows != expected:
+        raise RunDirError(
+            f"{path} has {rows} rows where {tracks.n_frames} frames of {tracks.n_objects} "
+            f"objects need {expected}: it is damaged. Delete it to skeletonize "
+            f"{MASKS_FILE} again."
+        )
+    known = {int(o["id"]) for o in session.get("objects", [])}
+    extra = sorted(set(int(i) for i in tracks.object_ids) - known) if known else []
+    if extra:
+        raise RunDirError(
+            f"{path} lists objects {extra} that the session does not have: it is stale. "
+            f"Delete it to skeletonize {MASKS_FILE} again."
+        )
+
+
 def load_run_tracks(run_dir: str | os.PathLike) -> SkeletonTracks:
     """Skeleton tracks of a run folder.
 
-    Reads ``skeletons.csv`` (``skeleton.read_csv``) when present, else skeletonizes
-    ``masks.tif`` (``skeleton.skeletonize_labels``). The fps, pixel size and object
-    names of ``session.json`` win over those stored in ``skeletons.csv``.
+    Reads ``skeletons.csv`` (``skeleton.read_csv``) when it belongs to the session's
+    current generation, else skeletonizes ``masks.tif`` (``skeleton.skeletonize_labels``)
+    with a logged notice. The fps, pixel size and object names of ``session.json`` win
+    over those stored in ``skeletons.csv``.
 
     Raises
     ------
     RunDirError
         The folder, ``session.json``, or both ``skeletons.csv`` and ``masks.tif`` are
-        missing, or ``session.json`` is invalid.
+        missing, ``session.json`` is invalid, or a file is damaged (named).
     """
     run_dir = Path(run_dir)
     session = read_session_json(run_dir)
@@ -85,10 +233,23 @@ def load_run_tracks(run_dir: str | os.PathLike) -> SkeletonTracks:
     names_by_id = {int(o["id"]): str(o.get("name") or f"worm{o['id']}") for o in objects}
     csv_path = run_dir / SKELETONS_FILE
     masks_path = run_dir / MASKS_FILE
-    if csv_path.is_file():
+    status = _skeletons_status(run_dir, session) if csv_path.is_file() else "absent"
+    if status == "stale":
+        log.warning(
+            "%s does not belong to the session's generation %s (it was saved since): "
+            "skeletonizing %s instead",
+            csv_path,
+            session.get("generation"),
+            MASKS_FILE,
+        )
+    if status in ("current", "legacy"):
         from ..skeleton import read_csv
 
-        tracks = read_csv(csv_path)
+        try:
+            tracks = read_csv(csv_path)
+        except (ValueError, IndexError, KeyError) as exc:
+            raise RunDirError(f"{csv_path} is damaged: {exc}") from exc
+        _check_counts(csv_path, tracks, session)
         log.info("Read skeletons from %s", csv_path)
         names = [names_by_id.get(int(i), n) for i, n in zip(tracks.object_ids, tracks.names)]
         return replace(
@@ -103,13 +264,18 @@ def load_run_tracks(run_dir: str | os.PathLike) -> SkeletonTracks:
             "export. Run tracking first (or save the session) so that the masks are written."
         )
     from ..skeleton import skeletonize_labels
-    from .masks import read_label_tiff
 
-    labels = read_label_tiff(masks_path)
+    labels = read_run_masks(run_dir, check_run(run_dir))
     ids = sorted(names_by_id) if names_by_id else None
     names = [names_by_id[i] for i in ids] if ids else None
-    log.info("No %s in %s: skeletonizing %s", SKELETONS_FILE, run_dir, MASKS_FILE)
+    log.info("No current %s in %s: skeletonizing %s", SKELETONS_FILE, run_dir, MASKS_FILE)
     kwargs: dict[str, Any] = {"object_ids": ids, "names": names, "pixel_size": pixel_size}
     if fps is not None:
         kwargs["fps"] = float(fps)
-    return skeletonize_labels(labels, **kwargs)
+    tracks = skeletonize_labels(labels, **kwargs)
+    from ..skeleton import flip_head_tail
+
+    for f in session.get("flips") or []:  # the user's head/tail flips, as the session does
+        if isinstance(f, dict) and int(f.get("object", -1)) in names_by_id:
+            flip_head_tail(tracks, int(f["object"]), int(f["start"]), int(f["stop"]))
+    return tracks
