@@ -21,16 +21,17 @@ MASK_FORMATS = {"masks-tiff": "label stack TIFF", "masks-png": "folder of per-ob
 
 
 def _frames(text: str | None) -> tuple[int | None, int | None]:
-    """Parse START:STOP (both inclusive, either may be empty)."""
-    if not text:
-        return None, None
-    try:
-        a, b = text.split(":")
-        return (int(a) if a else None), (int(b) if b else None)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--frames takes START:STOP (e.g. 0:499), got {text!r}"
-        ) from None
+    """Parse START:STOP (both inclusive, either may be empty); UsageError otherwise."""
+    from ._cli_checks import parse_frames
+
+    return parse_frames(text)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (and exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class _Bar:
@@ -183,6 +184,9 @@ def cmd_skeletonize(args: argparse.Namespace) -> int:
         raise ValueError(
             f"{path} must hold an integer label stack (T, H, W); got {labels.dtype} {labels.shape}"
         )
+    from ._cli_checks import check_label_ids
+
+    check_label_ids(labels, path)
     bar = _Bar("skeletons")
     try:
         tracks = skeletonize_labels(
@@ -272,7 +276,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     bar = _Bar(args.model)
     bar.bar.unit = "B"
     try:
-        path = download_checkpoint(args.model, progress=bar)
+        path = download_checkpoint(args.model, progress=bar, deadline=args.deadline)
     finally:
         bar.close()
     print(f"checkpoint ready: {path}")
@@ -305,7 +309,7 @@ def _input_size(text: str) -> int | str:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="napari-sam2-worms",
         description=(
             "Track and skeletonize worms (and other animals) with SAM 2 or a classic tracker."
@@ -431,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("download", help="download a SAM 2 checkpoint into the cache")
     g.add_argument("model", nargs="?", default="sam2.1_hiera_tiny")
     g.add_argument("--list", action="store_true", help="list the known models")
+    g.add_argument(
+        "--deadline",
+        type=float,
+        default=3600.0,
+        help="seconds the whole download may take (default 3600)",
+    )
     g.set_defaults(func=cmd_download)
 
     from .batch.command import add_batch_parser
@@ -445,10 +455,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from ._cli_checks import exit_cleanup, validate_args
     from .backends.base import BackendError
 
     try:
-        return int(args.func(args) or 0)
+        validate_args(args)  # outputs and numbers, before any work starts
+        with exit_cleanup():
+            return int(args.func(args) or 0)
     except (BackendError, ValueError, OSError, KeyError, IndexError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"napari-sam2-worms {args.command}: error: {msg}", file=sys.stderr)

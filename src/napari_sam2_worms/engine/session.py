@@ -53,6 +53,10 @@ def object_color(object_id: int) -> str:
     return PALETTE[(object_id - 1) % len(PALETTE)]
 
 
+class DuplicateNameError(ValueError):
+    """An object name that another object of the session has already."""
+
+
 @dataclass
 class TrackedObject:
     """One animal: its label id, name and colour."""
@@ -153,11 +157,16 @@ class TrackingSession:
                 raise ValueError(f"object ids go from 1 to 65535, got {object_id}")
             if object_id in self.objects:
                 raise ValueError(f"object {object_id} exists already")
+            if name is not None and name.strip():
+                name = self._free_name(name)
+            else:  # the default name, made unique: worm3 may be taken by a rename
+                name, n = f"worm{object_id}", 1
+                while self._name_owner(name) is not None:
+                    n += 1
+                    name = f"worm{object_id}-{n}"
             if object_id > np.iinfo(self.labels.dtype).max:
                 self.labels = self.labels.astype(np.uint16)
-            self.objects[object_id] = TrackedObject(
-                object_id, name or f"worm{object_id}", object_color(object_id)
-            )
+            self.objects[object_id] = TrackedObject(object_id, name, object_color(object_id))
             self.scores[object_id] = np.full(self.n_frames, np.nan, np.float32)
             return object_id
 
@@ -175,10 +184,31 @@ class TrackingSession:
                 self.stale[:] = False
 
     def rename_object(self, object_id: int, name: str) -> None:
-        self._require(object_id)
-        if not name.strip():
+        """Rename an object; :class:`DuplicateNameError` when another has that name."""
+        with self._lock:
+            self._require(object_id)
+            self.objects[object_id].name = self._free_name(name, object_id)
+
+    def _name_owner(self, name: str, but: int | None = None) -> int | None:
+        """The object (other than ``but``) called ``name``, ignoring case, or None."""
+        key = name.strip().casefold()
+        for oid, obj in self.objects.items():
+            if oid != but and obj.name.strip().casefold() == key:
+                return oid
+        return None
+
+    def _free_name(self, name: str, object_id: int | None = None) -> str:
+        """``name`` stripped, if no other object has it (exports need distinct names)."""
+        name = str(name).strip()
+        if not name:
             raise ValueError("an object name cannot be empty")
-        self.objects[object_id].name = name.strip()
+        other = self._name_owner(name, but=object_id)
+        if other is not None:
+            raise DuplicateNameError(
+                f"object {other} is already called {self.objects[other].name!r}; "
+                "object names must differ (ignoring case): choose another name"
+            )
+        return name
 
     def swap_identities(self, a: int, b: int, start: int, stop: int | None = None):
         """Objects ``a`` and ``b`` exchange identities on frames ``start..stop`` (default:
