@@ -35,7 +35,8 @@ def viewer(make_napari_viewer, monkeypatch, tmp_path):
 
 
 def _open_sample(viewer, qtbot):
-    menu_action(viewer, "File", "Open Sample", "Synthetic worm plate").trigger()
+    sample = ("File", "Open Sample", "SAM 2 Worm Tracker", "Synthetic worm plate")
+    menu_action(viewer, *sample).trigger()
     qtbot.waitUntil(lambda: len(viewer.layers) == 1, timeout=TIMEOUT)
     viewer.dims.set_current_step(0, 0)  # napari opens on the middle frame
     return viewer.layers[0]
