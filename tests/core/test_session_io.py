@@ -107,3 +107,58 @@ def test_autosave_goes_to_session_dir_or_user_folder(tmp_path, tracked, small_pl
     blocker.write_text("x")
     s.settings["session_dir"] = str(blocker / "sub")
     assert autosave(s) is None
+
+
+def _set(doc, path, value):
+    *parents, last = path
+    for p in parents:
+        doc = doc[p]
+    if value is _DELETE:
+        del doc[last]
+    else:
+        doc[last] = value
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ((), "just a string", "must hold a JSON object, not str"),
+        (("objects",), "worms", r"objects: 'worms' is not of type 'array'"),
+        (("objects", 0), "worm1", r"objects\[0\]: 'worm1' is not of type 'object'"),
+        (("objects", 1, "id"), "a", r"objects\[1\]\.id: 'a' is not of type 'integer'"),
+        (("objects", 1, "id"), 1, r"objects\[1\]\.id: object 1 is listed twice"),
+        (("objects", 0, "name"), _DELETE, r"objects\[0\]: 'name' is a required property"),
+        (("video", "shape"), _DELETE, r"video: 'shape' is a required property"),
+        (("video",), "plate.tif", r"video: 'plate.tif' is not of type 'object'"),
+        (("video", "shape", 0), 0, r"video\.shape\[0\]: 0 is less than the minimum"),
+        (("fps",), -1, r"fps: -1 is less than or equal to the minimum"),
+        (("pixel_size",), "2.5", r"pixel_size: '2.5' is not of type 'number', 'null'"),
+        (
+            ("painted",),
+            [{"frame": 3, "object": 1}],
+            r"painted\[0\].*object 1 on frame 3 is missing",
+        ),
+        (("painted",), [{"frame": 99, "object": 2}], r"painted\[0\]\.frame: frame 99 is past"),
+        (("flips", 0, "object"), 99, r"flips\[0\]\.object: there is no object 99"),
+        (("flips", 0), {"object": 1}, r"flips\[0\]: 'start' is a required property"),
+        (("score_objects",), [1], r"scores\.npy has shape \(12, 2\).*\(12, 1\)"),
+        (("prompts", "points", 0, "x"), "left", r"prompts: points\[0\]"),
+        (("version",), 7, "has version 7; this program reads 1"),
+    ],
+)
+def test_malformed_session_json_names_the_field(
+    tmp_path, tracked, small_plate, path, value, message
+):
+    s, _ = tracked
+    folder = save_session(s, tmp_path / "sess")
+    doc = json.loads((folder / "session.json").read_text())
+    if path:
+        _set(doc, path, value)
+    else:
+        doc = value
+    (folder / "session.json").write_text(json.dumps(doc))
+    with pytest.raises(SessionFileError, match=message):
+        load_session(folder, OracleBackend(small_plate.labels))
