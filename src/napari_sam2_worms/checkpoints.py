@@ -205,7 +205,7 @@ def _fetch(
     return h.hexdigest()
 
 
-def remove_stale_downloads(folder: Path, filename: str) -> None:
+def remove_stale_downloads(folder: Path) -> None:
     """Remove what killed downloads left in the cache: our partial files of processes
     that are gone, and pooch's ``tmp*`` files of older versions (empty, or untouched
     for an hour)."""
@@ -213,7 +213,7 @@ def remove_stale_downloads(folder: Path, filename: str) -> None:
 
     from .utils import remove_stale_temps
 
-    remove_stale_temps(folder, filename)
+    remove_stale_temps(folder)
     try:
         leftovers = list(folder.glob("tmp*"))
     except OSError:
@@ -240,7 +240,7 @@ def download_checkpoint(
     The file is written next to its place in the cache under a name that carries this
     process's id, and renamed once complete and verified: an existing copy is replaced
     only by a verified one. A download killed on the way leaves its partial file; the
-    next download of that model removes it (:func:`remove_stale_downloads`).
+    next download removes it (:func:`remove_stale_downloads`).
 
     Parameters
     ----------
@@ -276,7 +276,7 @@ def download_checkpoint(
     tmp: Path | None = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        remove_stale_downloads(folder, info.filename)
+        remove_stale_downloads(folder)
         fd, name = tempfile.mkstemp(prefix=temp_prefix(info.filename), suffix=".part", dir=folder)
         tmp = Path(name)
         with os.fdopen(fd, "wb") as fh:

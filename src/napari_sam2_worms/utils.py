@@ -58,14 +58,15 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(folder: str | os.PathLike, name: str) -> list[Path]:
-    """Remove the temporary files (or folders) of target ``name`` in ``folder`` left by
-    processes of this machine that are gone (killed while writing). Returns what was
-    removed; never raises."""
+def remove_stale_temps(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove the temporary files (or folders) of target ``name`` (any target: None) in
+    ``folder`` left by processes of this machine that are gone (killed while writing).
+    Returns what was removed; never raises."""
     import shutil
 
     folder = Path(folder)
-    pattern = re.compile(re.escape(f".{name}.{_TAG}-{_host()}-") + r"(\d+)-")
+    target = re.escape(name) if name is not None else r".+"
+    pattern = re.compile(r"\." + target + re.escape(f".{_TAG}-{_host()}-") + r"(\d+)-")
     removed: list[Path] = []
     try:
         entries = list(folder.iterdir())
