@@ -207,7 +207,7 @@ _HOLD_SCRIPT = textwrap.dedent(
 )
 
 
-def test_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path, caplog):
+def test_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path, small_plate, caplog):
     script = tmp_path / "hold.py"
     script.write_text(_HOLD_SCRIPT)
     folder = tmp_path / "run"
@@ -221,7 +221,8 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path, caplog)
         assert p.stdout.readline().strip() == "held"
         with pytest.raises(RunFolderLockedError, match=rf"test holder \(process {p.pid}"):
             RunLock(folder).acquire()
-        assert main(["export", str(folder), "--format", "csv", "--out", "x.csv"]) == 2
+        with pytest.raises(RunFolderLockedError, match="in use by test holder"):
+            save_session_into_locked(folder, tmp_path, small_plate)
     finally:
         p.kill()
         p.wait()
@@ -237,6 +238,21 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path, caplog)
     # re-entrant in the holding thread (a save inside a track holding the lock)
     with hold(folder), hold(folder):
         pass
+
+
+def save_session_into_locked(folder, tmp_path, small_plate):
+    """A save (the widget's Save) into a folder another live process holds."""
+    import napari_sam2_worms.engine.session_io as sio
+
+    vpath = tmp_path / "plate.tif"
+    tifffile.imwrite(vpath, small_plate.video)
+    s = load_or_track(vpath, small_plate)
+    old = sio.LOCK_TIMEOUT
+    sio.LOCK_TIMEOUT = 0.2
+    try:
+        save_session(s, folder)
+    finally:
+        sio.LOCK_TIMEOUT = old
 
 
 def test_track_refuses_a_run_folder_unless_overwrite(tmp_path, plate, capsys):

@@ -101,12 +101,20 @@ def check_run(run_dir: str | os.PathLike, files: tuple[str, ...] = (MASKS_FILE,)
     """
     from ..engine.session_io import SessionFileError, check_files
 
-    session = read_session_json(run_dir)
-    try:
-        check_files(run_dir, session, files)
-    except SessionFileError as exc:
-        raise RunDirError(str(exc)) from exc
-    return session
+    for attempt in range(3):
+        session = read_session_json(run_dir)
+        try:
+            check_files(run_dir, session, files)
+        except SessionFileError as exc:
+            # a save applied between our reads (an autosave of a running `track`): the
+            # records then changed too; a real damage stays
+            if attempt < 2 and read_session_json(run_dir).get("generation") != session.get(
+                "generation"
+            ):
+                continue
+            raise RunDirError(str(exc)) from exc
+        return session
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def check_run_video(run_dir: str | os.PathLike, session: dict[str, Any] | None = None) -> Path:
