@@ -246,7 +246,9 @@ def export_run_masks(
     out : the ``.tif`` file (``fmt="masks-tiff"``) or the folder (``"masks-png"``).
     fmt : "masks-tiff" or "masks-png".
     fps : frames per second for the TIFF's frame interval (default: the session's).
-    objects : ids to write (default all); in the TIFF other ids become background.
+    objects : ids to write, each with a mask in the range (default: every object of the
+        session, a folder of empty PNGs for one without masks); in the TIFF other ids
+        become background.
     frames : inclusive ``(start, stop)``; the TIFF's first page is frame ``start``, the
         PNGs are named after the video frame number.
 
@@ -262,6 +264,8 @@ def export_run_masks(
     session = read_session_json(run_dir)
     labels = read_label_tiff(run_dir / MASKS_FILE)
     stack, ids, first = select_labels(labels, objects, frames)
+    if objects is None and session.get("objects"):  # every object, also one without masks
+        ids = sorted(int(o["id"]) for o in session["objects"])
     if fmt == "masks-tiff":
         rate = fps if fps is not None else session.get("fps")
         return write_label_tiff(stack, out, fps=rate)

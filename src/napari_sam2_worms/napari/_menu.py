@@ -17,6 +17,7 @@ from pathlib import Path
 import napari
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -70,10 +71,17 @@ def export_tracks_to(
     objects: Iterable[int] | None = None,
     frames: tuple[int, int] | None = None,
     units: str = "px",
+    include_flagged: bool = False,
+    species: str | None = None,
+    age: str | None = None,
+    sex: str | None = None,
 ) -> Path:
     """Write the widget's session to ``path`` in ``fmt``: a skeleton format of
-    :data:`napari_sam2_worms.export.FORMATS` or one of :data:`EXTRA_FORMATS`."""
+    :data:`napari_sam2_worms.export.FORMATS` or one of :data:`EXTRA_FORMATS`.
+    ``species``, ``age``, ``sex`` describe the subject of an NWB file (see
+    :class:`napari_sam2_worms.export.nwb.NwbSubject`; empty: the honest defaults)."""
     from ..export import export_tracks
+    from ..export.nwb import NwbSubject
 
     s = widget.session
     if s is None:
@@ -84,10 +92,13 @@ def export_tracks_to(
 
         return write_label_tiff(s.labels, path, fps=s.fps)
     if fmt == "masks-png":
-        from ..export.masks import write_mask_pngs
+        from ..export.masks import select_labels, write_mask_pngs
 
+        # objects given: only those (each must have a mask); else every object, also
+        # one without a mask in the range (a folder of empty masks)
+        stack, _, first = select_labels(s.labels, ids if objects else None, frames)
         names = [s.objects[o].name for o in ids]
-        return write_mask_pngs(s.labels, path, object_ids=ids, names=names)
+        return write_mask_pngs(stack, path, object_ids=ids, names=names, first_frame=first)
     if fmt == "overlay-mp4":
         from ..export.overlay import write_overlay
 
@@ -111,6 +122,9 @@ def export_tracks_to(
         objects=objects,
         frames=frames,
         units=units,
+        include_flagged=include_flagged,
+        subject=NwbSubject(species=species, age=age, sex=sex),
+        video_path=getattr(s.video, "path", None),
     )
 
 
@@ -157,6 +171,27 @@ class ExportDialog(QDialog):
         form.addRow("Units", self.units)
         form.addRow("Objects", self.objects)
         form.addRow("Frames", frames)
+        self.include_flagged = QCheckBox("also write flagged skeletons (confidence 0)")
+        form.addRow("Flagged", self.include_flagged)
+        # NWB's subject: empty fields keep the honest defaults (species not recorded,
+        # age "P0D/" = unknown, sex U); nwbinspector accepts them
+        self.species = QLineEdit()
+        self.species.setPlaceholderText("NWB: e.g. Caenorhabditis elegans (empty: not recorded)")
+        self.age = QLineEdit()
+        self.age.setPlaceholderText("NWB: ISO 8601, e.g. P3D or P2D/P4D (empty: unknown)")
+        self.sex = QComboBox()
+        for text, value in (
+            ("unknown (U)", ""),
+            ("hermaphrodite (XX, C. elegans)", "XX"),
+            ("male (XO, C. elegans)", "XO"),
+            ("female (F)", "F"),
+            ("male (M)", "M"),
+            ("other (O)", "O"),
+        ):
+            self.sex.addItem(text, value)
+        form.addRow("Species", self.species)
+        form.addRow("Age", self.age)
+        form.addRow("Sex", self.sex)
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
         )
@@ -185,6 +220,10 @@ class ExportDialog(QDialog):
             "objects": ids or None,
             "frames": (self.start.value(), self.stop.value()),
             "units": self.units.currentText(),
+            "include_flagged": self.include_flagged.isChecked(),
+            "species": self.species.text().strip() or None,
+            "age": self.age.text().strip() or None,
+            "sex": self.sex.currentData() or None,
         }
 
 
