@@ -34,10 +34,17 @@ WINDOW = 8
 HORIZON = 30
 #: Frames apart (both present, not touching) that still belong to one contact episode.
 MAX_GAP = 2
-#: The crossed assignment must cost this much less than the kept one (log-ratio units).
-MARGIN = 0.25
+#: Smallest spread of a log feature (a body measured the same on every frame still
+#: varies ~5 % with its pose and pixels).
+SPREAD_FLOOR = 0.05
+#: Most a single feature adds to a cost (one unreliable measure cannot decide alone).
+FEATURE_CAP = 4.0
 #: Weight of the motion term (predicted centroid miss, in body lengths, capped at 1).
-MOTION_WEIGHT = 0.5
+MOTION_WEIGHT = 1.0
+#: Suspect when the crossed assignment costs less than the kept one by this much ...
+MARGIN = 1.0
+#: ... and less than this fraction of it.
+RATIO = 0.5
 
 _SHAPE = ("length", "mean_width", "area")
 _EIGHT = np.ones((3, 3), bool)
@@ -53,7 +60,8 @@ class IdentityEvent:
     start, stop : video frames of the first and last frame of the contact.
     frame : the first frame after the contact (where the flag goes).
     cost_keep, cost_swap : mismatch of the kept and of the crossed assignment.
-    suspect : True when the crossed assignment fits better by :data:`MARGIN`.
+    suspect : True when the crossed assignment fits clearly better (by :data:`MARGIN`
+        and :data:`RATIO`).
     """
 
     a: int
@@ -138,9 +146,21 @@ def _window(valid: np.ndarray, first: int, step: int) -> np.ndarray:
     return np.asarray(rows, int)
 
 
+def _best_window(strict: np.ndarray, loose: np.ndarray, k: int, first: int, step: int):
+    rows = _window(strict[:, k], first, step)
+    return rows if len(rows) >= 2 else _window(loose[:, k], first, step)
+
+
 def _summary(tracks: SkeletonTracks, k: int, rows: np.ndarray) -> dict:
+    """Log shape features (per frame and median) and centroids of object column ``k``."""
     f = tracks.features
-    out = {name: float(np.nanmedian(f[name][rows, k])) for name in _SHAPE}
+    out: dict = {}
+    for name in _SHAPE:
+        v = np.asarray(f[name][rows, k], float)
+        logs = np.log(v[v > 0])
+        out[name] = logs
+        out[name + "_median"] = float(np.median(logs)) if len(logs) else np.nan
+    out["length_px"] = float(np.nanmedian(f["length"][rows, k]))
     xy = np.stack([f["centroid_x"][rows, k], f["centroid_y"][rows, k]], 1).astype(float)
     out["rows"], out["xy"] = rows, xy
     return out
@@ -164,12 +184,18 @@ def _motion_miss(before: dict, after: dict, length: float) -> float:
 
 
 def _cost(before: dict, after: dict) -> float:
+    """Mismatch of ``before`` continuing as ``after``: per shape feature, the change of
+    its median (log) in units of its own frame-to-frame spread (at least
+    :data:`SPREAD_FLOOR`, at most :data:`FEATURE_CAP` a feature), plus the motion term."""
     shape = 0.0
     for name in _SHAPE:
-        x, y = before[name], after[name]
-        if x > 0 and y > 0:
-            shape += abs(np.log(y / x))
-    return shape + MOTION_WEIGHT * _motion_miss(before, after, before["length"])
+        x, y = before[name + "_median"], after[name + "_median"]
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        pooled = np.concatenate([before[name] - x, after[name] - y])
+        spread = max(float(np.std(pooled)) if len(pooled) > 2 else 0.0, SPREAD_FLOOR)
+        shape += min(abs(y - x) / spread, FEATURE_CAP)
+    return shape + MOTION_WEIGHT * _motion_miss(before, after, before["length_px"])
 
 
 def identity_suspects(tracks: SkeletonTracks, labels: np.ndarray) -> list[IdentityEvent]:
@@ -192,17 +218,20 @@ def identity_suspects(tracks: SkeletonTracks, labels: np.ndarray) -> list[Identi
     col = {o: k for k, o in enumerate(ids)}
     reason = np.asarray(tracks.reason, dtype=object)
     present = ~np.isin(reason, ("missing",)) & np.isfinite(tracks.features["area"])
-    # comparison frames: the body alone (not touching, not coiled, not cut, not tiny)
-    valid = (reason == "") | (reason == IDENTITY_SUSPECT)
+    # comparison frames: the body alone (not touching, not coiled, not cut, not tiny);
+    # where too few, also coiled or cut bodies (e.g. flies and mice are mostly "coiled")
+    finite = np.ones(reason.shape, bool)
     for name in _SHAPE:
-        valid &= np.isfinite(tracks.features[name])
+        finite &= np.isfinite(tracks.features[name])
+    strict = finite & ((reason == "") | (reason == IDENTITY_SUSPECT))
+    loose = finite & np.isin(reason, ("", IDENTITY_SUSPECT, "coiled", "border"))
     events = []
     for (a, b), contact in sorted(_contacts(labels, tracks).items()):
         ka, kb = col[a], col[b]
         both = present[:, ka] & present[:, kb]
         for start, stop in _episodes(contact, both):
-            before = [_window(valid[:, k], start - 1, -1) for k in (ka, kb)]
-            after = [_window(valid[:, k], stop + 1, +1) for k in (ka, kb)]
+            before = [_best_window(strict, loose, k, start - 1, -1) for k in (ka, kb)]
+            after = [_best_window(strict, loose, k, stop + 1, +1) for k in (ka, kb)]
             if min(len(w) for w in before + after) < 2:
                 continue  # not enough to compare (video end, long merge...)
             sb = [_summary(tracks, k, w) for k, w in zip((ka, kb), before)]
@@ -220,7 +249,7 @@ def identity_suspects(tracks: SkeletonTracks, labels: np.ndarray) -> list[Identi
                     int(tracks.frames[min(first, tracks.n_frames - 1)]),
                     float(keep),
                     float(swap),
-                    bool(swap + MARGIN < keep),
+                    bool(swap + MARGIN < keep and swap < RATIO * keep),
                 )
             )
     events.sort(key=lambda e: (e.frame, e.a, e.b))
