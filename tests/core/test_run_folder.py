@@ -420,3 +420,42 @@ def test_resume_refuses_other_prompts_or_video(tmp_path, plate, small_plate, cap
     assert main(_track(vpath, prompts, empty, "--resume")) == 2
     assert not empty.exists()  # nothing left behind by a refused command
     shutil.rmtree(run)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (mounted as root), to fill up."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a small tmpfs cannot be mounted here ({mounted.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_full_disk_while_tracking_over_a_run_keeps_the_old_run(tmp_path, plate, small_disk):
+    """Item 1's first path: `track --overwrite` onto a disk that fills keeps the old run
+    whole (session, masks and skeletons of one generation), and says so."""
+    vpath, prompts = plate
+    run = small_disk / "R"
+    assert main(_track(vpath, prompts, run, "--frames", "0:5")) == 0
+    assert main(["export", str(run), "--format", "csv", "--out", str(tmp_path / "before.csv")]) == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    stat = os.statvfs(small_disk)
+    filler = small_disk / "filler"
+    with open(filler, "wb") as fh:  # leave ~16 KiB: too little for a new set
+        fh.write(b"\0" * max(0, stat.f_bavail * stat.f_frsize - (16 << 10)))
+    r = _cli(*_track(vpath, prompts, run, "--overwrite"))
+    assert r.returncode == 2, r.stderr
+    assert "Nothing was replaced" in r.stderr and "Traceback" not in r.stderr
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # no staging left
+    filler.unlink()
+    assert main(["export", str(run), "--format", "csv", "--out", str(tmp_path / "after.csv")]) == 0
+    assert (tmp_path / "after.csv").read_bytes() == (tmp_path / "before.csv").read_bytes()
