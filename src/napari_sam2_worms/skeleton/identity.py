@@ -44,7 +44,7 @@ MOTION_WEIGHT = 1.0
 #: Suspect when the crossed assignment costs less than the kept one by this much ...
 MARGIN = 1.0
 #: ... and less than this fraction of it.
-RATIO = 0.5
+RATIO = 0.6
 
 _SHAPE = ("length", "mean_width", "area")
 _EIGHT = np.ones((3, 3), bool)
