@@ -359,6 +359,8 @@ def _dashboard(client) -> str | None:
     except ImportError:
         return None
     try:
+        if "dashboard" not in client.scheduler_info().get("services", {}):
+            return None  # started without one
         return str(client.dashboard_link)
-    except (KeyError, AttributeError):
+    except (KeyError, AttributeError, OSError):
         return None
