@@ -459,3 +459,33 @@ def test_full_disk_while_tracking_over_a_run_keeps_the_old_run(tmp_path, plate, 
     filler.unlink()
     assert main(["export", str(run), "--format", "csv", "--out", str(tmp_path / "after.csv")]) == 0
     assert (tmp_path / "after.csv").read_bytes() == (tmp_path / "before.csv").read_bytes()
+
+
+def test_interrupted_save_in_a_read_only_folder_is_named(tmp_path, small_plate, small_disk):
+    """A committed save a crash left unfinished is finished by the next reader; where the
+    folder became read-only meanwhile, one clear error (and saving there says why)."""
+    from napari_sam2_worms.utils import OutputError
+
+    vpath = tmp_path / "plate.tif"
+    tifffile.imwrite(vpath, small_plate.video)
+    s = load_or_track(vpath, small_plate)
+    folder = save_session(s, small_disk / "sess")
+    script = tmp_path / "save.py"
+    script.write_text(_SAVE_SCRIPT)
+    r = subprocess.run(
+        [sys.executable, str(script), str(folder)],
+        env=_env(NAPARI_SAM2_WORMS_FAULT="save-commit:1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == EXIT_CODE and (folder / COMMIT_FILE).exists()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        with pytest.raises(SessionFileError, match="interrupted and the folder is not writable"):
+            load_session(folder, OracleBackend(small_plate.labels))
+        with pytest.raises(OutputError, match=r"Cannot write into .*Nothing was replaced"):
+            save_session(s, folder)
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    assert _state(folder, small_plate)[0] == [1]  # finished now: the new session

@@ -133,10 +133,20 @@ class RunLock:
         RunFolderLockedError
             Another live process holds it after ``timeout``.
         """
-        self.folder.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                from ..utils import OutputError
+
+                err = OutputError(
+                    f"Cannot write into {self.folder} ({exc.strerror or exc}). Nothing was "
+                    "replaced; choose another folder."
+                )
+                err.errno = exc.errno  # EACCES, EROFS...: readers tell a read-only folder
+                raise err from exc
             if _try_os_lock(fd):
                 # the file may have been removed (and a new one locked) by a releasing
                 # holder between our open and our lock: then try again on the new file
