@@ -36,14 +36,23 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from .base import BadPromptError, FrameResult, ObjectPrompts
-from .classic_background import BackgroundModel, estimate_background, to_grey
-from .classic_blobs import Blobs, blob_points, detect_worms, segment, union_slices
+from .classic_background import BackgroundModel, colour_weights, estimate_background, to_grey
+from .classic_blobs import (
+    BlobFilter,
+    Blobs,
+    animal_blobs,
+    blob_points,
+    detect_worms,
+    segment,
+    typical_area,
+    union_slices,
+)
 from .classic_shape import Body, body_of
 from .classic_split import Region, clip_to, split_blob
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClassicBackend", "detect_worms"]
+__all__ = ["BlobFilter", "ClassicBackend", "detect_worms"]
 
 SCORE_MATCH = 1.0
 SCORE_SPLIT = 0.6
@@ -111,6 +120,8 @@ class ClassicBackend:
         self.max_jump = max_jump
         self.video = None
         self.model: BackgroundModel | None = None
+        self._weights: np.ndarray | None = None  # colour -> grey weights (None = luminance)
+        self._typical: float | None = None  # typical animal area, for detect
         self._prompts: dict[tuple[int, int], ObjectPrompts] = {}
         self._prompt_regions: dict[tuple[int, int], Region] = {}
         self._cache: dict[int, dict[int, tuple]] = {}  # obj -> frame -> packed Region
@@ -126,6 +137,8 @@ class ClassicBackend:
         self.n_frames = int(shape[0])
         self.frame_shape = (int(shape[1]), int(shape[2]))
         self.model = None
+        self._weights = None
+        self._typical: float | None = None
         self.reset()
 
     def _require_video(self):
@@ -133,14 +146,27 @@ class ClassicBackend:
             raise RuntimeError("ClassicBackend.open(video) must be called first")
 
     def _grey(self, frame: int) -> np.ndarray:
-        return to_grey(self.video[int(frame)])
+        return to_grey(self.video[int(frame)], self._weights)
 
     def background_model(self) -> BackgroundModel:
-        """The background model (built from sampled frames on first use)."""
+        """The background model (built from sampled frames on first use).
+
+        Colour video: the channel weights that make animals stand out most over the
+        noise are measured first on up to 16 sampled frames
+        (:func:`.classic_background.colour_weights`), and every frame is reduced to grey
+        with them.
+        """
         self._require_video()
         if self.model is None:
             n = min(self.background_frames, self.n_frames)
             idx = np.unique(np.linspace(0, self.n_frames - 1, n).round().astype(int))
+            self._weights = None
+            first = np.asarray(self.video[int(idx[0])])
+            if first.ndim == 3 and first.shape[2] >= 3:
+                sub = idx[np.linspace(0, len(idx) - 1, min(len(idx), 16)).astype(int)]
+                k = max(1, int(np.ceil(np.sqrt(first.shape[0] * first.shape[1] / 262144))))
+                colour = np.stack([np.asarray(self.video[int(i)])[::k, ::k] for i in sub])
+                self._weights = colour_weights(colour, self.polarity)
             frames = np.stack([self._grey(i) for i in idx])
             self.model = estimate_background(frames, self.polarity, self.threshold)
         return self.model
@@ -153,14 +179,59 @@ class ClassicBackend:
         self._seg = (key, blobs)
         return blobs
 
-    def detect(self, frame: int, max_objects: int | None = None) -> list[tuple[float, float]]:
+    def detect(
+        self,
+        frame: int,
+        max_objects: int | None = None,
+        *,
+        min_area: float | None = None,
+        max_area: float | None = None,
+        min_elongation: float | None = None,
+        max_elongation: float | None = None,
+        core: float = 2.0,
+    ) -> list[tuple[float, float]]:
         """One positive point (x, y) inside each animal-sized blob of ``frame``.
 
         Blobs are ordered largest first; a blob of touching animals gets one point.
+        Only blobs that pass the size and shape filter count (:class:`.BlobFilter`):
+        ``min_area``/``max_area`` in pixels (None = 0.2 x / 5 x the typical animal
+        area on this frame), ``min_elongation``/``max_elongation`` (long over short
+        axis; None = no limit), and a dark (bright) core of ``core`` x the threshold.
         """
         self._require_video()
         self._check_frame(frame)
-        return blob_points(self._blobs(frame), None, max_objects)
+        flt = BlobFilter(min_area, max_area, min_elongation, max_elongation, core)
+        floor = self.min_area if min_area is None else max(1, min(self.min_area, int(min_area)))
+        blobs = self._blobs(frame, min_area=floor)
+        counts = self._core_counts(frame, blobs, flt.core)
+        typical = self.typical_area() if flt.core == 2.0 else None
+        keep, (lo, hi) = animal_blobs(blobs, counts, flt, typical or None)
+        log.info(
+            "classic detect on frame %d: %d blobs in [%.0f, %.0f] px", frame, len(keep), lo, hi
+        )
+        return blob_points(blobs, None, max_objects, keep)
+
+    def _core_counts(self, frame: int, blobs: Blobs, core: float) -> np.ndarray | None:
+        """Per blob label, its pixels above ``core`` x the threshold (None: no test)."""
+        if core <= 0:
+            return None
+        model = self.background_model()
+        strong = model.contrast(self._grey(frame)) > core * model.threshold
+        return np.bincount(blobs.labels[strong], minlength=len(blobs.areas))
+
+    def typical_area(self) -> float:
+        """The typical animal area (pixels): median over 8 sampled frames of each
+        frame's :func:`.classic_blobs.typical_area` (0 when nothing stands out)."""
+        self._require_video()
+        if self._typical is None:
+            vals = []
+            for f in np.unique(np.linspace(0, self.n_frames - 1, 8).round().astype(int)):
+                blobs = self._blobs(int(f))
+                a = typical_area(blobs, self._core_counts(int(f), blobs, 2.0))
+                if a > 0:
+                    vals.append(a)
+            self._typical = float(np.median(vals)) if vals else 0.0
+        return self._typical
 
     def _check_frame(self, frame: int) -> int:
         if not 0 <= int(frame) < self.n_frames:

@@ -27,10 +27,13 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BackgroundModel",
+    "apply_gain",
     "auto_polarity",
     "auto_threshold",
+    "colour_weights",
     "contrast_norm",
     "estimate_background",
+    "frame_gain",
     "spatial_background",
     "to_grey",
 ]
@@ -38,12 +41,19 @@ __all__ = [
 STRUCTURE = np.ones((3, 3), bool)  # 8-connected blobs
 
 
-def to_grey(frame: np.ndarray) -> np.ndarray:
-    """A frame as a 2-D uint8 grey image ((H, W) or (H, W, 3|4) input)."""
+def to_grey(frame: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """A frame as a 2-D uint8 grey image ((H, W) or (H, W, 3|4) input).
+
+    ``weights``: per-channel weights for colour input (see :func:`colour_weights`);
+    None = luminance (0.30 R + 0.59 G + 0.11 B).
+    """
     a = np.asarray(frame)
     if a.ndim == 3:
         if a.shape[2] == 1:
             a = a[..., 0]
+        elif weights is not None:
+            w = np.asarray(weights, np.float32)
+            a = np.clip(a[..., :3] @ w + 0.5, 0, 255).astype(np.uint8)
         else:
             rgb = a[..., :3].astype(np.uint16)
             a = ((77 * rgb[..., 0] + 150 * rgb[..., 1] + 29 * rgb[..., 2]) >> 8).astype(np.uint8)
@@ -52,6 +62,60 @@ def to_grey(frame: np.ndarray) -> np.ndarray:
     if a.dtype != np.uint8:
         a = np.clip(a, 0, 255).astype(np.uint8)
     return a
+
+
+def colour_weights(frames: np.ndarray, polarity: str = "auto") -> np.ndarray | None:
+    """Channel weights that give animals the best contrast over noise, or None for grey.
+
+    Each channel's contrast ``s_c`` (median relative deviation from its own temporal
+    background on the animal pixels found in luminance) and noise ``sigma_c`` (robust
+    spread of that deviation over the frame) are measured on the sampled frames; the
+    weights are the matched filter ``s_c / sigma_c**2`` divided by the channel's mean
+    background, scaled so the background keeps its luminance grey level. A channel in
+    which the animals do not stand out gets weight 0. Returns None where the channels
+    are equal (grey stored as colour) or nothing stands out.
+    """
+    f = np.asarray(frames)
+    if f.ndim != 4 or f.shape[-1] < 3 or len(f) < 3:
+        return None
+    rgb = f[..., :3].astype(np.float32)
+    if np.abs(rgb[..., 0] - rgb[..., 1]).max() < 3 and np.abs(rgb[..., 1] - rgb[..., 2]).max() < 3:
+        return None
+    lum = np.stack([to_grey(x) for x in f]).astype(np.float32)
+    if polarity == "auto":
+        polarity = auto_polarity(lum)
+    q = 80 if polarity == "dark" else 20
+    s = 1.0 if polarity == "bright" else -1.0
+    bg = np.percentile(rgb, q, axis=0)  # (H, W, 3)
+    lbg = np.percentile(lum, q, axis=0)
+    lc = s * (lum - lbg) / contrast_norm(lbg)
+    sig = _robust_sigma(lc)
+    animal = lc > 6.0 * sig
+    if animal.sum() < 50:
+        return None
+    rel = s * (rgb - bg) / np.maximum(bg, 16.0)
+    signal = np.array([float(np.median(rel[..., c][animal])) for c in range(3)])
+    noise = np.array([max(_robust_sigma(rel[..., c]), 1e-3) for c in range(3)])
+    a = np.maximum(signal, 0.0) / noise**2
+    if a.sum() <= 0:
+        return None
+    mean_bg = bg.reshape(-1, 3).mean(axis=0)
+    w = a / np.maximum(mean_bg, 1.0)
+    w *= float(lbg.mean()) / float(w @ mean_bg)  # the background keeps its grey level
+    log.info("classic colour weights (R, G, B) = %s", np.round(w, 3))
+    return w.astype(np.float32)
+
+
+def _robust_sigma(c: np.ndarray) -> float:
+    """Median over frames of each frame's MAD sigma (frames may differ in exposure)."""
+    c = np.asarray(c, np.float32)
+    frames = c if c.ndim == 3 else c[None]
+    out = []
+    for x in frames:
+        x = x[::2, ::2].ravel()
+        med = float(np.median(x))
+        out.append(1.4826 * float(np.median(np.abs(x - med))))
+    return float(np.median(out))
 
 
 def contrast_norm(bg: np.ndarray) -> np.ndarray:
@@ -83,6 +147,32 @@ def spatial_background(image: np.ndarray, polarity: str, size: int) -> np.ndarra
     return out
 
 
+GAIN_STEP = 8  # the per-frame gain is measured on every 8th pixel of every 8th row
+GAIN_TOLERANCE = 0.004  # frames within 0.4 % of the background's brightness are left as they are
+
+
+def frame_gain(grey: np.ndarray, ref: np.ndarray) -> float:
+    """A frame's brightness over the background's (median ratio on a sparse grid).
+
+    ``ref`` is ``background[::GAIN_STEP, ::GAIN_STEP]``; pixels where it is below 16 grey
+    levels (dark field) are ignored. Animals cover a minority of the pixels, so the
+    median ratio is the exposure / lamp change of the frame (flat-field gain).
+    """
+    g = grey[::GAIN_STEP, ::GAIN_STEP].astype(np.float32)
+    ok = ref >= 16.0
+    if ok.sum() < 16:
+        return 1.0
+    return float(np.median(g[ok] / ref[ok]))
+
+
+def apply_gain(grey: np.ndarray, gain: float) -> np.ndarray:
+    """``grey / gain`` as uint8 through a 256-entry lookup table."""
+    if abs(gain - 1.0) <= GAIN_TOLERANCE or gain <= 0:
+        return grey
+    lut = np.clip(np.rint(np.arange(256, dtype=np.float32) / gain), 0, 255).astype(np.uint8)
+    return lut[grey]
+
+
 @dataclass
 class BackgroundModel:
     """A background image plus the per-pixel grey level that separates animals from it.
@@ -94,15 +184,32 @@ class BackgroundModel:
     threshold : contrast threshold (fraction of the local brightness ``norm``).
     limit : (H, W) uint8/int16 grey level map: a pixel is foreground when it is below
         (dark) or above (bright) its limit.
+    smooth : frames are smoothed by a 3x3 mean before the comparison (set when the
+        threshold is within 8 noise sigmas: low-contrast plates).
+    normalise_gain : each frame's brightness is scaled to the background's first
+        (:func:`frame_gain`), so exposure or lamp flicker does not move the threshold.
+    noise : robust noise sigma of the contrast, measured on the sampled frames.
     """
 
     background: np.ndarray
     polarity: str
     threshold: float
     limit: np.ndarray
+    smooth: bool = False
+    normalise_gain: bool = True
+    noise: float = 0.0
 
     @classmethod
-    def build(cls, background: np.ndarray, polarity: str, threshold: float) -> BackgroundModel:
+    def build(
+        cls,
+        background: np.ndarray,
+        polarity: str,
+        threshold: float,
+        *,
+        smooth: bool = False,
+        normalise_gain: bool = True,
+        noise: float = 0.0,
+    ) -> BackgroundModel:
         bg = np.asarray(background, np.float32)
         step = threshold * contrast_norm(bg)
         if polarity == "dark":
@@ -111,19 +218,32 @@ class BackgroundModel:
         else:
             # foreground: frame > limit  (a limit >= 255 means never foreground)
             limit = np.clip(np.floor(bg + step), -1, 255).astype(np.int16)
-        return cls(bg, polarity, float(threshold), limit)
+        gain_ok = normalise_gain and float(np.median(bg)) >= 16  # not on dark field
+        return cls(bg, polarity, float(threshold), limit, smooth, gain_ok, float(noise))
 
-    def foreground(self, grey: np.ndarray) -> np.ndarray:
-        """Boolean foreground of a uint8 grey frame."""
+    def __post_init__(self) -> None:
+        self._ref = self.background[::GAIN_STEP, ::GAIN_STEP].astype(np.float32)
+
+    def normalise(self, grey: np.ndarray) -> np.ndarray:
+        """The frame as compared with the background: gain-corrected, smoothed if set."""
         if grey.shape != self.limit.shape:
             raise ValueError(
                 f"frame shape {grey.shape} does not match the background {self.limit.shape}"
             )
+        if self.normalise_gain:
+            grey = apply_gain(grey, frame_gain(grey, self._ref))
+        if self.smooth:
+            grey = ndimage.uniform_filter(grey, 3)
+        return grey
+
+    def foreground(self, grey: np.ndarray) -> np.ndarray:
+        """Boolean foreground of a uint8 grey frame."""
+        grey = self.normalise(grey)
         return grey < self.limit if self.polarity == "dark" else grey > self.limit
 
     def contrast(self, grey: np.ndarray) -> np.ndarray:
         """Signed contrast (positive on animals) as a fraction of local brightness."""
-        d = grey.astype(np.float32) - self.background
+        d = self.normalise(grey).astype(np.float32) - self.background
         s = 1.0 if self.polarity == "bright" else -1.0
         return s * d / contrast_norm(self.background)
 
@@ -137,31 +257,50 @@ def auto_polarity(frames: np.ndarray) -> str:
 
 
 def auto_threshold(contrast: np.ndarray, norm_level: float, dark_field: bool = False) -> float:
-    """Half the typical animal contrast, but well above the noise.
+    """Half the typical contrast of the animals' bodies, but well above the noise.
 
-    ``dark_field``: the background is near black (e.g. a Tierpsy masked video): animals
-    are anything 20 grey levels above it, however uneven their own brightness.
+    ``contrast``: (H, W) or (N, H, W) contrast of sampled frames. The noise sigma is the
+    median of each frame's robust (MAD) sigma. Candidate animal pixels are those above
+    6 sigma in blobs of at least 10 pixels; the typical body contrast is the median
+    contrast of those pixels (the body, not its darkest core: real worms are darker at
+    the cuticle than inside and fainter at head and tail). The threshold is half of it,
+    at least 4 sigma. ``dark_field``: the background is near black (e.g. a Tierpsy masked
+    video): animals are anything 20 grey levels above it, however uneven their own
+    brightness.
     """
-    c = contrast.ravel()
-    med = float(np.median(c))
-    sigma = 1.4826 * float(np.median(np.abs(c - med)))
-    sigma = max(sigma, 0.5 / norm_level)  # quantisation floor
-    strong = c[c > 6.0 * sigma]
-    if strong.size >= 20:
-        half = 0.5 * float(np.percentile(strong, 90))
+    return _measure_threshold(contrast, norm_level, dark_field)[0]
+
+
+def _measure_threshold(contrast, norm_level: float, dark_field: bool) -> tuple[float, float]:
+    """(threshold, noise sigma); see :func:`auto_threshold`."""
+    c = np.asarray(contrast, np.float32)
+    frames = c if c.ndim == 3 else c[None]
+    sigma = max(_robust_sigma(frames), 0.5 / norm_level)  # quantisation floor
+    body = []
+    for x in frames:
+        strong = x > 6.0 * sigma
+        if not strong.any():
+            continue
+        lab, _ = ndimage.label(strong, STRUCTURE)
+        areas = np.bincount(lab.ravel())
+        big = areas >= 10
+        big[0] = False
+        body.append(x[big[lab]])
+    body = np.concatenate(body) if body else np.zeros(0, np.float32)
+    if body.size >= 20:
+        half = 0.5 * float(np.median(body))
         if dark_field:
             half = min(half, 20.0 / norm_level)
-        return max(half, 4.0 * sigma)
-    return 6.0 * sigma
+        return max(half, 4.0 * sigma), sigma
+    return 6.0 * sigma, sigma
 
 
-def _threshold(bg, probe, polarity: str, threshold: float | None) -> float:
-    if threshold is not None:
-        return float(threshold)
+def _threshold(bg, probe, polarity: str, threshold: float | None) -> tuple[float, float]:
     s = 1.0 if polarity == "bright" else -1.0
     norm = contrast_norm(bg)
     contrast = s * (probe.astype(np.float32) - bg) / norm
-    return auto_threshold(contrast, float(np.median(norm)), float(np.median(bg)) < 16)
+    t, sigma = _measure_threshold(contrast, float(np.median(norm)), float(np.median(bg)) < 16)
+    return (t if threshold is None else float(threshold)), sigma
 
 
 def estimate_background(
@@ -187,27 +326,47 @@ def estimate_background(
         raise ValueError("estimate_background needs (N, H, W) frames with N >= 1")
     if polarity not in ("auto", "dark", "bright"):
         raise ValueError(f"polarity must be 'auto', 'dark' or 'bright', not {polarity!r}")
-    probe = frames[np.linspace(0, len(frames) - 1, min(len(frames), 8)).astype(int)]
     if polarity == "auto":
-        polarity = auto_polarity(probe)
+        polarity = auto_polarity(
+            frames[np.linspace(0, len(frames) - 1, min(len(frames), 8)).astype(int)]
+        )
     # a high (dark animals) or low (bright animals) percentile over time: agar shows
     # through unless an animal covers the pixel in most samples
     q = 80 if polarity == "dark" else 20
-    bg = (
-        np.percentile(frames, q, axis=0).astype(np.float32)
-        if len(frames) > 2
-        else (np.median(frames, axis=0).astype(np.float32))
-    )
-    if len(frames) < 3:  # 1-2 frames: animals are in the median; filter them out in space
-        bg = spatial_background(bg, polarity, max(15, min(bg.shape) // 10))
-    model = BackgroundModel.build(bg, polarity, _threshold(bg, probe, polarity, threshold))
+    bg = _percentile(frames, q)
+    if float(np.median(bg)) >= 16 and len(frames) > 2:
+        # flat-field gain: bring every sample to the background's brightness, twice
+        for _ in range(2):
+            ref = bg[::GAIN_STEP, ::GAIN_STEP]
+            frames = np.stack([apply_gain(f, frame_gain(f, ref)) for f in frames])
+            bg = _percentile(frames, q)
+    probe = frames[np.linspace(0, len(frames) - 1, min(len(frames), 8)).astype(int)]
+    model = _model(bg, probe, polarity, threshold)
     if repair_size != 0 and len(frames) >= 3:
         repaired = _repair(model, probe, repair_size)
         if repaired is not model:  # animals were baked in: measure contrast again
-            bg = repaired.background
-            model = BackgroundModel.build(bg, polarity, _threshold(bg, probe, polarity, threshold))
-    log.info("classic background: polarity=%s threshold=%.3f", model.polarity, model.threshold)
+            model = _model(repaired.background, probe, polarity, threshold)
+    log.info(
+        "classic background: polarity=%s threshold=%.3f noise=%.4f smooth=%s",
+        model.polarity,
+        model.threshold,
+        model.noise,
+        model.smooth,
+    )
     return model
+
+
+def _percentile(frames: np.ndarray, q: float) -> np.ndarray:
+    if len(frames) > 2:
+        return np.percentile(frames, q, axis=0).astype(np.float32)
+    return np.median(frames, axis=0).astype(np.float32)
+
+
+def _model(bg, probe, polarity: str, threshold: float | None) -> BackgroundModel:
+    t, sigma = _threshold(bg, probe, polarity, threshold)
+    # low contrast (threshold within 8 noise sigmas): a 3x3 mean cuts the noise 3x
+    smooth = float(np.median(bg)) >= 16 and t < 8.0 * sigma
+    return BackgroundModel.build(bg, polarity, t, smooth=smooth, noise=sigma)
 
 
 def _animal_width(model: BackgroundModel, frames: np.ndarray) -> float:
@@ -243,4 +402,4 @@ def _repair(model: BackgroundModel, frames: np.ndarray, size: int | None) -> Bac
     log.info("classic background: %d pixels of paused animals replaced", int(baked.sum()))
     bg = model.background.copy()
     bg[baked] = spatial[baked]
-    return BackgroundModel.build(bg, model.polarity, model.threshold)
+    return BackgroundModel.build(bg, model.polarity, model.threshold, noise=model.noise)

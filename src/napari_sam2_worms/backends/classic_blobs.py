@@ -17,7 +17,17 @@ from .classic_background import (
     to_grey,
 )
 
-__all__ = ["Blobs", "blob_points", "detect_worms", "segment", "union_slices"]
+__all__ = [
+    "BlobFilter",
+    "Blobs",
+    "animal_blobs",
+    "blob_points",
+    "detect_worms",
+    "elongation",
+    "segment",
+    "typical_area",
+    "union_slices",
+]
 
 
 @dataclass
@@ -67,6 +77,9 @@ def detect_worms(
     max_area: int | None = None,
     max_objects: int | None = None,
     filter_size: int = 41,
+    min_elongation: float | None = None,
+    max_elongation: float | None = None,
+    core: float = 2.0,
 ) -> list[tuple[float, float]]:
     """One positive point (x, y) inside each animal-sized blob of one image.
 
@@ -76,7 +89,9 @@ def detect_worms(
     background : background image; None = estimated from the image alone by a grey
         closing/opening with a ``filter_size`` square (wider than an animal).
     polarity, threshold : as for :class:`ClassicBackend`.
-    min_area, max_area : blob area limits (pixels).
+    min_area, max_area : blob area limits (pixels); max_area None = 5 x the typical
+        animal area (see :class:`BlobFilter`).
+    min_elongation, max_elongation, core : shape and core filter (:class:`BlobFilter`).
     max_objects : keep at most this many (largest blobs first).
 
     Returns
@@ -95,14 +110,129 @@ def detect_worms(
         s = 1.0 if polarity == "bright" else -1.0
         norm = contrast_norm(bg)
         threshold = auto_threshold(s * (grey - bg) / norm, float(np.median(norm)))
-    model = BackgroundModel.build(bg, polarity, threshold)
+    model = BackgroundModel.build(bg, polarity, threshold, normalise_gain=False)
     blobs = segment(model, grey, min_area)
-    return blob_points(blobs, max_area, max_objects)
+    flt = BlobFilter(min_area, max_area, min_elongation, max_elongation, core)
+    counts = None
+    if core > 0:
+        strong = model.contrast(grey) > core * model.threshold
+        counts = np.bincount(blobs.labels[strong], minlength=len(blobs.areas))
+    keep, _ = animal_blobs(blobs, counts, flt)
+    return blob_points(blobs, None, max_objects, keep)
 
 
-def blob_points(blobs: Blobs, max_area, max_objects) -> list[tuple[float, float]]:
+@dataclass
+class BlobFilter:
+    """Which blobs count as animals for detection (size and shape).
+
+    Attributes
+    ----------
+    min_area, max_area : area limits (pixels); None = automatic: 0.3 x and 5 x the
+        typical animal area (:func:`typical_area`, measured over sampled frames where
+        the caller gives it, else on this frame).
+    min_elongation, max_elongation : limits on the blob's length over width
+        (:func:`elongation`): a worm is about 5-15, a fly or a mouse 1.5-3, a round
+        speck about 0.8; an arena wall seen edge-on is very long. None = no limit.
+    core : a blob counts only if it holds at least ``core_pixels`` pixels above
+        ``core`` x the threshold (hysteresis: faint noise and debris blobs have no dark
+        core; animals do). 0 disables.
+    """
+
+    min_area: float | None = None
+    max_area: float | None = None
+    min_elongation: float | None = None
+    max_elongation: float | None = None
+    core: float = 2.0
+    core_pixels: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("min_area", "max_area", "min_elongation", "max_elongation"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise ValueError(f"{name} must be >= 0, not {v}")
+        if self.min_area is not None and self.max_area is not None:
+            if self.max_area < self.min_area:
+                raise ValueError(
+                    f"max_area ({self.max_area:g}) is below min_area ({self.min_area:g})"
+                )
+        if self.min_elongation is not None and self.max_elongation is not None:
+            if self.max_elongation < self.min_elongation:
+                raise ValueError("max_elongation is below min_elongation")
+
+
+def elongation(mask: np.ndarray) -> float:
+    """Length over width of a blob: its area over the square of its width.
+
+    The width is twice the largest distance from the blob's edge, so the measure holds
+    for a coiled or bent worm as for a straight one: a worm is about 5-15, a fly or a
+    mouse 1.5-3, a round speck about 0.8 (pi/4).
+    """
+    m = np.asarray(mask, bool)
+    area = int(m.sum())
+    if area == 0:
+        return 0.0
+    width = 2.0 * float(ndimage.distance_transform_edt(np.pad(m, 1)).max())
+    return area / max(width, 1.0) ** 2
+
+
+def _cored(blobs: Blobs, core_counts, flt: BlobFilter) -> np.ndarray:
+    areas = blobs.areas
+    cand = np.flatnonzero(areas)
+    if core_counts is not None and flt.core > 0 and cand.size:
+        cc = np.zeros(len(areas), np.int64)
+        cc[: len(core_counts)] = core_counts[: len(areas)]
+        cand = cand[cc[cand] >= flt.core_pixels]
+    return cand
+
+
+def typical_area(blobs: Blobs, core_counts, flt: BlobFilter | None = None) -> float:
+    """The area of the blob that holds the median foreground pixel (blobs with a core).
+
+    Weighting by pixels lets the animals dominate the many specks; 0 when none.
+    """
+    cand = _cored(blobs, core_counts, flt or BlobFilter())
+    if not cand.size:
+        return 0.0
+    a = np.sort(blobs.areas[cand]).astype(float)
+    return float(a[min(np.searchsorted(np.cumsum(a), 0.5 * a.sum()), len(a) - 1)])
+
+
+def animal_blobs(
+    blobs: Blobs, core_counts: np.ndarray | None, flt: BlobFilter, typical: float | None = None
+) -> tuple[list[int], tuple[float, float]]:
+    """Labels of the blobs that pass ``flt``, largest first, and the area limits used.
+
+    ``core_counts[label]``: pixels of each blob above the core contrast (None = no
+    core test). ``typical``: the typical animal area for the automatic limits (None =
+    :func:`typical_area` of this frame).
+    """
+    areas = blobs.areas
+    cand = _cored(blobs, core_counts, flt)
+    if typical is None:
+        typical = typical_area(blobs, core_counts, flt)
+    lo = flt.min_area if flt.min_area is not None else 0.3 * typical
+    hi = flt.max_area if flt.max_area is not None else (5.0 * typical if typical else np.inf)
+    keep = []
+    for lab in cand[np.argsort(-areas[cand], kind="stable")]:
+        if not lo <= areas[lab] <= hi:
+            continue
+        if flt.min_elongation is not None or flt.max_elongation is not None:
+            e = elongation(blobs.labels[blobs.slices[lab - 1]] == lab)
+            if flt.min_elongation is not None and e < flt.min_elongation:
+                continue
+            if flt.max_elongation is not None and e > flt.max_elongation:
+                continue
+        keep.append(int(lab))
+    return keep, (float(lo), float(hi))
+
+
+def blob_points(
+    blobs: Blobs, max_area, max_objects, labels: list[int] | None = None
+) -> list[tuple[float, float]]:
+    """The most interior pixel (x, y) of each blob (``labels``, or all, largest first)."""
     out = []
-    for lab in np.argsort(-blobs.areas[1:], kind="stable") + 1:
+    order = labels if labels is not None else np.argsort(-blobs.areas[1:], kind="stable") + 1
+    for lab in order:
         a = blobs.areas[lab]
         if a == 0 or (max_area is not None and a > max_area):
             continue
