@@ -32,7 +32,8 @@ class SkeletonTracks:
     widths : (T, K, N) float32 body width at each point (pixels); NaN where absent.
     good : (T, K) bool, True when the skeleton is trustworthy.
     reason : (T, K) object array of str, why a frame is not good ("" when good):
-        e.g. "missing", "coiled", "touching", "border", "small".
+        e.g. "missing", "coiled", "touching", "border", "small", "identity suspect"
+        (two objects may have swapped identities after touching).
     features : name -> (T, K) float32 array; names from :data:`FEATURE_NAMES`.
         Lengths/widths in pixels, area in pixels², speeds in pixels per second.
     object_ids : (K,) int, the label ids of the objects.
