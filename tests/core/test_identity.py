@@ -268,3 +268,23 @@ def test_flag_leads_to_the_swap_that_clears_it(crossing, video_stub, tmp_path):
     s.swap_identities(2, 3, after)
     assert np.array_equal(s.labels[after:], truth[after:])
     assert not (s.skeletons().reason == IDENTITY_SUSPECT).any()
+
+
+def test_skeletons_cached_while_tracking_follow_the_swap(small_plate, video_stub):
+    """The skeleton workers' results (made while tracking) are not reused for the
+    swapped masks: the tracks equal those of the swapped label stack."""
+    s = TrackingSession(video_stub(small_plate.video), OracleBackend(small_plate.labels))
+    s.skeleton_workers = 1
+    try:
+        for _gt, (x, y) in small_plate.head_points(0).items():
+            s.add_point(0, s.add_object(), x, y)
+        list(s.propagate("forward"))
+        assert s.skeleton_feed.stream is not None
+        s.skeletons()
+        s.swap_identities(1, 2, 6)
+        tracks = s.skeletons()
+        fresh = skeletonize_labels(swapped(small_plate.labels, 1, 2, 6), [1, 2, 3], fps=s.fps)
+        np.testing.assert_array_equal(tracks.points, fresh.points)
+        np.testing.assert_array_equal(tracks.reason, fresh.reason)
+    finally:
+        s.close()
