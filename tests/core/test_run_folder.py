@@ -489,3 +489,62 @@ def test_interrupted_save_in_a_read_only_folder_is_named(tmp_path, small_plate, 
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
     assert _state(folder, small_plate)[0] == [1]  # finished now: the new session
+
+
+def test_sam2_track_resumes_after_a_kill(tmp_path, small_plate):
+    """The real SAM 2 path (random weights: semantics only): killed at frame 3, resumed
+    from the saved masks (mask prompts to sam2 on the resume frame), every frame done."""
+    from napari_sam2_worms.testing.random_sam2 import make_random_checkpoint
+
+    ckpt = make_random_checkpoint(tmp_path / "random_tiny.pt")
+    vpath = tmp_path / "four.tif"
+    tifffile.imwrite(vpath, small_plate.video[:4])
+    pts = [
+        {"object": o, "frame": 1, "x": xy[0], "y": xy[1], "positive": True}
+        for o, xy in small_plate.head_points(1).items()
+    ]
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"version": 1, "points": pts}))
+    run = tmp_path / "R"
+    args = [
+        "track",
+        str(vpath),
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(run),
+        "--checkpoint",
+        str(ckpt.path),
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--frames-per-save",
+        "1",
+    ]
+    r = _cli(*args, fault="track-frame:3")  # killed before frame 3's save
+    assert r.returncode == EXIT_CODE, r.stderr
+    doc = json.loads((run / "session.json").read_text())
+    assert doc["settings"]["track"]["done"] == [2, 0]
+    saved = tifffile.imread(run / "masks.tif")
+    from napari_sam2_worms.engine.pipeline import TrackPlan
+
+    seen = []
+    orig = TrackPlan.from_json.__func__
+
+    def spy(cls, d):
+        plan = orig(cls, d)
+        seen.append(list(plan.done))
+        return plan
+
+    TrackPlan.from_json = classmethod(spy)
+    try:
+        assert main([*args, "--resume"]) == 0
+    finally:
+        TrackPlan.from_json = classmethod(orig)
+    assert seen == [[2, 0]]
+    doc = json.loads((run / "session.json").read_text())
+    assert doc["settings"]["track"]["done"] == [3, 2] and doc["settings"]["track"]["complete"]
+    scores = np.load(run / "scores.npy")
+    assert scores.shape == (4, 3) and np.isfinite(scores).all()
+    np.testing.assert_array_equal(tifffile.imread(run / "masks.tif")[1], saved[1])
