@@ -1,25 +1,24 @@
-"""The review panel's "Swap identities" control, driven as a user does: the identity
-suspect flag in the list, the flagged frame, the two objects, the button (real worker
-threads); the masks layer and the exported tracks are swapped from that frame on."""
+"""The review panel's "Swap identities" control, driven as a user does: the tracker docked
+through the Plugins menu, the identity suspect flag in the list, the flagged frame, the
+two objects, the button (real worker threads); the masks layer, the heads on screen and
+the tracks exported through the File menu are swapped from that frame on."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from _real import TIMEOUT, assert_heads_match, dock_tracker, menu_action, run_menu_with_dialog
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QPushButton
 
 from napari_sam2_worms.engine.session import TrackingSession
-from napari_sam2_worms.napari import _menu
-from napari_sam2_worms.napari._widget import MASKS, TrackerWidget
+from napari_sam2_worms.napari._widget import HEADS, MASKS
 from napari_sam2_worms.skeleton import read_csv, skeletonize_labels
 from napari_sam2_worms.skeleton.identity import IDENTITY_SUSPECT
 from napari_sam2_worms.testing.oracle import OracleBackend
 from napari_sam2_worms.video import ArrayVideo
 
 pytestmark = pytest.mark.gui
-
-TIMEOUT = 60000  # ms: a shared 2-core machine
 
 
 def _swapped(labels, a, b, start):
@@ -49,8 +48,7 @@ def test_swap_button_swaps_masks_and_exported_tracks(make_napari_viewer, qtbot, 
     wrong = _swapped(truth, 2, 3, after - 4)  # the tracker swapped 2 and 3 at the crossing
     viewer = make_napari_viewer()
     viewer.add_image(video, name="plate")
-    widget = TrackerWidget(viewer)  # real thread workers
-    viewer.window.add_dock_widget(widget)
+    widget = dock_tracker(viewer, qtbot)  # Plugins > SAM 2 worm tracker; real workers
     s = TrackingSession(ArrayVideo(video, fps=15.0), OracleBackend(wrong))
     for gt in (1, 2, 3):
         rows, cols = np.nonzero(truth[0] == gt)
@@ -86,8 +84,21 @@ def test_swap_button_swaps_masks_and_exported_tracks(make_napari_viewer, qtbot, 
     # the flags listed are those after the swap: the suspect parting is gone
     qtbot.waitUntil(lambda: not any(IDENTITY_SUSPECT in t for t in _items(panel)), timeout=TIMEOUT)
 
-    # the export (the File menu's function) writes the swapped tracks from k on
-    path = _menu.export_tracks_to(widget, tmp_path / "tracks.csv", "csv")
+    # the heads on screen are those of the swapped tracks; the File menu exports them
+    qtbot.waitUntil(lambda: widget.tracks_fresh and not widget._workers, timeout=TIMEOUT)
+    assert assert_heads_match(viewer.layers[HEADS], widget.tracks) > 0
+    path = tmp_path / "tracks.csv"
+
+    def fill(dialog):
+        dialog.fmt.setCurrentIndex(dialog.fmt.findData("csv"))
+        dialog.path.setText(str(path))
+        dialog.accept()
+
+    export = menu_action(
+        viewer, "File", "IO Utilities", "SAM 2 worm tracker", "Export skeleton tracks..."
+    )
+    run_menu_with_dialog(qtbot, export, fill)
+    qtbot.waitUntil(path.is_file, timeout=TIMEOUT)
     back = read_csv(path)
     want = skeletonize_labels(truth, [1, 2, 3], fps=15.0)
     before = skeletonize_labels(wrong, [1, 2, 3], fps=15.0)
