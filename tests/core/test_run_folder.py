@@ -548,3 +548,18 @@ def test_sam2_track_resumes_after_a_kill(tmp_path, small_plate):
     scores = np.load(run / "scores.npy")
     assert scores.shape == (4, 3) and np.isfinite(scores).all()
     np.testing.assert_array_equal(tifffile.imread(run / "masks.tif")[1], saved[1])
+
+
+def test_fingerprint_of_a_real_mp4_is_stable_across_seeks():
+    """Decoded frames, not bytes: the same mp4 reopened and read out of order matches."""
+    from conftest import need_shared
+
+    from napari_sam2_worms.engine.session_io import frames_fingerprint
+
+    path = need_shared("videos", "fly_pair_384.mp4")
+    a = frames_fingerprint(open_video(path))
+    v = open_video(path)
+    for i in (v.shape[0] - 2, 7, v.shape[0] // 2 + 1):
+        v[i]
+    assert frames_fingerprint(v) == a
+    assert a["frames"] == [0, v.shape[0] // 2, v.shape[0] - 1]
