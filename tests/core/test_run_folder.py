@@ -553,7 +553,6 @@ def test_sam2_track_resumes_after_a_kill(tmp_path, small_plate):
 def test_fingerprint_of_a_real_mp4_is_stable_across_seeks():
     """Decoded frames, not bytes: the same mp4 reopened and read out of order matches."""
     from conftest import need_shared
-
     from napari_sam2_worms.engine.session_io import frames_fingerprint
 
     path = need_shared("videos", "fly_pair_384.mp4")
