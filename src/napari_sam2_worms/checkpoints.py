@@ -297,6 +297,12 @@ def download_checkpoint(
             tmp.unlink(missing_ok=True)
         if not isinstance(exc, (requests.exceptions.RequestException, HTTPError, OSError)):
             raise  # KeyboardInterrupt, SIGTERM...: the partial file is gone
+        if isinstance(exc, DownloadTimeout):
+            raise CheckpointError(
+                f"Could not download {info.filename} from {url}: {exc}; the connection is "
+                "too slow. Try again later or allow more time (download --deadline), or "
+                f"download the file yourself and put it in {folder}."
+            ) from exc
         raise CheckpointError(
             f"Could not download {info.filename} from {url} ({type(exc).__name__}: {exc}). "
             f"Without internet, download it on another computer and copy it into the folder "
