@@ -48,6 +48,12 @@ def _load(widget, qtbot):
     return widget.session
 
 
+def _clicked(widget, frame: int, oid: int, n: int = 1) -> bool:
+    """The session has ``n`` clicks of ``oid`` on ``frame`` and their mask (worker done)."""
+    pts = widget.session.prompts.points.get((frame, oid), [])
+    return len(pts) == n and not widget._prompt_busy
+
+
 def _settled(widget) -> bool:
     return not widget.running and widget.tracks_fresh and not widget._workers
 
@@ -104,7 +110,7 @@ def test_click_propagate_export_flip_save_open(viewer, qtbot, tmp_path, monkeypa
         qtbot.mouseClick(widget.objects_panel.add_button, Qt.MouseButton.LeftButton)
         oid = widget.current_object
         click(qtbot, viewer, points, r, c)
-        qtbot.waitUntil(lambda oid=oid: (0, oid) in s.prompts.points, timeout=TIMEOUT)
+        qtbot.waitUntil(lambda oid=oid: _clicked(widget, 0, oid), timeout=TIMEOUT)
         (x, y, positive) = s.prompts.points[(0, oid)][0]
         assert positive and abs(x - c) < 1.5 and abs(y - r) < 1.5
         assert (s.labels[0] == oid).sum() > 20
@@ -114,11 +120,11 @@ def test_click_propagate_export_flip_save_open(viewer, qtbot, tmp_path, monkeypa
     oid = widget.current_object
     r, c = centres[max(centres)]
     click(qtbot, viewer, points, r + 1, c, shift=True)
-    qtbot.waitUntil(lambda: len(s.prompts.points[(0, oid)]) == 2, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: _clicked(widget, 0, oid, 2), timeout=TIMEOUT)
     assert s.prompts.points[(0, oid)][1][2] is False
     points.selected_data = {len(points.data) - 1}
     points.remove_selected()
-    qtbot.waitUntil(lambda: len(s.prompts.points[(0, oid)]) == 1, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: _clicked(widget, 0, oid, 1), timeout=TIMEOUT)
 
     # propagate with the real worker
     qtbot.mouseClick(widget.propagate_panel.run_button, Qt.MouseButton.LeftButton)
@@ -217,7 +223,7 @@ def test_painting_follows_the_current_object(viewer, qtbot):
     for r, c in list(centres.values())[:2]:
         qtbot.mouseClick(widget.objects_panel.add_button, Qt.MouseButton.LeftButton)
         click(qtbot, viewer, points, r, c)
-    qtbot.waitUntil(lambda: len(s.prompts.points) == 2, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: len(s.prompts.points) == 2 and not widget._prompt_busy, timeout=TIMEOUT)
     labels = viewer.layers[MASKS]
     widget.objects_panel.select(1)
     assert labels.selected_label == 1

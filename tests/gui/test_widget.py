@@ -1,9 +1,13 @@
-"""The napari dock widget driven end to end (classic backend, random SAM 2, real workers)."""
+"""The dock widget's script path (``synchronous=True``: generators run inline), random
+SAM 2, and Cancel with the real worker. The user's own paths (menus, canvas clicks, real
+workers) are in test_user_paths.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from _real import TIMEOUT, assert_heads_match
+from qtpy.QtCore import Qt
 
 from napari_sam2_worms.napari import _menu
 from napari_sam2_worms.napari._widget import HEADS, MASKS, PROMPTS, SKELETONS, TrackerWidget
@@ -109,12 +113,10 @@ def test_classic_workflow(make_napari_viewer, plate, tmp_path):
 
     np.testing.assert_array_equal(tifffile.imread(autosave_dir(s) / "masks.tif"), s.labels)
 
-    # skeletons: one path per object on the current frame, following the frame
-    widget.goto(5)
-    shapes = viewer.layers[SKELETONS]
-    assert shapes.nshapes == 3
-    assert set(np.asarray(shapes.data)[0][:, 0].astype(int)) == {5}
-    assert len(viewer.layers[HEADS].data) == 3
+    # skeletons: the session's tracks (what the export writes) on every frame
+    assert widget.tracks_fresh
+    assert assert_heads_match(viewer.layers[HEADS], s.skeletons()) >= 0.9 * 3 * s.n_frames
+    assert set(viewer.layers[SKELETONS].features["object"]) == {1, 2, 3}
 
     # correction: paint object 2 on frame 5 as a small blob, use it, re-propagate
     painted = labels.data[5].copy()
@@ -129,22 +131,29 @@ def test_classic_workflow(make_napari_viewer, plate, tmp_path):
     widget.repropagate("forward")
     np.testing.assert_array_equal(labels.data, s.labels)
 
-    # review: flags are listed and navigable; flips are recorded
+    # review: flag events (runs of one object and kind) are listed and navigable
     widget.update_flags()
-    flags = widget.review_panel.flags
-    assert widget.review_panel.list.count() == len(flags)
+    events = widget.review_panel.flags
+    assert widget.review_panel.list.count() == len(events)
     # worms 2 and 3 cross on this plate: their frames are flagged "touching", worm 1's not
-    touching = {(f.frame, f.object_id) for f in flags if "touching" in f.reason}
+    touching = {(t, e.object_id) for e in events if e.kind == "touching"
+                for t in range(e.start, e.stop + 1)}  # fmt: skip
     assert {o for _, o in touching} == {2, 3}
     truth = {(t, k + 1) for t, k in zip(*np.nonzero(plate.touching))}
     assert len(touching & truth) >= 0.8 * len(truth)
+    # consecutive frames of one object and kind are one event
+    runs = {(e.object_id, e.kind) for e in events}
+    assert len(events) < len(touching) and len(runs) <= len(events)
     widget.goto(0)
+    widget.review_panel.list.setCurrentRow(-1)
     widget.review_panel.step(+1)
-    assert widget.current_frame() == min(f.frame for f in flags if f.frame > 0)
+    assert widget.current_frame() == min(e.start for e in events if e.start > 0)
+    row = widget.review_panel.list.currentRow()
     widget.review_panel.step(-1)
-    assert widget.current_frame() == max(f.frame for f in flags)  # wraps around
+    assert widget.review_panel.list.currentRow() == (row - 1) % len(events)
     widget.flip_head_tail(2, 4)
     assert s.flips[-1] == (2, 2, 4)
+    assert_heads_match(viewer.layers[HEADS], s.skeletons())
 
     # export and save/open session
     out = _menu.export_tracks_to(widget, tmp_path / "tracks.csv", "csv")
@@ -210,10 +219,11 @@ def test_threaded_propagation(make_napari_viewer, plate, qtbot):
         _click(widget, 0, x, y)
     widget.propagate("forward")
     assert widget.running
-    qtbot.waitUntil(lambda: not widget.running, timeout=60000)
+    qtbot.waitUntil(lambda: not widget.running and widget.tracks_fresh, timeout=TIMEOUT)
     s = widget.session
     assert len(s.computed_frames()) == s.n_frames
     np.testing.assert_array_equal(viewer.layers[MASKS].data, s.labels)
+    assert_heads_match(viewer.layers[HEADS], s.skeletons())
 
 
 @pytest.mark.slow
@@ -267,28 +277,44 @@ def test_sample_data():
     assert meta["metadata"]["ground_truth_labels"].shape == (3, 64, 80)
 
 
-def test_cancel_and_error_leave_layers_consistent(make_napari_viewer, plate):
+def test_cancel_stops_the_worker(make_napari_viewer, plate, qtbot):
+    """Cancel (the button, real worker) stops after the frame in flight, says
+    "Cancelling..." until it has, and leaves the layers equal to the session."""
+    import time
+
     from napari_sam2_worms.video import ArrayVideo
 
-    viewer, widget = _open(make_napari_viewer, ArrayVideo(plate.video, fps=plate.fps))
+    viewer, widget = _open(
+        make_napari_viewer, ArrayVideo(plate.video, fps=plate.fps), synchronous=False
+    )
     widget.load_model()
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=TIMEOUT)
     s = widget.session
+    widget.propagate("forward")  # no prompts yet: a notification, nothing computed
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)
+    assert len(s.computed_frames()) == 0 and widget.propagate_panel.run_button.isEnabled()
     widget.add_object()
-    widget.propagate("forward")  # no prompts yet: a notification, nothing runs
-    assert not widget.running and len(s.computed_frames()) == 0
     x, y = plate.head_points(0)[1]
     _click(widget, 0, x, y)
-    bar = widget.propagate_panel.progress
-    set_value = bar.setValue
+    qtbot.waitUntil(lambda: (0, 1) in s.prompts.points and not widget._prompt_busy)
+    # a slow backend (0.3 s a frame), so that the run is still going when Cancel is pressed
+    real = s.backend.propagate
 
-    def cancel_after_three(value):
-        set_value(value)
-        if value >= 3:
-            widget.cancel()
+    def slow(*args, **kwargs):
+        for result in real(*args, **kwargs):
+            time.sleep(0.3)
+            yield result
 
-    bar.setValue = cancel_after_three
-    widget.propagate("forward")
-    assert not widget.running
-    assert len(s.computed_frames()) == 3
+    s.backend.propagate = slow
+    panel = widget.propagate_panel
+    qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(s.computed_frames()) >= 2, timeout=TIMEOUT)
+    qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    at_cancel = len(s.computed_frames())
+    assert widget.running and panel.progress.format() == "Cancelling…"
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)
+    assert at_cancel <= len(s.computed_frames()) <= at_cancel + 1  # the frame in flight
+    assert len(s.computed_frames()) < s.n_frames
+    assert panel.progress.format() != "Cancelling…" and panel.run_button.isEnabled()
     np.testing.assert_array_equal(viewer.layers[MASKS].data, s.labels)
-    assert widget.propagate_panel.run_button.isEnabled()
+    qtbot.waitUntil(lambda: widget.tracks_fresh and not widget._workers, timeout=TIMEOUT)

@@ -14,7 +14,7 @@ from napari.utils.notifications import show_info
 
 from . import _layers, _style
 
-SKELETONS, OUTLINES, HEADS, TAILS = _style.SKELETONS, _style.OUTLINES, _style.HEADS, _style.TAILS
+SKELETONS, HEADS, TAILS = _style.SKELETONS, _style.HEADS, _style.TAILS
 
 
 class SkeletonDisplay:
@@ -64,10 +64,7 @@ class SkeletonDisplay:
         shown = _layers.tracks_display(self.tracks, s.objects)
         _layers.show_track_display(self.viewer, shown)
         _style.set_stale(self.viewer, not self.tracks_fresh)
-        for name in (SKELETONS, OUTLINES, HEADS, TAILS):
-            layer = self._layer(name)
-            if layer is not None:
-                layer.visible = self.review_panel.show_skeletons.isChecked()
+        _style.set_visible(self.viewer, self.review_panel.show_skeletons.isChecked())
 
     def refresh_skeletons(self) -> None:
         """Show or hide the skeleton layers (the tracks are computed when masks change)."""

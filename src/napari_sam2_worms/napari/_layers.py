@@ -163,19 +163,15 @@ def tracks_display(tracks, session_objects: dict) -> TrackDisplay:
 
 
 def show_track_display(viewer, shown: TrackDisplay) -> None:
-    """Put ``shown`` into the outline, centerline, head and tail layers of ``viewer``."""
+    """Put ``shown`` into the centerline, head and tail layers of ``viewer``."""
     from . import _style
 
     layers = viewer.layers
-    names = (_style.OUTLINES, _style.SKELETONS, _style.HEADS, _style.TAILS)
-    if not all(n in layers for n in names):
+    if not all(n in layers for n in _style.LAYERS):
         return
-    outline, line = layers[_style.OUTLINES], layers[_style.SKELETONS]
+    line = layers[_style.SKELETONS]
     heads, tails = layers[_style.HEADS], layers[_style.TAILS]
     feats = {"object": shown.segment_objects}
-    outline.data = shown.segments
-    outline.features = feats
-    outline.edge_color = _style.OUTLINE_COLOR
     line.data = shown.segments
     line.features = feats
     if len(shown.segments):

@@ -36,7 +36,7 @@ from ._workers import run_work, start_skeleton_workers
 log = logging.getLogger(__name__)
 
 PROMPTS, MASKS = "prompts", "masks"
-SKELETONS, OUTLINES, HEADS, TAILS = _style.SKELETONS, _style.OUTLINES, _style.HEADS, _style.TAILS
+SKELETONS, HEADS, TAILS = _style.SKELETONS, _style.HEADS, _style.TAILS
 
 #: Main-thread refresh intervals while a propagation runs (seconds): the progress bar, and
 #: the masks of the frames done (the frame on screen sooner).
@@ -90,6 +90,7 @@ class TrackerWidget(SkeletonDisplay, Painting, QWidget):
         self._syncing_points = False
         self._prompt_busy = False
         self.running = False
+        self._closed = False
         #: the skeleton tracks on screen (= what an export writes), their masks' version
         self.tracks = None
         self._version = 0  # bumped at every change of the masks or the flips
@@ -124,6 +125,7 @@ class TrackerWidget(SkeletonDisplay, Painting, QWidget):
 
     def disconnect_viewer(self) -> None:
         """Stop workers and disconnect from the viewer's and layers' events."""
+        self._closed = True
         self._cancel.set()
         for w in list(self._workers):
             try:
@@ -151,13 +153,25 @@ class TrackerWidget(SkeletonDisplay, Painting, QWidget):
         """Run ``func`` in a worker (or inline when :attr:`synchronous`); see
         :func:`._workers.run_work` for the handlers (they run on the main thread)."""
         handlers.setdefault("on_error", self.notify_error)
-        run_work(func, synchronous=self.synchronous, workers=self._workers, **handlers)
+        guarded = {k: self._unless_closed(h) for k, h in handlers.items() if h is not None}
+        run_work(func, synchronous=self.synchronous, workers=self._workers, **guarded)
+
+    def _unless_closed(self, handler: Callable) -> Callable:
+        """``handler``, skipped once the widget is closed (a worker may finish later)."""
+
+        def call(*args):
+            if not self._closed:
+                return handler(*args)
+            return None
+
+        return call
 
     def notify_error(self, exc: Exception) -> None:
         """Show an exception as a napari notification (the message says what to do)."""
         log.warning("tracker error: %s", exc, exc_info=exc)
         msg = str(exc) or type(exc).__name__
-        if isinstance(exc, (ValueError, LookupError, FileExistsError)):
+        ours = type(exc).__module__.startswith("napari_sam2_worms")  # messages for users
+        if ours or isinstance(exc, (ValueError, LookupError, FileExistsError)):
             show_warning(msg.strip("'\""))
         else:
             show_error(f"{type(exc).__name__}: {msg}")
@@ -219,9 +233,9 @@ class TrackerWidget(SkeletonDisplay, Painting, QWidget):
         # (re)connect: layers may come from an earlier widget on this viewer
         labels.events.paint.disconnect(self._on_paint)
         labels.events.paint.connect(self._on_paint)
-        for name in (SKELETONS, OUTLINES, HEADS, TAILS):
+        for name in _style.LAYERS:
             old = self._layer(name)
-            kind = "vectors" if name in (SKELETONS, OUTLINES) else "points"
+            kind = "vectors" if name == SKELETONS else "points"
             if old is not None and old._type_string != kind:  # an older version's layer
                 self.viewer.layers.remove(old)
         _style.add_display_layers(self.viewer)
@@ -497,16 +511,10 @@ class TrackerWidget(SkeletonDisplay, Painting, QWidget):
             if not self.synchronous:
                 self._sync_prompts()
 
-        cheap = getattr(s.backend, "name", "") != "sam2"
+        # in a worker for every backend (a classic click takes ~50-150 ms on a small
+        # machine: the viewer stays live); clicks made meanwhile follow in ``finish``
         self._prompt_busy = True
-        if cheap and not self.synchronous:  # a classic click takes milliseconds
-            self.synchronous = True
-            try:
-                self.run_work(work, on_return=done, on_error=failed, on_finish=finish)
-            finally:
-                self.synchronous = False
-        else:
-            self.run_work(work, on_return=done, on_error=failed, on_finish=finish)
+        self.run_work(work, on_return=done, on_error=failed, on_finish=finish)
 
     # -- propagation ----------------------------------------------------------------
     def propagate(self, direction: str | None = None, start=None, stop=None) -> None:

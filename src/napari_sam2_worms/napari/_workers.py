@@ -12,6 +12,36 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+class _Failed:
+    """What a worker returns instead of raising (see :func:`_catching`)."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+
+def _catching(func: Callable[[], Any]) -> Callable[[], Any]:
+    """``func`` returning :class:`_Failed` instead of raising. superqt's worker swallows a
+    ``RuntimeError`` (our ``BadPromptError`` is one) without its errored *or* finished
+    signals, which would leave the widget "running" for ever."""
+    if inspect.isgeneratorfunction(func):
+
+        def gen():
+            try:
+                return (yield from func())
+            except Exception as exc:
+                return _Failed(exc)
+
+        return gen
+
+    def call():
+        try:
+            return func()
+        except Exception as exc:
+            return _Failed(exc)
+
+    return call
+
+
 def run_work(
     func: Callable[[], Any],
     *,
@@ -60,13 +90,22 @@ def run_work(
         return
     from napari.qt.threading import create_worker
 
-    worker = create_worker(func)
+    worker = create_worker(_catching(func))
     if workers is not None:
         workers.add(worker)
     if on_yield and hasattr(worker, "yielded"):
         worker.yielded.connect(on_yield)
-    if on_return:
-        worker.returned.connect(on_return)
+
+    def returned(result):
+        if isinstance(result, _Failed):
+            if on_error:
+                on_error(result.exc)
+            else:
+                log.error("worker failed", exc_info=result.exc)
+        elif on_return:
+            on_return(result)
+
+    worker.returned.connect(returned)
     if on_error:
         worker.errored.connect(on_error)
 

@@ -1,0 +1,307 @@
+"""How responsive napari stays with the tracker: event-loop gaps, Cancel, stepping, flags.
+
+Drives the real widget the way a user does (docked from the Plugins menu, propagation in
+the real ``thread_worker``), with a QTimer firing every 50 ms as a probe: the worst gap
+between two ticks is how long the viewer was frozen. Run it with a display::
+
+    QT_API=pyqt6 xvfb-run -a -s "-screen 0 1280x1024x24" \\
+        python3 benchmarks/gui_responsiveness.py [--sam2] [--tierpsy PATH]
+
+Measured (one line each):
+
+- classic propagation of the 120-frame 4-worm plate and of the 563-frame Tierpsy clip:
+  worst gap, total time;
+- Cancel during the Tierpsy propagation: time from the click to the worker's last frame,
+  to the end of the run (after the autosave), frames done;
+- the skeleton tracks after a run (worker) and "Update flags" (main thread);
+- stepping through 30 frames with the tracker's layers and without them;
+- clicks (classic) on the plate: worst gap;
+- ``--sam2``: SAM 2 tiny with random weights (CPU, image size 256) on 4 frames: worst
+  gap while propagating, Cancel after the first frame: time to the worker's stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROBE_MS = 50
+
+
+class GapProbe:
+    """A QTimer every 50 ms; ``worst`` is the longest interval between ticks (s)."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.timer = QTimer()
+        self.timer.setInterval(PROBE_MS)
+        self.timer.timeout.connect(self._tick)
+        self.ticks: list[float] = []
+
+    def _tick(self) -> None:
+        self.ticks.append(time.perf_counter())
+
+    def start(self) -> None:
+        self.ticks = [time.perf_counter()]
+        self.timer.start()
+
+    def stop(self) -> float:
+        self.timer.stop()
+        self.ticks.append(time.perf_counter())
+        return self.worst
+
+    @property
+    def worst(self) -> float:
+        return float(np.max(np.diff(self.ticks))) if len(self.ticks) > 1 else 0.0
+
+
+def wait(cond, timeout: float = 600.0) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + timeout
+    while not cond():
+        QApplication.processEvents()
+        time.sleep(0.002)
+        if time.monotonic() > end:
+            raise TimeoutError("benchmark step did not finish")
+
+
+def settle(widget) -> None:
+    wait(lambda: not widget.running and widget.tracks_fresh and not widget._workers)
+
+
+def dock(viewer):
+    from napari_sam2_worms.napari._widget import widget_for
+
+    bar = viewer.window._qt_window.menuBar()
+    plugins = next(a for a in bar.actions() if a.text().replace("&", "") == "Plugins")
+    action = next(a for a in plugins.menu().actions() if a.text().startswith("SAM 2 worm"))
+    action.trigger()
+    return widget_for(viewer)
+
+
+def open_viewer(video, name: str, with_tracker: bool = True):
+    import napari
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1280, 900)
+    viewer.add_image(video, name=name, metadata={"fps": getattr(video, "fps", 15.0)})
+    viewer.dims.set_current_step(0, 0)
+    return viewer, (dock(viewer) if with_tracker else None)
+
+
+def load(widget, backend: str = "classic", **sam2) -> None:
+    widget.model_panel.set_backend(backend)
+    widget.model_panel.sam2_options.update(sam2)
+    widget.load_model()
+    wait(lambda: widget.session is not None)
+
+
+def click_objects(widget, points_rc, probe: GapProbe | None = None) -> float:
+    """Add one object per (row, col) and click there (the points-layer path of a click)."""
+    from napari_sam2_worms.napari._widget import PROMPTS
+
+    layer = widget.viewer.layers[PROMPTS]
+    if probe:
+        probe.start()
+    for r, c in points_rc:
+        widget.add_object()
+        layer.add(np.array([widget.current_frame(), r, c], float))
+        wait(lambda: not widget._prompt_busy)
+        pause = time.monotonic() + 0.3  # the user moves to the next animal
+        wait(lambda pause=pause: time.monotonic() > pause)
+    settle(widget)
+    return probe.stop() if probe else 0.0
+
+
+def propagate(widget, probe: GapProbe) -> tuple[float, float]:
+    probe.start()
+    t0 = time.perf_counter()
+    widget.propagate("forward")
+    wait(lambda: not widget.running)
+    total = time.perf_counter() - t0
+    settle(widget)  # the skeleton tracks follow in a worker
+    return probe.stop(), total
+
+
+def step_cost(viewer, frames: int = 30) -> float:
+    from qtpy.QtWidgets import QApplication
+
+    n = viewer.dims.nsteps[0]
+    for _ in range(3):
+        QApplication.processEvents()
+    times = []
+    for i in range(frames):
+        t0 = time.perf_counter()
+        viewer.dims.set_current_step(0, (i * 3) % n)
+        QApplication.processEvents()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def plate_case(report) -> None:
+    from napari_sam2_worms.napari._sample_data import synthetic_plate
+    from napari_sam2_worms.synthetic import make_plate
+    from napari_sam2_worms.video import ArrayVideo
+
+    [(video, _meta, _)] = synthetic_plate(n_frames=120, height=240, width=320, n_worms=4)
+    bare, _ = open_viewer(video, "bare", with_tracker=False)
+    bare_step = step_cost(bare)
+    bare.close()
+    plate = make_plate(n_frames=120, height=240, width=320, n_worms=4)
+    viewer, widget = open_viewer(ArrayVideo(plate.video, fps=plate.fps), "plate")
+    load(widget)
+    probe = GapProbe()
+    heads = [(y, x) for x, y in plate.head_points(0).values()]
+    report(
+        "plate 120 frames, 4 worms: clicks (classic), worst gap",
+        click_objects(widget, heads, probe),
+    )
+    gap, total = propagate(widget, probe)
+    report("plate: classic propagation, worst gap", gap)
+    report("plate: classic propagation, run time", total)
+    t0 = time.perf_counter()
+    widget.session.skeletons()
+    report("plate: skeleton tracks of all frames (worker)", time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    widget.update_flags()
+    report("plate: Update flags", time.perf_counter() - t0)
+    report("plate: step one frame, bare napari (median)", bare_step)
+    report("plate: step one frame, with the tracker (median)", step_cost(viewer))
+    viewer.close()
+
+
+def tierpsy_case(report, path: Path) -> None:
+    from napari_sam2_worms.video import open_video
+
+    video = open_video(path)
+    viewer, widget = open_viewer(video, "tierpsy")
+    load(widget)
+    (x, y) = widget.session.backend.detect(0)[0]
+    click_objects(widget, [(y, x)])
+    probe = GapProbe()
+    gap, total = propagate(widget, probe)
+    report(f"tierpsy {len(video)} frames: classic propagation, worst gap", gap)
+    report("tierpsy: classic propagation, run time", total)
+    # Cancel 0.3 s into a second run
+    s = widget.session
+    s.scores[1][1:] = np.nan  # frames to do again
+    stamps: list[float] = []
+    real = s.propagate
+
+    def timed(*a, **k):
+        for step in real(*a, **k):
+            stamps.append(time.perf_counter())
+            yield step
+
+    s.propagate = timed
+    probe.start()
+    widget.propagate("forward")
+    t_start = time.perf_counter()
+    wait(lambda: time.perf_counter() - t_start > 0.3)
+    t_cancel = time.perf_counter()
+    widget.cancel()
+    text = widget.propagate_panel.progress.format()
+    wait(lambda: not widget.running)
+    t_end = time.perf_counter()
+    settle(widget)
+    probe.stop()
+    after = [t for t in stamps if t > t_cancel]
+    stop = (after[-1] if after else t_cancel) - t_cancel
+    report("tierpsy: Cancel -> worker's last frame", stop)
+    report("tierpsy: Cancel -> run finished (autosave included)", t_end - t_cancel)
+    report(
+        f"tierpsy: frames done at Cancel / of {len(video)} (progress said {text!r})", len(stamps)
+    )
+    report("tierpsy: worst gap around Cancel", probe.worst)
+    viewer.close()
+
+
+def sam2_case(report) -> None:
+    import tempfile
+
+    from napari_sam2_worms.synthetic import make_plate
+    from napari_sam2_worms.testing.random_sam2 import make_random_checkpoint
+    from napari_sam2_worms.video import ArrayVideo
+
+    plate = make_plate(n_frames=4, height=96, width=128, n_worms=2)
+    ckpt = make_random_checkpoint(Path(tempfile.mkdtemp()) / "sam2.1_hiera_tiny.pt")
+    viewer, widget = open_viewer(ArrayVideo(plate.video, fps=plate.fps), "sam2")
+    widget.model_panel.set_backend("sam2")
+    widget.model_panel.checkpoint.setText(str(ckpt.path))
+    widget.model_panel.device.setCurrentText("cpu")
+    load(widget, "sam2", image_size=256)
+    probe = GapProbe()
+    heads = [(y, x) for x, y in plate.head_points(0).values()]
+    report("sam2 (random, CPU): clicks, worst gap", click_objects(widget, heads, probe))
+    gap, total = propagate(widget, probe)
+    report("sam2: propagation of 4 frames, worst gap", gap)
+    report("sam2: propagation of 4 frames, run time", total)
+    s = widget.session
+    for o in s.scores:
+        s.scores[o][1:] = np.nan
+    stamps: list[float] = []
+    real = s.propagate
+
+    def timed(*a, **k):
+        for step in real(*a, **k):
+            stamps.append(time.perf_counter())
+            yield step
+
+    s.propagate = timed
+    probe.start()
+    widget.propagate("forward")
+    wait(lambda: len(stamps) >= 1)
+    t_cancel = time.perf_counter()
+    widget.cancel()
+    wait(lambda: not widget.running)
+    t_end = time.perf_counter()
+    probe.stop()
+    report("sam2: Cancel after the first frame -> run finished", t_end - t_cancel)
+    report("sam2: frames done after Cancel (in flight)", len(stamps) - 1)
+    report("sam2: worst gap around Cancel", probe.worst)
+    viewer.close()
+
+
+def main() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sam2", action="store_true", help="also SAM 2 tiny, random weights")
+    default = Path(__file__).resolve().parents[2] / "shared/data/videos/tierpsy_single_worm.avi"
+    ap.add_argument("--tierpsy", type=Path, default=default)
+    args = ap.parse_args()
+    import os
+
+    os.environ.setdefault("NAPARI_SAM2_WORMS_AUTOSAVE", tempfile_dir())
+    rows: list[tuple[str, float]] = []
+
+    def report(name: str, value: float) -> None:
+        rows.append((name, value))
+        unit = "" if ("frames" in name and "/" in name) or "in flight" in name else " s"
+        shown = f"{value:.0f}" if not unit else f"{value:.3f}"
+        print(f"{name}: {shown}{unit}", flush=True)
+
+    plate_case(report)
+    if args.tierpsy.is_file():
+        tierpsy_case(report, args.tierpsy)
+    else:
+        print(f"(no {args.tierpsy}: Tierpsy case skipped)")
+    if args.sam2:
+        sam2_case(report)
+
+
+def tempfile_dir() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="gui-bench-autosave-")
+
+
+if __name__ == "__main__":
+    main()
