@@ -158,7 +158,7 @@ def main() -> int:
     if args.backend == "sam2" and checkpoint is None:
         from napari_sam2_worms.testing.random_sam2 import make_random_checkpoint
 
-        checkpoint = str(make_random_checkpoint(root / "random.pt", args.model, reuse=True))
+        checkpoint = str(make_random_checkpoint(root / "random.pt", args.model, reuse=True).path)
     options = BatchOptions(
         backend=args.backend,
         model=args.model,
@@ -215,6 +215,8 @@ def main() -> int:
         }
         report["runs"][n] = run
         outs[n] = out
+        if args.json:  # after each run, in case a later one is cut short
+            Path(args.json).write_text(json.dumps(report, indent=1, default=str))
         print(
             f"\nworkers={n}: {run['done']} done, {len(run['failed'])} failed in {run['wall_s']} s"
             f" -> {run['videos_per_hour']} videos/hour ({run['videos_per_hour_span']} over the"
