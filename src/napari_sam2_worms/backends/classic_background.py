@@ -165,12 +165,13 @@ def frame_gain(grey: np.ndarray, ref: np.ndarray) -> float:
     return float(np.median(g[ok] / ref[ok]))
 
 
-def apply_gain(grey: np.ndarray, gain: float) -> np.ndarray:
-    """``grey / gain`` as uint8 through a 256-entry lookup table."""
-    if abs(gain - 1.0) <= GAIN_TOLERANCE or gain <= 0:
+def apply_gain(grey: np.ndarray, gain: float, tolerance: float = GAIN_TOLERANCE) -> np.ndarray:
+    """``grey / gain`` as uint8 through a 256-entry lookup table (``grey`` itself when
+    the gain is within ``tolerance`` of 1)."""
+    if abs(gain - 1.0) <= tolerance or gain <= 0:
         return grey
     lut = np.clip(np.rint(np.arange(256, dtype=np.float32) / gain), 0, 255).astype(np.uint8)
-    return lut[grey]
+    return np.take(lut, grey)
 
 
 @dataclass
@@ -231,7 +232,9 @@ class BackgroundModel:
                 f"frame shape {grey.shape} does not match the background {self.limit.shape}"
             )
         if self.normalise_gain:
-            grey = apply_gain(grey, frame_gain(grey, self._ref))
+            # a gain change under a tenth of the threshold moves no edge: left alone
+            tol = max(GAIN_TOLERANCE, 0.1 * self.threshold)
+            grey = apply_gain(grey, frame_gain(grey, self._ref), tol)
         if self.smooth:
             grey = ndimage.uniform_filter(grey, 3)
         return grey
@@ -276,6 +279,12 @@ def _measure_threshold(contrast, norm_level: float, dark_field: bool) -> tuple[f
     c = np.asarray(contrast, np.float32)
     frames = c if c.ndim == 3 else c[None]
     sigma = max(_robust_sigma(frames), 0.5 / norm_level)  # quantisation floor
+    if dark_field:  # as before 2026-12: half the 90th percentile of strong pixels, capped
+        strong = c[c > 6.0 * sigma]
+        if strong.size >= 20:
+            half = min(0.5 * float(np.percentile(strong, 90)), 20.0 / norm_level)
+            return max(half, 4.0 * sigma), sigma
+        return 6.0 * sigma, sigma
     body = []
     for x in frames:
         strong = x > 6.0 * sigma
@@ -288,10 +297,7 @@ def _measure_threshold(contrast, norm_level: float, dark_field: bool) -> tuple[f
         body.append(x[big[lab]])
     body = np.concatenate(body) if body else np.zeros(0, np.float32)
     if body.size >= 20:
-        half = 0.5 * float(np.median(body))
-        if dark_field:
-            half = min(half, 20.0 / norm_level)
-        return max(half, 4.0 * sigma), sigma
+        return max(0.5 * float(np.median(body)), 4.0 * sigma), sigma
     return 6.0 * sigma, sigma
 
 
@@ -340,6 +346,8 @@ def estimate_background(
             ref = bg[::GAIN_STEP, ::GAIN_STEP]
             frames = np.stack([apply_gain(f, frame_gain(f, ref)) for f in frames])
             bg = _percentile(frames, q)
+    if len(frames) < 3:  # 1-2 frames: animals are in the median; filter them out in space
+        bg = spatial_background(bg, polarity, max(15, min(bg.shape) // 10))
     probe = frames[np.linspace(0, len(frames) - 1, min(len(frames), 8)).astype(int)]
     model = _model(bg, probe, polarity, threshold)
     if repair_size != 0 and len(frames) >= 3:
