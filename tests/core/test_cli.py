@@ -294,3 +294,79 @@ def test_track_gpu_switches_reach_the_backend(
     args = ["track", str(plate_tif), "--prompts", str(prompts), "--out", str(tmp_path / "o")]
     assert main([*args, "--backend", "sam2", *flags]) == 2
     assert {k: seen[k] for k in want} == want
+
+
+def _deep(video8: np.ndarray, kind: str) -> np.ndarray:
+    v = video8.astype(np.float64) / 255.0
+    if kind == "float":
+        return v.astype(np.float32)
+    return np.round(v * (4095 if kind == "12bit" else 65535)).astype(np.uint16)
+
+
+@pytest.mark.parametrize("kind", ["12bit", "16bit", "float"])
+def test_classic_tracks_12_16_bit_and_float_stacks(tmp_path, small_plate, kind, capsys):
+    """A click on the worm is on the worm whatever the bit depth (clipped 12-bit frames
+    were white: 'on empty background')."""
+    prompts = _prompts(tmp_path, small_plate, frame=0)
+    ious = {}
+    for name, frames in (("8bit", small_plate.video), (kind, _deep(small_plate.video, kind))):
+        video = tmp_path / f"{name}.tif"
+        tifffile.imwrite(video, frames)
+        out = tmp_path / name
+        args = ["track", str(video), "--prompts", str(prompts), "--out", str(out)]
+        rc = main([*args, "--backend", "classic", "--workers", "0"])
+        assert rc == 0, capsys.readouterr().err
+        labels = tifffile.imread(out / "masks.tif")
+        inter = [((labels == o) & (small_plate.labels == o)).sum((1, 2)) for o in (1, 2, 3)]
+        union = [((labels == o) | (small_plate.labels == o)).sum((1, 2)) for o in (1, 2, 3)]
+        ious[name] = np.median(np.array(inter) / np.array(union), axis=1)
+    assert (ious[kind] > 0.6).all()
+    np.testing.assert_allclose(ious[kind], ious["8bit"], atol=0.1)  # as good as 8 bits
+
+
+@pytest.mark.parametrize("n_frames", [1, 2])
+def test_one_and_two_frame_videos_track_and_export(tmp_path, small_plate, n_frames, capsys):
+    video = tmp_path / "short.tif"
+    tifffile.imwrite(video, _deep(small_plate.video[:n_frames], "12bit"))
+    prompts = _prompts(tmp_path, small_plate, frame=0)
+    run = tmp_path / "run"
+    args = ["track", str(video), "--prompts", str(prompts), "--out", str(run)]
+    assert main([*args, "--backend", "classic"]) == 0, capsys.readouterr().err
+    labels = tifffile.imread(run / "masks.tif").reshape(n_frames, *small_plate.labels.shape[1:])
+    for o in (1, 2, 3):  # every worm found on every frame
+        inter = ((labels == o) & (small_plate.labels[:n_frames] == o)).sum((1, 2))
+        union = ((labels == o) | (small_plate.labels[:n_frames] == o)).sum((1, 2))
+        assert (inter / union).min() > 0.6
+    outputs = {
+        "csv": "t.csv", "dlc": "t.h5", "sleap": "t.analysis.h5", "nc": "t.nc", "nwb": "t.nwb",
+        "wcon": "t.wcon", "masks-tiff": "m.tif", "masks-png": "png", "overlay-mp4": "o.mp4",
+    }  # fmt: skip
+    for fmt, name in outputs.items():
+        rc = main(["export", str(run), "--format", fmt, "--out", str(tmp_path / name)])
+        assert rc == 0, (fmt, capsys.readouterr().err)
+    from napari_sam2_worms.skeleton import read_csv
+
+    tracks = read_csv(tmp_path / "t.csv")
+    assert tracks.n_frames == n_frames and tracks.n_objects == 3
+    assert np.isfinite(tracks.points).all(axis=(2, 3)).all()  # a skeleton on every frame
+    assert len(list((tmp_path / "png").rglob("*.png"))) == 3 * n_frames
+    assert (tmp_path / "o.mp4").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_sam2_tracks_a_two_frame_12_bit_video(tmp_path, small_plate, capsys):
+    """SAM 2 end to end on a 12-bit stack of 2 frames (random weights: runs, ids, export)."""
+    from napari_sam2_worms.testing.random_sam2 import make_random_checkpoint
+
+    ckpt = make_random_checkpoint(tmp_path / "random_tiny.pt")
+    video = tmp_path / "two12.tif"
+    tifffile.imwrite(video, _deep(small_plate.video[:2], "12bit"))
+    prompts = _prompts(tmp_path, small_plate, frame=0)
+    run = tmp_path / "run"
+    args = ["track", str(video), "--prompts", str(prompts), "--out", str(run)]
+    rc = main([*args, "--checkpoint", str(ckpt.path), "--device", "cpu", "--workers", "0"])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((run / "session.json").read_text())["backend"]["name"] == "sam2"
+    labels = tifffile.imread(run / "masks.tif")
+    assert labels.shape[-2:] == small_plate.labels.shape[1:] and labels.size // labels[0].size == 2
+    assert main(["export", str(run), "--format", "csv", "--out", str(tmp_path / "t.csv")]) == 0
