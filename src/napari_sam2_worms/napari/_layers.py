@@ -7,6 +7,7 @@ between napari's (row, col) and our (x, y) go through :mod:`napari_sam2_worms.co
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,6 +163,23 @@ def tracks_display(tracks, session_objects: dict) -> TrackDisplay:
     return TrackDisplay(seg, seg_col, seg_obj, heads, tails, colors, obj)
 
 
+@contextlib.contextmanager
+def _thumbnail_once(*layers):
+    """Compute each layer's thumbnail once, at the end, instead of at every data and colour
+    change (a vectors thumbnail over every frame's segments is the slow part)."""
+    patched = []
+    for layer in layers:
+        if hasattr(layer, "_update_thumbnail"):
+            layer._update_thumbnail = lambda *a, **k: None
+            patched.append(layer)
+    try:
+        yield
+    finally:
+        for layer in patched:
+            del layer._update_thumbnail  # the class's method again
+            layer._update_thumbnail()
+
+
 def show_track_display(viewer, shown: TrackDisplay) -> None:
     """Put ``shown`` into the centerline, head and tail layers of ``viewer``."""
     from . import _style
@@ -171,20 +189,20 @@ def show_track_display(viewer, shown: TrackDisplay) -> None:
         return
     line = layers[_style.SKELETONS]
     heads, tails = layers[_style.HEADS], layers[_style.TAILS]
-    feats = {"object": shown.segment_objects}
-    line.data = shown.segments
-    line.features = feats
-    if len(shown.segments):
-        line.edge_color = _style.lighten(shown.segment_colors)
-    heads.data = shown.heads
-    heads.features = {"object": shown.objects}
-    tails.data = shown.tails
-    tails.features = {"object": shown.objects}
-    if len(shown.heads):
-        heads.face_color = shown.colors
-        heads.border_color = _style.HEAD_BORDER
-        tails.face_color = _style.TAIL_FACE
-        tails.border_color = _style.HEAD_BORDER
+    with _thumbnail_once(line, heads, tails):
+        line.data = shown.segments
+        line.features = {"object": shown.segment_objects}
+        if len(shown.segments):
+            line.edge_color = _style.lighten(shown.segment_colors)
+        heads.data = shown.heads
+        heads.features = {"object": shown.objects}
+        tails.data = shown.tails
+        tails.features = {"object": shown.objects}
+        if len(shown.heads):
+            heads.face_color = shown.colors
+            heads.border_color = _style.HEAD_BORDER
+            tails.face_color = _style.TAIL_FACE
+            tails.border_color = _style.HEAD_BORDER
 
 
 @dataclass
