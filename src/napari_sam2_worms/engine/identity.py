@@ -139,8 +139,7 @@ def swap_identities(
                 if not mask.any():
                     result.unpinned.append((f, obj))
                     continue
-                for store in (prompts.points, prompts.boxes):
-                    store.pop((f, obj), None)
+                # clicks and boxes there stay (shown, saved); the backend uses the mask
                 prompts.masks[(f, obj)] = mask
                 result.pinned.append((f, obj))
         _resend(session, a, b)
