@@ -562,3 +562,23 @@ def test_fingerprint_of_a_real_mp4_is_stable_across_seeks():
         v[i]
     assert frames_fingerprint(v) == a
     assert a["frames"] == [0, v.shape[0] // 2, v.shape[0] - 1]
+
+
+def test_kill_between_session_save_and_skeletons_never_exports_the_old_run(tmp_path, plate):
+    """Item 1's second path: `track --overwrite` killed after its final session save and
+    before skeletons.csv; the old run's skeletons (object 1) never reach an export."""
+    vpath, prompts = plate
+    run = tmp_path / "R"
+    assert main(_track(vpath, prompts, run)) == 0
+    assert _csv_objects(run / "skeletons.csv") == {1, 2, 3}
+    doc = json.loads(prompts.read_text())
+    doc["points"] = [p for p in doc["points"] if p["object"] != 1]
+    p23 = tmp_path / "p23.json"
+    p23.write_text(json.dumps(doc))
+    # commits: 1 = the save at the start, 2 = the final session save, 3 = skeletons.csv
+    r = _cli(*_track(vpath, p23, run, "--overwrite"), fault="save-commit:2")
+    assert r.returncode == EXIT_CODE, r.stderr
+    out = tmp_path / "t.csv"
+    assert main(["export", str(run), "--format", "csv", "--out", str(out)]) == 0
+    assert _csv_objects(out) == {2, 3}
+    assert not (run / "skeletons.csv").exists()
