@@ -162,3 +162,14 @@ def test_malformed_session_json_names_the_field(
     (folder / "session.json").write_text(json.dumps(doc))
     with pytest.raises(SessionFileError, match=message):
         load_session(folder, OracleBackend(small_plate.labels))
+
+
+def test_session_saved_with_duplicate_names_opens_with_unique_ones(tmp_path, tracked, small_plate):
+    s, _ = tracked
+    folder = save_session(s, tmp_path / "sess")
+    doc = json.loads((folder / "session.json").read_text())
+    doc["objects"][1]["name"] = "WORM1"  # as worm1, ignoring case (saved before the rule)
+    (folder / "session.json").write_text(json.dumps(doc))
+    r = load_session(folder, OracleBackend(small_plate.labels))
+    assert [o.name for o in r.objects.values()] == ["worm1", "WORM1-2"]
+    assert r.objects[2].color == s.objects[2].color

@@ -521,9 +521,20 @@ def load_session(
         raise SessionFileError(f"{folder / 'session.json'}: prompts: {exc}") from exc
     session = TrackingSession(video, backend, fps=doc.get("fps"), pixel_size=doc.get("pixel_size"))
     for o in doc["objects"]:
-        session.add_object(name=o["name"], object_id=int(o["id"]))
-        color = o.get("color") or session.objects[int(o["id"])].color
-        session.objects[int(o["id"])] = TrackedObject(int(o["id"]), o["name"], color)
+        oid = int(o["id"])
+        try:
+            session.add_object(name=o["name"], object_id=oid)
+        except ValueError:  # a name another object has (sessions saved before the rule)
+            session.add_object(name=f"{o['name']}-{oid}", object_id=oid)
+            log.warning(
+                "%s: object %d is called %r like another object; opened as %r",
+                folder,
+                oid,
+                o["name"],
+                session.objects[oid].name,
+            )
+        color = o.get("color") or session.objects[oid].color
+        session.objects[oid] = TrackedObject(oid, session.objects[oid].name, color)
     session.labels = labels
     for j, o in enumerate(doc.get("score_objects", [])):
         session.scores[o] = scores[:, j].astype(np.float32)
