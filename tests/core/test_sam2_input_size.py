@@ -85,12 +85,11 @@ def test_track_command_takes_the_input_size():
     from napari_sam2_worms.cli import build_parser
 
     parser = build_parser()
-    args = parser.parse_args(["track", "v.mp4", "--prompts", "p.json", "--out", "r"])
-    assert args.input_size == "auto"
-    args = parser.parse_args(["track", "v.mp4", "--out", "r", "--input-size", "512"])
-    assert args.input_size == 512
+    track = ["track", "v.mp4", "--prompts", "p.json", "--out", "r"]
+    assert parser.parse_args(track).input_size == "auto"
+    assert parser.parse_args([*track, "--input-size", "512"]).input_size == 512
     with pytest.raises(SystemExit) as exc:
-        parser.parse_args(["track", "v.mp4", "--out", "r", "--input-size", "500"])
+        parser.parse_args([*track, "--input-size", "500"])
     assert exc.value.code == 2
 
 
