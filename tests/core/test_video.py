@@ -395,3 +395,17 @@ def test_sam2_frames_of_a_12_bit_video_are_a_proper_image(tmp_path, small_plate)
     ref = LazySam2Frames(ArrayVideo(video[:]), image_size=64)[0].numpy()
     np.testing.assert_allclose(t, ref, atol=1e-5)
     frames.close()
+
+
+def test_the_viewer_gets_the_trackers_8_bit_frames(tmp_path, small_plate):
+    """The napari reader's layer holds the very frames the backends read."""
+    import tifffile
+
+    from napari_sam2_worms.napari._reader import get_reader
+
+    deep = _deep_stacks(small_plate.video)["12bit"]
+    path = tmp_path / "v12.tif"
+    tifffile.imwrite(path, deep)
+    [(layer_data, _meta, kind)] = get_reader(str(path))(str(path))
+    assert kind == "image" and layer_data.dtype == np.uint8
+    np.testing.assert_array_equal(np.asarray(layer_data), np.asarray(open_video(path)))
