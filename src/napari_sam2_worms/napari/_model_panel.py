@@ -57,7 +57,7 @@ class ModelPanel(QGroupBox):
         self.model.addItems(list(MODELS))
         self.model.setCurrentText(DEFAULT_MODEL)
         self.checkpoint = QLineEdit()
-        self.checkpoint.setPlaceholderText("cached / downloaded (or choose a file)")
+        self.checkpoint.setPlaceholderText("cached (or … to choose)")
         browse = QPushButton("…")
         browse.setToolTip("Choose a checkpoint file (.pt)")
         browse.clicked.connect(self._browse)
@@ -73,9 +73,10 @@ class ModelPanel(QGroupBox):
             "512 covering the video (much faster). The model was trained at 1024; smaller "
             "inputs may lose detail on thin animals: check the masks."
         )
-        self.compile = QCheckBox("Compile (CUDA: faster after a ~1 min warm-up)")
+        self.compile = QCheckBox("Compile (CUDA)")
         self.compile.setToolTip(
-            "torch.compile SAM 2's hot modules. The first propagated frames wait for the "
+            "torch.compile SAM 2's hot modules: faster after a ~1 min warm-up. "
+            "The first propagated frames wait for the "
             "compilation (in the background; the viewer stays live); clicks never do."
         )
         self.load_button = QPushButton("Load model")
