@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import (
     QComboBox,
@@ -111,6 +112,9 @@ class SwapIdentities(QWidget):
         first = current if (follow or self.first.object_id() is None) else None
         self.first.refresh(first)
         second = self.second.object_id()
+        partner = _suspect_partner(self.host, self.first.object_id()) if follow else None
+        if partner is not None:
+            second = partner  # on an identity suspect flag: the other object flagged there
         if s is not None and (second is None or second == self.first.object_id()):
             others = [o for o in sorted(s.objects) if o != self.first.object_id()]
             second = others[0] if others else None
@@ -129,6 +133,31 @@ class SwapIdentities(QWidget):
             self.host.current_frame(),
             None if until == TO_END else until,
         )
+
+
+def _suspect_partner(host: TrackerWidget, obj: int | None) -> int | None:
+    """The other object flagged "identity suspect" on the current frame with ``obj``
+    (from the review list, else from the tracks on screen)."""
+    from ..skeleton.identity import IDENTITY_SUSPECT
+
+    if obj is None:
+        return None
+    frame = host.current_frame()
+    listed = getattr(getattr(host, "review_panel", None), "flags", None) or []
+    here = {
+        int(f.object_id)
+        for f in listed
+        if getattr(f, "frame", None) == frame
+        and IDENTITY_SUSPECT in str(getattr(f, "kind", getattr(f, "reason", "")))
+    }
+    tracks = getattr(host, "tracks", None)
+    if tracks is not None:
+        rows = np.flatnonzero(np.asarray(tracks.frames) == frame)
+        if len(rows):
+            flagged = np.asarray(tracks.reason[rows[0]]) == IDENTITY_SUSPECT
+            here |= {int(o) for o in np.asarray(tracks.object_ids)[flagged]}
+    others = sorted(here - {obj})
+    return others[0] if obj in here and others else None
 
 
 def swap_identities_in(
