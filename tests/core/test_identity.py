@@ -292,3 +292,23 @@ def test_skeletons_cached_while_tracking_follow_the_swap(small_plate, video_stub
         np.testing.assert_array_equal(tracks.reason, fresh.reason)
     finally:
         s.close()
+
+
+def test_a_backend_failure_leaves_the_swap_done_and_the_prompts_resent_later(
+    small_plate, video_stub, monkeypatch
+):
+    s = _tracked(video_stub, small_plate.video, small_plate.labels)
+    before = s.labels.copy()
+    backend = s.backend
+
+    def fail(*args):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(backend, "set_prompts", fail)
+    result = s.swap_identities(1, 2, 4)
+    assert result.backend_error == "CUDA out of memory"
+    assert np.array_equal(s.labels, swapped(before, 1, 2, 4))
+    monkeypatch.undo()
+    assert not backend.prompts  # reset: nothing half-sent is kept
+    s.add_point(4, 3, *small_plate.head_points(4)[3])  # the next use hands every prompt
+    assert backend.prompts[(4, 1)].mask is not None and (0, 1) in backend.prompts

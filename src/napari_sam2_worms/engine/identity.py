@@ -42,6 +42,9 @@ class SwapResult:
     pinned : (frame, object) pairs that got a mask prompt (the swap's anchors).
     unpinned : (frame, object) pairs that could not (no mask there): a propagation
         through that frame may bring the old identity back for that object.
+    backend_error : why the backend could not take the new prompts at once (e.g. out
+        of memory), or None; the swap is done in the session all the same, and every
+        prompt is handed to the backend again before its next use.
     """
 
     a: int
@@ -50,6 +53,7 @@ class SwapResult:
     stop: int
     pinned: list[tuple[int, int]] = field(default_factory=list)
     unpinned: list[tuple[int, int]] = field(default_factory=list)
+    backend_error: str | None = None
 
     @property
     def frames(self) -> range:
@@ -101,6 +105,8 @@ def swap_identities(
     KeyError : an object does not exist.
     ValueError : ``a == b`` or an empty range.
     IndexError : a frame outside the video.
+
+    Not while a propagation of this session runs (the widget refuses it).
     """
     a, b = int(a), int(b)
     session._require(a)
@@ -142,7 +148,13 @@ def swap_identities(
                 # clicks and boxes there stay (shown, saved); the backend uses the mask
                 prompts.masks[(f, obj)] = mask
                 result.pinned.append((f, obj))
-        _resend(session, a, b)
+        try:
+            _resend(session, a, b)
+        except Exception as exc:  # the session is swapped: resend everything later
+            log.warning("the backend did not take the swapped prompts: %s", exc)
+            result.backend_error = str(exc) or type(exc).__name__
+            session.backend.reset()
+            session._backend_dirty = True
         session.settings.setdefault("identity_swaps", []).append(
             {"a": a, "b": b, "start": start, "stop": stop}
         )

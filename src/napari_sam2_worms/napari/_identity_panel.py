@@ -186,6 +186,11 @@ def swap_identities_in(
             f"{names[a]} and {names[b]} swapped from frame {result.start} to {to}; "
             "their masks there are now prompts"
         )
+        if result.backend_error:
+            show_warning(
+                f"The model did not take the new prompts now ({result.backend_error}); "
+                "it gets them before the next click or propagation."
+            )
         if result.unpinned:
             lost = ", ".join(f"{names[o]} on frame {f}" for f, o in result.unpinned)
             show_warning(
