@@ -222,11 +222,16 @@ def main() -> int:
             f" -> {run['videos_per_hour']} videos/hour ({run['videos_per_hour_span']} over the"
             f" tasks' span of {run['span_s']} s); GPUs: {gpu}"
         )
-        print(f"{'video':10s} {'worker':>6s} {'gpu':>4s} {'s':>7s} {'fps':>7s} "
-              f"{'rss MB':>8s} {'gpu MB':>8s} {'peak MB':>8s}")  # fmt: skip
+        cols = ("track s", "write s", "fps", "rss MB", "gpu MB", "peak MB")
+        print(
+            f"{'video':10s} {'worker':>6s} {'gpu':>4s} {'s':>7s} "
+            + " ".join(f"{c:>8s}" for c in cols)
+        )
         for v in run["per_video"]:
             print(
                 f"{v['name']:10s} {v['worker']!s:>6s} {v['gpu_id']!s:>4s} {v['seconds']!s:>7s} "
+                f"{(v['timings'] or {}).get('track')!s:>8s} "
+                f"{(v['timings'] or {}).get('write')!s:>8s} "
                 f"{v['frames_per_s']!s:>7s} {v['rss_mb']!s:>8s} {v['gpu_allocated_mb']!s:>8s} "
                 f"{v['gpu_peak_mb']!s:>8s}",
                 flush=True,
