@@ -241,18 +241,15 @@ def test_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path, small_p
 
 
 def save_session_into_locked(folder, tmp_path, small_plate):
-    """A save (the widget's Save) into a folder another live process holds."""
-    import napari_sam2_worms.engine.session_io as sio
+    """The widget's Save and autosave into a folder another live process holds."""
+    from napari_sam2_worms.engine.session_io import autosave
 
     vpath = tmp_path / "plate.tif"
     tifffile.imwrite(vpath, small_plate.video)
     s = load_or_track(vpath, small_plate)
-    old = sio.LOCK_TIMEOUT
-    sio.LOCK_TIMEOUT = 0.2
-    try:
-        save_session(s, folder)
-    finally:
-        sio.LOCK_TIMEOUT = old
+    s.settings["session_dir"] = str(folder)
+    assert autosave(s) is None  # logged, never raised; the session in memory is kept
+    save_session(s, folder, lock_timeout=0.2)
 
 
 def test_track_refuses_a_run_folder_unless_overwrite(tmp_path, plate, capsys):

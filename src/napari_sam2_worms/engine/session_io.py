@@ -145,6 +145,7 @@ def save_session(
     *,
     derived: dict[str, Callable[[Path], None]] | None = None,
     purpose: str = "napari-sam2-worms save",
+    lock_timeout: float | None = None,
 ) -> Path:
     """Write ``session`` into ``folder`` (created if needed), as one atomic set.
 
@@ -156,6 +157,8 @@ def save_session(
         given path), e.g. ``{"skeletons.csv": ...}``. Derived files not given are removed,
         since they would no longer match the session.
     purpose : shown to another process that finds the folder locked meanwhile.
+    lock_timeout : seconds to wait for another writer of the folder (default
+        :data:`LOCK_TIMEOUT`).
 
     Returns
     -------
@@ -175,7 +178,8 @@ def save_session(
     ids, scores = session.score_table()
     painted = {f"f{f}_o{o}": m for (f, o), m in sorted(session.prompts.masks.items())}
     fingerprint = _session_fingerprint(session)
-    with hold(folder, purpose, timeout=LOCK_TIMEOUT):
+    timeout = LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+    with hold(folder, purpose, timeout=timeout):
         generation = _current_generation(folder) + 1
 
         def write_masks(path: Path) -> None:
@@ -579,7 +583,8 @@ def autosave(session: TrackingSession) -> Path | None:
     """
     folder = autosave_dir(session)
     try:
-        save_session(session, folder, purpose="napari-sam2-worms autosave")
+        # a short wait: a folder another process writes (a running `track`) is skipped
+        save_session(session, folder, purpose="napari-sam2-worms autosave", lock_timeout=2.0)
     except OSError as exc:
         log.warning("autosave to %s failed: %s", folder, exc)
         return None
