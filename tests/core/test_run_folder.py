@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -579,3 +580,32 @@ def test_kill_between_session_save_and_skeletons_never_exports_the_old_run(tmp_p
     assert main(["export", str(run), "--format", "csv", "--out", str(out)]) == 0
     assert _csv_objects(out) == {2, 3}
     assert not (run / "skeletons.csv").exists()
+
+
+def test_two_real_tracks_into_one_folder(tmp_path, plate, small_plate):
+    """Two `track` processes, one folder: the second is refused by name (exit 2) while the
+    first holds it, and the folder is the first's alone."""
+    vpath, prompts = plate
+    run = tmp_path / "R"
+    go = tmp_path / "go"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "napari_sam2_worms.cli", *_track(vpath, prompts, run)],
+        env=_env(NAPARI_SAM2_WORMS_FAULT=f"track-frame:1:wait={go}"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "session.json").exists() and first.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        second = _cli(*_track(vpath, prompts, run, "--overwrite"))
+        assert second.returncode == 2
+        assert f"in use by napari-sam2-worms track (process {first.pid}" in second.stderr
+    finally:
+        go.touch()
+        _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert _computed(run, small_plate).all()
+    assert _csv_objects(run / "skeletons.csv") == {1, 2, 3}

@@ -3,7 +3,9 @@
 ``NAPARI_SAM2_WORMS_FAULT="<point>:<n>[:<action>]"`` makes the ``n``-th pass through
 :func:`fault_point` ``point`` end the process: ``exit`` (default, ``os._exit(86)``, as
 abrupt as ``kill -9``: no cleanup, no flush) or ``sigint`` (a SIGINT to the process
-group, as Ctrl-C in a terminal sends). Several rules are separated by commas. Points:
+group, as Ctrl-C in a terminal sends) or ``wait=<path>`` (block until ``path`` exists, at
+most two minutes: a test holds a process at that point). Several rules are separated
+by commas. Points:
 ``save-write`` (after each file of a session save is staged), ``save-commit`` (after
 the commit record is written), ``save-rename`` (after each file is moved into place),
 ``track-frame`` (after each tracked frame). Unset (always, outside tests) it costs one
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 ENV = "NAPARI_SAM2_WORMS_FAULT"
 EXIT_CODE = 86
@@ -42,5 +45,10 @@ def fault_point(name: str) -> None:
         return
     if action == "sigint":
         os.killpg(os.getpgrp(), signal.SIGINT)
+        return
+    if action.startswith("wait="):
+        deadline = time.monotonic() + 120.0
+        while not os.path.exists(action[5:]) and time.monotonic() < deadline:
+            time.sleep(0.05)
         return
     os._exit(EXIT_CODE)
