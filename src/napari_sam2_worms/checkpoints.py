@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .backends.base import BackendError
+from .backends.sam2_compat import check_sam2_compat
 
 if TYPE_CHECKING:
     import torch
@@ -437,6 +438,7 @@ def load_predictor(
         )
     dev = resolve_device(device)
     predictor = build_model(model, "cpu", image_size=image_size)
+    check_sam2_compat(predictor)  # every sam2 name we use is there (sam2_compat.py)
     try:
         missing, unexpected = predictor.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
