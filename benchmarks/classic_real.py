@@ -212,7 +212,7 @@ def track_plate(video, labels, heads: dict, **kw):
 
 def synthetic_crossing(**kw) -> dict:
     p = make_plate(n_frames=120, height=300, width=400)
-    ious, ident, lost = track_plate(p.video, p.labels, p.head_points(0), **kw)
+    ious, ident, _lost = track_plate(p.video, p.labels, p.head_points(0), **kw)
     return {
         "iou_touching_min": float(ious[p.touching].min()),
         "iou_touching_median": float(np.median(ious[p.touching])),
@@ -232,6 +232,30 @@ def synthetic_jumps(speedup: int = 4, **kw) -> dict:
         "lost_frames": int(lost.sum()),
         "object_frames": int(lost.size),
         "iou_apart_median": float(np.median(ious[~touching])),
+    }
+
+
+def synthetic_vanish(speedup: int = 8, gap: tuple[int, int] = (6, 10), **kw) -> dict:
+    """A 240-frame crossing plate at ``speedup`` x (worms move more than their width
+    between frames); worms 1 and 4 erased (agar painted) on frames ``gap``: they come
+    back elsewhere and must be re-acquired. Identity over all frames of all worms."""
+    from scipy import ndimage
+
+    p = make_plate(n_frames=240, height=300, width=400)
+    video, labels = p.video[::speedup].copy(), p.labels[::speedup]
+    agar = np.percentile(p.video, 90, axis=0)
+    for f in range(*gap):
+        m = ndimage.binary_dilation(np.isin(labels[f], (1, 4)), iterations=3)
+        video[f][m] = agar[m].astype(np.uint8)
+    h, w = labels.shape[1:]
+    heads = {o: xy for o, xy in p.head_points(0).items() if 0 <= xy[0] < w and 0 <= xy[1] < h}
+    _ious, ident, lost = track_plate(video, labels, heads, **kw)
+    return {
+        "speedup": speedup,
+        "gap": f"{gap[0]}-{gap[1] - 1}",
+        "identities_kept": float(ident.mean()),
+        "lost_object_frames": int(lost.sum()),
+        "object_frames": int(lost.size),
     }
 
 
@@ -331,6 +355,8 @@ def main() -> None:
         print("synthetic crossing plate:", _fmt(synthetic_crossing()))
     if "jumps" in parts:
         print("synthetic plate at 4x speed:", _fmt(synthetic_jumps()))
+        for sp, gap in ((8, (6, 10)), (8, (6, 14)), (12, (6, 10))):
+            print("synthetic, worms 1 and 4 vanish:", _fmt(synthetic_vanish(sp, gap)))
     if "flies" in parts:
         print("flies_identity:", _fmt(flies(a.fly_frames)))
     if "speed" in parts:

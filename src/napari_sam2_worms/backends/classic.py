@@ -463,8 +463,23 @@ class ClassicBackend:
             yield result
 
     def _gate(self, track: _Track) -> float:
+        """Distance gate for matching by distance: grows while the object is lost.
+
+        ``base * min((1 + lost) ** 1.5, 3)``: the gate reaches its widest (3 x) on the
+        second lost frame (gap closing); wider, a lost worm would take an unprompted
+        animal that happens to be nearby (lost frames are flagged, never filled with
+        another animal).
+        """
         base = self.max_jump if self.max_jump is not None else 1.5 * np.sqrt(track.ref_area)
-        return float(base) * (1.0 + 0.25 * min(track.lost, 8))
+        return float(base) * min((1.0 + track.lost) ** 1.5, 3.0)
+
+    @staticmethod
+    def _predicted_centre(track: _Track) -> tuple[float, float]:
+        """Last centroid moved on by the last velocity for each frame since it was seen
+        (at most 5 frames of coasting: after that the worm may have turned)."""
+        cx, cy = track.region.centroid()
+        k = min(track.lost, 5) + 1
+        return cx + k * track.velocity[0], cy + k * track.velocity[1]
 
     def _step(self, frame: int, tracks: dict[int, _Track]) -> FrameResult:
         shape = self.frame_shape
@@ -488,6 +503,8 @@ class ClassicBackend:
         for o in others:
             t = tracks[o]
             dx, dy = (0, 0) if t.lost else (round(t.velocity[0]), round(t.velocity[1]))
+            # (a lost object's overlap test uses where it was last seen: it may come back
+            # there; matching by distance below uses its motion prediction)
             preds[o] = t.region.shifted(dx, dy, shape) if (dx or dy) else t.region
             if t.template is not None:
                 # while merged: the pre-merge body crawled on at the pre-merge speed
@@ -535,8 +552,7 @@ class ClassicBackend:
             if reg is None or reg.empty:
                 masks[o] = np.zeros(shape, bool)
                 scores[o] = LOST
-                t.lost += 1
-                t.velocity = (0.0, 0.0)
+                t.lost += 1  # the velocity is kept: the prediction coasts on it
                 self._cache.setdefault(o, {})[frame] = Region(0, 0, np.zeros((0, 0), bool)).pack()
                 continue
             if o in prompted:
@@ -550,7 +566,10 @@ class ClassicBackend:
                     t.template, t.merged_for = body_of(t.region, t.velocity), 0
                 t.merged_for += 1
             else:
-                if not t.lost and t.template is None:
+                if o in prompted or t.lost:
+                    # a prompt re-anchors, a re-acquisition may come from far: no motion
+                    t.velocity = (0.0, 0.0)
+                elif t.template is None:
                     (x1, y1), (x0, y0) = reg.centroid(), t.region.centroid()
                     v = (x1 - x0, y1 - y0)
                     t.velocity = (0.5 * (t.velocity[0] + v[0]), 0.5 * (t.velocity[1] + v[1]))
@@ -591,13 +610,17 @@ class ClassicBackend:
         cents = np.array(cents, float)
         big = 1e9
         cost = np.full((len(objs), len(free)), big)
+        a = blobs.areas[free].astype(float)
         for i, o in enumerate(objs):
             t = tracks[o]
-            cx, cy = t.region.centroid()
+            cx, cy = self._predicted_centre(t)
+            gate = self._gate(t)
             d = np.hypot(cents[:, 0] - cx, cents[:, 1] - cy)
-            a = blobs.areas[free].astype(float)
-            ok = (d <= self._gate(t)) & (a >= 0.4 * t.ref_area) & (a <= 2.5 * t.ref_area)
-            cost[i, ok] = d[ok]
+            r = a / max(t.ref_area, 1.0)
+            ok = (d <= gate) & (r >= 0.4) & (r <= 2.5)
+            # cost: distance to the motion prediction as a fraction of the gate, plus
+            # the area change (|ln r| = 0.69 for half or double the area)
+            cost[i, ok] = d[ok] / gate + 0.5 * np.abs(np.log(r[ok]))
         rows, cols = linear_sum_assignment(cost)
         for i, j in zip(rows, cols):
             if cost[i, j] >= big:
