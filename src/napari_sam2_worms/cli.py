@@ -75,7 +75,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     interrupted = False
     try:
         # the lock is held for the whole run: a second `track` into this folder is refused
-        with SigintGuard() as guard, hold(out, "napari-sam2-worms track"):
+        with SigintGuard() as guard, hold(out, "napari-sam2-worms track", lasting=True):
             check_run_folder(out, overwrite=args.overwrite, resume=args.resume)
             sam2_options = (
                 {

@@ -609,3 +609,21 @@ def test_two_real_tracks_into_one_folder(tmp_path, plate, small_plate):
     assert first.returncode == 0, err
     assert _computed(run, small_plate).all()
     assert _csv_objects(run / "skeletons.csv") == {1, 2, 3}
+
+
+def test_a_lasting_holder_is_not_waited_for(tmp_path, monkeypatch):
+    """A save meets a running `track` (a lasting holder): refused at once, no wait (the
+    widget's Save would freeze); a short holder is waited for."""
+    import napari_sam2_worms.engine.run_lock as run_lock
+
+    naps = []
+    monkeypatch.setattr(run_lock.time, "sleep", lambda s: naps.append(s))
+    folder = tmp_path / "run"
+    with RunLock(folder, "napari-sam2-worms track", lasting=True):
+        with pytest.raises(RunFolderLockedError, match="track"):
+            RunLock(folder).acquire(timeout=30)
+    assert naps == []
+    with RunLock(folder, "a save"):
+        with pytest.raises(RunFolderLockedError, match="a save"):
+            RunLock(folder).acquire(timeout=0.3)
+    assert naps  # it waited (polling) before giving up

@@ -105,12 +105,17 @@ class RunLock:
     folder : the run folder (created if needed).
     purpose : what the holder does, shown to whoever finds the folder locked
         (e.g. ``"napari-sam2-worms track"``).
+    lasting : the holder keeps the lock for long (a whole ``track`` run): others then
+        give up at once instead of waiting for it.
     """
 
-    def __init__(self, folder: str | os.PathLike, purpose: str = "napari-sam2-worms") -> None:
+    def __init__(
+        self, folder: str | os.PathLike, purpose: str = "napari-sam2-worms", lasting: bool = False
+    ) -> None:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_FILE
         self.purpose = purpose
+        self.lasting = lasting
         self._fd: int | None = None
 
     @property
@@ -157,8 +162,8 @@ class RunLock:
                 if same:
                     break
             os.close(fd)
-            if time.monotonic() >= deadline:
-                info = self.holder()
+            info = self.holder()
+            if time.monotonic() >= deadline or info.get("lasting"):
                 raise RunFolderLockedError(
                     f"{self.folder} is in use by {_describe(info)}; wait for it to finish "
                     "or choose another folder"
@@ -174,7 +179,13 @@ class RunLock:
                 _describe(previous),
                 "no longer holds it" if alive else "is no longer running",
             )
-        info = {"pid": os.getpid(), "host": host, "purpose": self.purpose, "since": time.time()}
+        info = {
+            "pid": os.getpid(),
+            "host": host,
+            "purpose": self.purpose,
+            "since": time.time(),
+            "lasting": self.lasting,
+        }
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, json.dumps(info).encode())
@@ -199,10 +210,14 @@ class RunLock:
 
 @contextlib.contextmanager
 def hold(
-    folder: str | os.PathLike, purpose: str = "napari-sam2-worms", timeout: float = 0.0
+    folder: str | os.PathLike,
+    purpose: str = "napari-sam2-worms",
+    timeout: float = 0.0,
+    lasting: bool = False,
 ) -> Iterator[RunLock]:
     """Hold the lock of ``folder`` for a block: re-entrant for the thread that holds it
-    already (e.g. a save inside ``track``), else :meth:`RunLock.acquire` with ``timeout``."""
+    already (e.g. a save inside ``track``), else :meth:`RunLock.acquire` with ``timeout``
+    (``lasting``: see :class:`RunLock`)."""
     key = str(Path(folder).resolve())
     me = threading.get_ident()
     with _HELD_LOCK:
@@ -219,7 +234,7 @@ def hold(
             with _HELD_LOCK:
                 entry[2] -= 1
         return
-    lock = RunLock(folder, purpose)
+    lock = RunLock(folder, purpose, lasting)
     deadline = time.monotonic() + max(0.0, timeout)
     while True:  # another thread of this process holds it: wait for it like for a process
         with _HELD_LOCK:
