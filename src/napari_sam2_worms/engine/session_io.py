@@ -26,6 +26,7 @@ what ``session.json`` records is refused by name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -180,6 +181,8 @@ def save_session(
     fingerprint = _session_fingerprint(session)
     timeout = LOCK_TIMEOUT if lock_timeout is None else lock_timeout
     with hold(folder, purpose, timeout=timeout):
+        with contextlib.suppress(OSError):  # unwritable: commit_files says so below
+            recover(folder)  # an interrupted save first: its generation counts
         generation = _current_generation(folder) + 1
 
         def write_masks(path: Path) -> None:
