@@ -100,7 +100,15 @@ def test_click_propagate_export_flip_save_open(viewer, qtbot, tmp_path, monkeypa
     widget = dock_tracker(viewer, qtbot)
     assert widget.model_panel.backend_name == "classic"  # no checkpoint here
     s = _load(widget, qtbot)
-    assert "ready" in widget.model_panel.status.text()
+    panel = widget.model_panel
+    ready = panel.status.text()
+    assert "ready" in ready
+    # the status line follows a new choice, and comes back when it is undone
+    panel.set_backend("sam2")
+    panel.checkpoint.setText(str(tmp_path / "mine.pt"))
+    assert "Press 'Load model'" in panel.status.text() and ready in panel.status.text()
+    panel.set_backend("classic")
+    assert panel.status.text() == ready
     points = viewer.layers[PROMPTS]
     assert viewer.layers.selection.active is points and str(points.mode) == "add"
 

@@ -227,32 +227,54 @@ def test_threaded_propagation(make_napari_viewer, plate, qtbot):
 
 
 @pytest.mark.slow
-def test_random_sam2(make_napari_viewer, tmp_path):
+def test_random_sam2(make_napari_viewer, tmp_path, qtbot):
+    """SAM 2 (random weights) in the real workers: load, clicks, propagation, the heads
+    equal to the session's tracks, and Cancel after the frame in flight."""
     pytest.importorskip("sam2")
     from napari_sam2_worms.synthetic import make_plate
     from napari_sam2_worms.testing.random_sam2 import make_random_checkpoint
     from napari_sam2_worms.video import ArrayVideo
 
-    plate = make_plate(n_frames=3, height=64, width=64, n_worms=2)
+    plate = make_plate(n_frames=4, height=64, width=64, n_worms=2)
     ckpt = make_random_checkpoint(tmp_path / "random.pt")
     viewer, widget = _open(
-        make_napari_viewer, ArrayVideo(plate.video, fps=plate.fps), backend="sam2", image_size=256
+        make_napari_viewer,
+        ArrayVideo(plate.video, fps=plate.fps),
+        backend="sam2",
+        synchronous=False,
+        image_size=256,
     )
     widget.model_panel.checkpoint.setText(str(ckpt.path))
     widget.model_panel.device.setCurrentText("cpu")
     widget.load_model()
+    qtbot.waitUntil(lambda: widget.session is not None, timeout=TIMEOUT * 3)
     s = widget.session
     assert s.backend.name == "sam2"
     for x, y in plate.head_points(0).values():
         widget.add_object()
         _click(widget, 0, x, y)
+    qtbot.waitUntil(
+        lambda: len(s.prompts.points) == 2 and not widget._prompt_busy, timeout=TIMEOUT * 3
+    )
     widget.propagate("forward")
+    qtbot.waitUntil(lambda: not widget.running and widget.tracks_fresh, timeout=TIMEOUT * 3)
     labels = viewer.layers[MASKS].data
     np.testing.assert_array_equal(labels, s.labels)
     assert set(np.unique(labels)) <= {0, 1, 2}
-    assert len(s.computed_frames()) == 3
-    shapes = viewer.layers[SKELETONS]
-    assert set(shapes.features["object"]) <= {1, 2}
+    assert len(s.computed_frames()) == 4
+    assert_heads_match(viewer.layers[HEADS], s.skeletons())
+    # Cancel once the first frame is in: the frame in flight is the last
+    for o in s.scores:
+        s.scores[o][1:] = np.nan
+    widget.propagate("forward")
+    qtbot.waitUntil(lambda: widget.propagate_panel.progress.value() >= 1, timeout=TIMEOUT * 3)
+    done = int((~np.isnan(s.scores[1])).sum())
+    widget.cancel()
+    assert widget.propagate_panel.progress.format() == "Cancelling…"
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT * 3)
+    assert int((~np.isnan(s.scores[1])).sum()) <= done + 1
+    np.testing.assert_array_equal(viewer.layers[MASKS].data, s.labels)
+    qtbot.waitUntil(lambda: widget.tracks_fresh and not widget._workers, timeout=TIMEOUT)
 
 
 def test_sam2_without_checkpoint_falls_back(make_napari_viewer, plate, tmp_path, monkeypatch):
