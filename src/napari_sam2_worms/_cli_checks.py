@@ -24,6 +24,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from .utils import temp_prefix
+
 
 class UsageError(ValueError):
     """An option the command cannot run with; the message names it."""
@@ -105,7 +107,7 @@ def _probe(folder: Path) -> str | None:
     if not os.access(folder, os.W_OK | os.X_OK):
         return "permission denied or read-only file system"
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".nsw-write-check-", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix("nsw-write-check"), dir=folder)
     except OSError as exc:
         return exc.strerror or str(exc)
     os.close(fd)

@@ -224,8 +224,9 @@ def long_run(tmp_path_factory, long_plate):
     return folder / "run"
 
 
-def _hidden(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+def _hidden(folder: Path, name: str = "") -> list[str]:
+    """Hidden files of ``folder`` (the temporary files of target ``name`` only)."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(f".{name}"))
 
 
 def test_a_killed_export_leaves_no_temporary_file_after_the_next(tmp_path, long_run):
@@ -233,7 +234,7 @@ def test_a_killed_export_leaves_no_temporary_file_after_the_next(tmp_path, long_
     export = ("export", str(long_run), "--format", "overlay-mp4", "--out", str(target))
     proc = _cli(*export, cwd=tmp_path)
     try:
-        _wait_for(lambda: _hidden(tmp_path), "the export's temporary file", proc)
+        _wait_for(lambda: _hidden(tmp_path, "overlay.mp4"), "the export's temporary file", proc)
     finally:
         proc.kill()
         proc.communicate(timeout=30)
@@ -253,7 +254,7 @@ def test_sigterm_during_an_export_removes_its_temporary_file(tmp_path, long_run)
         "export", str(long_run), "--format", "overlay-mp4", "--out", str(target), cwd=tmp_path
     )
     try:
-        _wait_for(lambda: _hidden(tmp_path), "the export's temporary file", proc)
+        _wait_for(lambda: _hidden(tmp_path, "overlay.mp4"), "the export's temporary file", proc)
         proc.terminate()
         _, err = proc.communicate(timeout=60)
     finally:

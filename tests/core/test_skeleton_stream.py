@@ -440,3 +440,17 @@ def test_a_closed_pooled_stream_tells_its_workers_to_drop_its_frames(small_plate
     answered = [(m[0], m[1]) for m in conn.sent[1:]]
     assert answered == [(1, 0), (2, 0)]
     assert all(m[2] for m in conn.sent[1:])  # each carried object 1's skeleton
+
+
+def test_a_ring_dropped_without_release_takes_its_file_along():
+    import gc
+    import os
+
+    from napari_sam2_worms.skeleton.stream import FrameRing
+
+    ring = FrameRing((16, 16), np.uint16, 4)
+    path = ring.path
+    assert os.path.exists(path) and f"nsw-skeleton-ring-{os.getpid()}-" in path
+    del ring
+    gc.collect()
+    assert not os.path.exists(path)

@@ -59,6 +59,14 @@ def _ring_folders() -> list[str]:
     return sorted({"/dev/shm", tempfile.gettempdir()})
 
 
+def _unlink_quietly(path: str) -> None:
+    import contextlib
+    import os
+
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 def remove_stale_rings() -> list[str]:
     """Delete ring files whose owning process is gone (killed before it could remove
     them: ``kill -9``, a crash, a power cut of a container). Returns the removed paths;
@@ -154,6 +162,8 @@ class FrameRing:
         os.close(fd)
         self.path = path
         _LIVE_RINGS.add(self)
+        # the file goes with the object too (a pool dropped unclosed), or at exit
+        self._unlink = weakref.finalize(self, _unlink_quietly, path)
         shape = (self.size, *self.frame_shape)
         self.frames = np.ndarray(shape, self.dtype, buffer=self._mmap)
         #: what a worker needs to map it: (path, shape, dtype)
@@ -190,12 +200,10 @@ class FrameRing:
     def release(self) -> None:
         """Delete the file (workers still mapping it keep their pages until they let go)."""
         import contextlib
-        import os
 
         self.frames = None
         _LIVE_RINGS.discard(self)
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        self._unlink()
         with contextlib.suppress(BufferError, ValueError):
             self._mmap.close()  # a frame view still held elsewhere keeps it open
 
