@@ -459,8 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     from .backends.base import BackendError
 
     try:
-        validate_args(args)  # outputs and numbers, before any work starts
         with exit_cleanup():
+            validate_args(args)  # outputs and numbers, before any work starts
             return int(args.func(args) or 0)
     except (BackendError, ValueError, OSError, KeyError, IndexError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
