@@ -261,3 +261,22 @@ def test_painting_follows_the_current_object(viewer, qtbot):
     assert int((s.labels[0] == 2).sum()) > area
     assert (s.labels[0] == 1).sum() > 20  # the other worm kept
     assert viewer.layers.selection.active is points and str(points.mode) == "add"
+
+
+def test_session_refusals_are_notifications(viewer, qtbot, monkeypatch):
+    """A name already in use (the session refuses it) is a one-line warning; nothing is
+    added and the widget keeps working."""
+    import napari_sam2_worms.napari._widget as w
+
+    _open_sample(viewer, qtbot)
+    widget = dock_tracker(viewer, qtbot)
+    s = _load(widget, qtbot)
+    seen = []
+    monkeypatch.setattr(w, "show_warning", seen.append)
+    widget.objects_panel.name.setText("alpha")
+    qtbot.mouseClick(widget.objects_panel.add_button, Qt.MouseButton.LeftButton)
+    assert [o.name for o in s.objects.values()] == ["alpha"]
+    qtbot.mouseClick(widget.objects_panel.add_button, Qt.MouseButton.LeftButton)
+    assert [o.name for o in s.objects.values()] == ["alpha"]
+    assert len(seen) == 1 and "alpha" in seen[0] and "\n" not in seen[0]
+    assert widget.objects_panel.list.count() == 1
