@@ -94,6 +94,21 @@ def test_a_changed_inference_state_is_named(monkeypatch):
     assert len(missing) == 1 and "'frames_tracked_per_obj'" in missing[0]
 
 
+def test_a_changed_normalisation_is_named(monkeypatch):
+    from sam2.utils import misc
+
+    real = misc.load_video_frames
+
+    def load_video_frames(video_path, image_size, offload, img_mean=(0.5, 0.5, 0.5), img_std=1):
+        return real(video_path, image_size, offload)
+
+    monkeypatch.setattr(misc, "load_video_frames", load_video_frames)
+    assert sorted(incompatibilities()) == [
+        "load_video_frames(img_mean=(0.5, 0.5, 0.5)) (changed; we use (0.485, 0.456, 0.406))",
+        "load_video_frames(img_std=1) (changed; we use (0.229, 0.224, 0.225))",
+    ]
+
+
 def test_the_backend_builds_sam2s_inference_state_keys(sam2_random):
     from napari_sam2_worms.backends.sam2_backend import Sam2Backend
 

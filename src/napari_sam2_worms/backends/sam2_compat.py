@@ -103,9 +103,17 @@ CLASSES: tuple[Sam2Name, ...] = (
         ("config_file", "ckpt_path", "device", "hydra_overrides_extra"),
         users="checkpoints",
     ),
+    # RoPEAttention.compute_cis is a partial of it, called with end_x=, end_y=
+    Sam2Name(
+        "sam2.modeling.position_encoding",
+        "compute_axial_cis",
+        ("dim", "end_x", "end_y", "theta"),
+        users="sam2_attention",
+    ),
+    # sam2_frames normalises frames as it does (DEFAULTS checks the values)
+    Sam2Name("sam2.utils.misc", "load_video_frames", ("img_mean", "img_std"), users="sam2_frames"),
     # tests/core/test_sam2_attention.py compares our rotation with sam2's
     Sam2Name("sam2.modeling.position_encoding", "apply_rotary_enc", users="tests"),
-    Sam2Name("sam2.modeling.position_encoding", "compute_axial_cis", users="tests"),
 )
 
 #: methods of sam2's classes we call, wrap or replace
@@ -308,6 +316,8 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "memory_attention.layers.0.self_attn.compute_cis": ("keywords",),
     "memory_encoder": ("mask_downsampler",),
     "memory_encoder.mask_downsampler": ("encoder",),
+    # a LayerNorm2d of the first mask stage, fused by sam2_convs / sam2_triton
+    "memory_encoder.mask_downsampler.encoder.1": ("weight", "bias", "eps"),
     "sam_prompt_encoder": ("point_embeddings",),
 }
 
@@ -363,6 +373,13 @@ BEHAVIOURS: tuple[tuple[str, str, str], ...] = (
         '"reverse":reverse',
         "frames_tracked_per_obj[idx][frame] = {'reverse': ...} (sam2_batched)",
     ),
+)
+
+#: default arguments of sam2 functions whose values we copy: (module.function, parameter,
+#: our module, our constant)
+DEFAULTS: tuple[tuple[str, str, str, str], ...] = (
+    ("sam2.utils.misc.load_video_frames", "img_mean", ".sam2_frames", "IMG_MEAN"),
+    ("sam2.utils.misc.load_video_frames", "img_std", ".sam2_frames", "IMG_STD"),
 )
 
 #: hydra config keys we override (checkpoints.build_model: ``++model.image_size``)
@@ -476,6 +493,20 @@ def _check_behaviours() -> list[str]:
     return problems
 
 
+def _check_defaults() -> list[str]:
+    problems = []
+    for where, param, module, constant in DEFAULTS:
+        owner, _, name = where.rpartition(".")
+        try:
+            default = inspect.signature(getattr(_resolve(owner), name)).parameters[param].default
+        except (ImportError, AttributeError, KeyError, TypeError, ValueError):
+            continue  # a missing function or parameter is reported by _check_name
+        ours = getattr(importlib.import_module(module, __package__), constant)
+        if not isinstance(default, (tuple, list)) or tuple(default) != tuple(ours):
+            problems.append(f"{name}({param}={default}) (changed; we use {tuple(ours)})")
+    return problems
+
+
 def _check_configs() -> list[str]:
     """Every registry model's hydra config exists in the sam2 package with our keys."""
     from importlib.resources import files
@@ -544,6 +575,7 @@ def incompatibilities(predictor: Any = None) -> list[str]:
     problems = [p for e in (*CLASSES, *METHODS) if (p := _check_name(e)) is not None]
     problems += _check_state_keys()
     problems += _check_behaviours()
+    problems += _check_defaults()
     problems += _check_configs()
     if predictor is not None:
         problems += _check_attributes(predictor)
