@@ -39,9 +39,9 @@ OUTPUTS: dict[str, dict[str, str]] = {
     "batch": {"out": "dir"},
 }
 
-#: float options that must be finite and > 0 when given (any other float option too)
+#: every float option must be finite and > 0 when given (see check_numbers);
 #: int options and their smallest value
-INT_MINIMUM = {"points": 2, "stride": 1, "workers": 0, "frames_per_save": 1}
+INT_MINIMUM = {"points": 2, "stride": 1, "workers": 0, "skeleton_workers": 0, "frames_per_save": 1}
 
 FOLDER_FORMATS = {"masks-png"}
 
