@@ -137,7 +137,10 @@ def coco_click_iou(video, gts, **kw) -> dict:
     }
 
 
-def touching_pairs(gts, gap: float = 3.0):
+def touching_pairs(gts, gap: float = 3.0, nested: bool = False):
+    """(frame, i, j) of polygons closer than ``gap`` px. Pairs where one polygon lies
+    mostly (> 50 %) inside the other (a small worm annotated on top of a big one) are
+    left out, or returned alone with ``nested=True``."""
     from scipy import ndimage
 
     pairs = []
@@ -146,7 +149,9 @@ def touching_pairs(gts, gap: float = 3.0):
             d = ndimage.distance_transform_edt(~ms[i])
             for j in range(i + 1, len(ms)):
                 if d[ms[j]].min() <= gap:
-                    pairs.append((f, i, j))
+                    inner = (ms[i] & ms[j]).sum() / min(ms[i].sum(), ms[j].sum())
+                    if (inner > 0.5) == nested:
+                        pairs.append((f, i, j))
     return pairs
 
 
@@ -168,6 +173,7 @@ def coco_touching(video, gts, **kw) -> dict:
     a = np.array(ious) if ious else np.zeros(1)
     return {
         "pairs": len(pairs),
+        "nested_left_out": len(touching_pairs(gts, nested=True)),
         "iou_median": float(np.median(a)),
         "iou_min": float(a.min()),
         "identities_kept": kept / max(len(pairs), 1),
