@@ -163,3 +163,24 @@ def test_every_private_sam2_name_our_code_uses_is_listed():
     assert not unlisted, f"list these sam2 names in backends/sam2_compat.py: {sorted(unlisted)}"
     stale = {n for n in listed if n.startswith("_")} - reached
     assert not stale, f"sam2_compat.py lists private names no code uses: {sorted(stale)}"
+
+
+_ON_PREDICTOR = re.compile(
+    r"\b(?:predictor|p|self)\.([a-z]\w*)\b|getattr\((?:predictor|p), \"([a-z]\w*)\""
+)
+#: reached as ``self.x`` on our own objects, or torch's ``Module.training``
+_NOT_SAM2 = {"device", "training"}
+
+
+def test_every_predictor_attribute_our_sam2_code_reads_is_listed(sam2_random):
+    import torch
+
+    files = [*(REPO / "src/napari_sam2_worms/backends").glob("sam2_*.py")]
+    files.append(REPO / "src/napari_sam2_worms/checkpoints.py")
+    reached = _names(_ON_PREDICTOR, [f for f in files if f.name != "sam2_compat.py"])
+    assert {"num_maskmem", "sam_image_embedding_size"} <= reached  # the scan sees both forms
+    predictor = sam2_random.predictor
+    module = set(dir(torch.nn.Module))
+    sam2s = {n for n in reached if hasattr(predictor, n) and n not in module} - _NOT_SAM2
+    listed = set(sam2_compat.ATTRIBUTES[""]) | {e.name for e in sam2_compat.METHODS}
+    assert not sam2s - listed, f"list these in sam2_compat.ATTRIBUTES: {sorted(sam2s - listed)}"
