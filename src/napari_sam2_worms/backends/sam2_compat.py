@@ -57,7 +57,8 @@ class Sam2Name:
     ----------
     owner : dotted path of the module (for a module-level name) or of the class.
     name : the attribute of ``owner``.
-    params : parameter names we pass (or, with ``exact``, the whole signature).
+    params : parameter names we pass, separated by spaces (with ``exact``: the whole
+        signature, without ``self``).
     exact : we replace it with a drop-in of our own: its parameters must be exactly
         ``params`` (sam2 calls our replacement with them).
     users : our modules that use it.
@@ -65,9 +66,14 @@ class Sam2Name:
 
     owner: str
     name: str
-    params: tuple[str, ...] = ()
+    params: str = ""
     exact: bool = False
     users: str = ""
+
+    @property
+    def param_names(self) -> list[str]:
+        """:attr:`params` as a list."""
+        return self.params.split()
 
     @property
     def label(self) -> str:
@@ -88,30 +94,26 @@ CLASSES: tuple[Sam2Name, ...] = (
     Sam2Name(
         "sam2.modeling.sam2_utils",
         "select_closest_cond_frames",
-        ("frame_idx", "cond_frame_outputs", "max_cond_frame_num"),
+        "frame_idx cond_frame_outputs max_cond_frame_num",
         users="sam2_memory",
     ),
-    Sam2Name(
-        "sam2.modeling.sam2_utils", "get_1d_sine_pe", ("pos_inds", "dim"), users="sam2_memory"
-    ),
-    Sam2Name(
-        "sam2.utils.misc", "fill_holes_in_mask_scores", ("mask", "max_area"), users="sam2_batched"
-    ),
+    Sam2Name("sam2.modeling.sam2_utils", "get_1d_sine_pe", "pos_inds dim", users="sam2_memory"),
+    Sam2Name("sam2.utils.misc", "fill_holes_in_mask_scores", "mask max_area", users="sam2_batched"),
     Sam2Name(
         "sam2.build_sam",
         "build_sam2_video_predictor",
-        ("config_file", "ckpt_path", "device", "hydra_overrides_extra"),
+        "config_file ckpt_path device hydra_overrides_extra",
         users="checkpoints",
     ),
     # RoPEAttention.compute_cis is a partial of it, called with end_x=, end_y=
     Sam2Name(
         "sam2.modeling.position_encoding",
         "compute_axial_cis",
-        ("dim", "end_x", "end_y", "theta"),
+        "dim end_x end_y theta",
         users="sam2_attention",
     ),
     # sam2_frames normalises frames as it does (DEFAULTS checks the values)
-    Sam2Name("sam2.utils.misc", "load_video_frames", ("img_mean", "img_std"), users="sam2_frames"),
+    Sam2Name("sam2.utils.misc", "load_video_frames", "img_mean img_std", users="sam2_frames"),
     # tests/core/test_sam2_attention.py compares our rotation with sam2's
     Sam2Name("sam2.modeling.position_encoding", "apply_rotary_enc", users="tests"),
 )
@@ -122,130 +124,89 @@ METHODS: tuple[Sam2Name, ...] = (
     Sam2Name(
         _P,
         "add_new_points_or_box",
-        (
-            "inference_state",
-            "frame_idx",
-            "obj_id",
-            "points",
-            "labels",
-            "box",
-            "clear_old_points",
-            "normalize_coords",
-        ),
+        "inference_state frame_idx obj_id points labels box clear_old_points normalize_coords",
         users="sam2_backend",
     ),
-    Sam2Name(
-        _P, "add_new_mask", ("inference_state", "frame_idx", "obj_id", "mask"), users="sam2_backend"
-    ),
+    Sam2Name(_P, "add_new_mask", "inference_state frame_idx obj_id mask", users="sam2_backend"),
     Sam2Name(
         _P,
         "clear_all_prompts_in_frame",
-        ("inference_state", "frame_idx", "obj_id", "need_output"),
+        "inference_state frame_idx obj_id need_output",
         users="sam2_backend",
     ),
-    Sam2Name(
-        _P, "remove_object", ("inference_state", "obj_id", "need_output"), users="sam2_backend"
-    ),
-    Sam2Name(_P, "reset_state", ("inference_state",), users="sam2_backend"),
+    Sam2Name(_P, "remove_object", "inference_state obj_id need_output", users="sam2_backend"),
+    Sam2Name(_P, "reset_state", "inference_state", users="sam2_backend"),
     Sam2Name(
         _P,
         "propagate_in_video",
-        ("inference_state", "start_frame_idx", "max_frame_num_to_track", "reverse"),
+        "inference_state start_frame_idx max_frame_num_to_track reverse",
         users="sam2_backend",
     ),
     # never called: sam2_backend builds the dict it returns (INFERENCE_STATE_KEYS)
-    Sam2Name(_P, "init_state", ("video_path", "offload_state_to_cpu"), users="sam2_backend"),
-    Sam2Name(_P, "propagate_in_video_preflight", ("inference_state",), users="sam2_batched"),
+    Sam2Name(_P, "init_state", "video_path offload_state_to_cpu", users="sam2_backend"),
+    Sam2Name(_P, "propagate_in_video_preflight", "inference_state", users="sam2_batched"),
     Sam2Name(
         _P,
         "track_step",
-        (
-            "frame_idx",
-            "is_init_cond_frame",
-            "current_vision_feats",
-            "current_vision_pos_embeds",
-            "feat_sizes",
-            "point_inputs",
-            "mask_inputs",
-            "output_dict",
-            "num_frames",
-            "track_in_reverse",
-            "run_mem_encoder",
-            "prev_sam_mask_logits",
-        ),
+        "frame_idx is_init_cond_frame current_vision_feats current_vision_pos_embeds "
+        "feat_sizes point_inputs mask_inputs output_dict num_frames track_in_reverse "
+        "run_mem_encoder prev_sam_mask_logits",
         users="sam2_batched",
     ),
     # private methods
     Sam2Name(
         _P,
         "_run_single_frame_inference",
-        (
-            "inference_state",
-            "output_dict",
-            "frame_idx",
-            "batch_size",
-            "is_init_cond_frame",
-            "point_inputs",
-            "mask_inputs",
-            "reverse",
-            "run_mem_encoder",
-        ),
+        "inference_state output_dict frame_idx batch_size is_init_cond_frame "
+        "point_inputs mask_inputs reverse run_mem_encoder",
         users="sam2_batched",
     ),
     Sam2Name(
         _P,
         "_get_image_feature",
-        ("inference_state", "frame_idx", "batch_size"),
+        "inference_state frame_idx batch_size",
         users="sam2_batched",
     ),
-    Sam2Name(_P, "_get_maskmem_pos_enc", ("inference_state", "current_out"), users="sam2_batched"),
+    Sam2Name(_P, "_get_maskmem_pos_enc", "inference_state current_out", users="sam2_batched"),
     Sam2Name(
         _P,
         "_get_orig_video_res_output",
-        ("inference_state", "any_res_masks"),
+        "inference_state any_res_masks",
         users="sam2_batched",
     ),
     Sam2Name(
         _P,
         "_forward_sam_heads",
-        ("backbone_features", "point_inputs", "mask_inputs"),
+        "backbone_features point_inputs mask_inputs",
         users="sam2_prompt_cache (wrapped)",
     ),
     Sam2Name(
         _BASE,
         "_prepare_memory_conditioned_features",
-        (
-            "frame_idx",
-            "is_init_cond_frame",
-            "current_vision_feats",
-            "current_vision_pos_embeds",
-            "feat_sizes",
-            "output_dict",
-            "num_frames",
-            "track_in_reverse",
-        ),
+        "frame_idx is_init_cond_frame current_vision_feats current_vision_pos_embeds "
+        "feat_sizes output_dict num_frames track_in_reverse",
         exact=True,
         users="sam2_memory (replaced)",
     ),
     Sam2Name(
         _MA,
         "forward",
-        ("curr", "memory", "curr_pos", "memory_pos", "num_obj_ptr_tokens"),
+        "curr memory curr_pos memory_pos num_obj_ptr_tokens",
         exact=True,
         users="sam2_attention (replaced)",
     ),
     Sam2Name(
         _PE,
         "forward",
-        ("points", "boxes", "masks"),
+        "points boxes masks",
         exact=True,
         users="sam2_prompt_cache (replaced)",
     ),
-    Sam2Name(_PE, "get_dense_pe", (), exact=True, users="sam2_prompt_cache (replaced)"),
+    Sam2Name(_PE, "get_dense_pe", "", exact=True, users="sam2_prompt_cache (replaced)"),
     # tests/core/test_sam2_prompt_cache.py counts its calls
-    Sam2Name(_PE, "_embed_points", ("points", "labels", "pad"), users="tests"),
+    Sam2Name(_PE, "_embed_points", "points labels pad", users="tests"),
     # benchmarks/sam2_profile.py times it
-    Sam2Name(_P, "_encode_new_memory", ("current_vision_feats",), users="benchmarks"),
+    Sam2Name(_P, "_encode_new_memory", "current_vision_feats", users="benchmarks"),
 )
 
 #: instance attributes of a built predictor, by the path of the object that holds them
@@ -438,10 +399,10 @@ def _check_name(entry: Sam2Name) -> str | None:
     if params is None:
         return None  # no signature to compare (a builtin): the name exists
     if entry.exact:
-        if params != list(entry.params):
-            return f"{entry.label} (parameters {params}, expected {list(entry.params)})"
+        if params != entry.param_names:
+            return f"{entry.label} (parameters {params}, expected {entry.param_names})"
         return None
-    lacking = [p for p in entry.params if p not in params]
+    lacking = [p for p in entry.param_names if p not in params]
     if lacking:
         return f"{entry.label} (no parameter {', '.join(lacking)})"
     return None
