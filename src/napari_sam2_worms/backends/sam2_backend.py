@@ -291,12 +291,9 @@ class Sam2Backend:
         import torch
 
         from .sam2_compile import attention_kernels, eager
+        from .sam2_cpu import autocast as device_autocast
 
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if self.device.type == "cuda"
-            else contextlib.nullcontext()
-        )
+        autocast = device_autocast(self.predictor, self.device)  # bf16: CUDA, some CPUs
         n_obj = len(self.state["obj_ids"]) if self.state else 1
         try:
             with (

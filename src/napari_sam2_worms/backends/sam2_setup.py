@@ -73,3 +73,7 @@ def configure_predictor(
         from .sam2_attention import float32_memory
 
         float32_memory(p)
+    if device_type == "cpu":  # bf16 autocast, channels-last, threads where checks pass
+        from .sam2_cpu import configure_cpu
+
+        configure_cpu(p)
