@@ -16,6 +16,9 @@ from . import _layers, _style
 
 SKELETONS, HEADS, TAILS = _style.SKELETONS, _style.HEADS, _style.TAILS
 
+#: Wait after a change of the masks before recomputing the tracks (clicks come in bursts).
+TRACKS_DELAY_MS = 250
+
 
 class SkeletonDisplay:
     """The skeleton and review half of the tracker widget."""
@@ -30,7 +33,19 @@ class SkeletonDisplay:
         once the propagation has finished; the layers show them when they arrive."""
         self._version += 1
         _style.set_stale(self.viewer, True)
-        self._schedule_tracks()
+        if self.synchronous:
+            self._schedule_tracks()
+            return
+        # a burst of clicks starts one computation, TRACKS_DELAY_MS after the last one
+        timer = getattr(self, "_tracks_timer", None)
+        if timer is None:
+            from qtpy.QtCore import QTimer
+
+            timer = self._tracks_timer = QTimer(self)
+            timer.setSingleShot(True)
+            timer.setInterval(TRACKS_DELAY_MS)
+            timer.timeout.connect(self._unless_closed(self._schedule_tracks))
+        timer.start()
 
     def _schedule_tracks(self) -> None:
         s = self.session

@@ -91,6 +91,10 @@ class TrackerWidget(SkeletonDisplay, Painting, QWidget):
         self._prompt_busy = False
         self.running = False
         self._closed = False
+        # napari deletes a docked widget with its viewer without closeEvent: a worker that
+        # finishes afterwards must not touch it
+        self._alive = alive = {"ok": True}
+        self.destroyed.connect(lambda *_: alive.update(ok=False))
         #: the skeleton tracks on screen (= what an export writes), their masks' version
         self.tracks = None
         self._version = 0  # bumped at every change of the masks or the flips
@@ -159,8 +163,10 @@ class TrackerWidget(SkeletonDisplay, Painting, QWidget):
     def _unless_closed(self, handler: Callable) -> Callable:
         """``handler``, skipped once the widget is closed (a worker may finish later)."""
 
+        alive = self._alive
+
         def call(*args):
-            if not self._closed:
+            if not self._closed and alive["ok"]:
                 return handler(*args)
             return None
 
