@@ -279,3 +279,30 @@ def test_slurm_recipe_job_script():
     worker = next(line for line in lines if "distributed.cli.dask_worker" in line)
     assert "--nthreads 1" in worker and "--resources GPU=1" in worker
     assert "#SBATCH --mem=23G" in lines  # the worker's 24 GB
+
+
+def test_cuda_out_of_memory_is_one_video_failure(tmp_path, monkeypatch):
+    """CUDA OOM in one video: recorded with its message; the worker's next video runs."""
+    torch = pytest.importorskip("torch")
+    from napari_sam2_worms.batch import task
+
+    plate = _plate(0)
+    tifffile.imwrite(tmp_path / "p.tif", plate.video)
+    prompts = _prompts(plate, tmp_path / "p.prompts.json")
+    job = {"key": "p", "video": str(tmp_path / "p.tif"), "name": "p", "init": "prompts",
+           "prompts": str(prompts), "session": None}  # fmt: skip
+    opts = {"backend": "classic", "points": 49, "skeleton_workers": 0}
+    real = task._backend
+
+    def oom(options):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(task, "_backend", oom)
+    res = task.process_video(job, str(tmp_path / "out"), opts)
+    assert res["status"] == "failed"
+    assert res["error"] == "CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert not (tmp_path / "out" / "p").exists()
+    monkeypatch.setattr(task, "_backend", real)
+    res = task.process_video(job, str(tmp_path / "out"), opts)
+    assert res["status"] == "done", res.get("error")
+    assert (tmp_path / "out" / "p" / "session.json").is_file()

@@ -48,7 +48,11 @@ def error_message(exc: BaseException) -> str:
     first = text.splitlines()[0]
     name = type(exc).__name__
     if "out of memory" in text.lower() and ("cuda" in text.lower() or "OutOfMemory" in name):
-        return f"CUDA out of memory: {first}"
+        return (
+            first
+            if first.lower().startswith("cuda out of memory")
+            else f"CUDA out of memory: {first}"
+        )
     from ..backends.base import BackendError
 
     if isinstance(exc, (ValueError, OSError, BackendError, KeyError, IndexError)):
