@@ -284,21 +284,19 @@ class Sam2Backend:
 
     @contextlib.contextmanager
     def _compute(self, propagating: bool = False) -> Iterator[None]:
-        """inference mode + bf16 autocast on CUDA; OOM -> BackendError (backend usable).
-
-        Outside propagation, compiled modules run eagerly (a click never compiles).
-        """
+        """inference mode + bf16 autocast on CUDA (on the CPU where :mod:`.sam2_cpu` says);
+        OOM -> BackendError (backend usable). Outside propagation, compiled modules run
+        eagerly (a click never compiles)."""
         import torch
 
         from .sam2_compile import attention_kernels, eager
-        from .sam2_cpu import autocast as device_autocast
+        from .sam2_cpu import autocast
 
-        autocast = device_autocast(self.predictor, self.device)  # bf16: CUDA, some CPUs
         n_obj = len(self.state["obj_ids"]) if self.state else 1
         try:
             with (
                 torch.inference_mode(),
-                autocast,
+                autocast(self.predictor, self.device),
                 attention_kernels(n_obj, self.device),
                 contextlib.nullcontext() if propagating else eager(self.predictor),
             ):
