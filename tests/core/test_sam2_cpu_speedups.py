@@ -242,3 +242,25 @@ def test_usable_threads_reads_affinity():
     import os
 
     assert 1 <= sam2_cpu.usable_threads() <= len(os.sched_getaffinity(0))
+
+
+def test_hiera_positional_embedding_made_once_with_sam2s_values(monkeypatch):
+    from napari_sam2_worms.checkpoints import build_model
+
+    torch.manual_seed(0)
+    trunk = build_model("sam2.1_hiera_tiny", "cpu", image_size=256).image_encoder.trunk
+    x = torch.randn(1, 3, 256, 256)
+    with torch.inference_mode():
+        ref = trunk(x)
+        assert sam2_cpu.cache_pos_embed(trunk) and sam2_cpu.cache_pos_embed(trunk)
+        calls = []
+        interpolate = torch.nn.functional.interpolate
+        monkeypatch.setattr(
+            torch.nn.functional,
+            "interpolate",
+            lambda *a, **k: calls.append(1) or interpolate(*a, **k),
+        )
+        first, second = trunk(x), trunk(x)
+    assert len(calls) == 1  # the second image reuses the embedding
+    for a, b, c in zip(ref, first, second):
+        assert torch.equal(a, b) and torch.equal(a, c)

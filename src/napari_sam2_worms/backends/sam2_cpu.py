@@ -24,6 +24,9 @@ device-agnostic code as the CPU without these speed-ups; not testable here).
   the cores this process may run on (affinity and cgroup quota) unless
   ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` set it.
 
+- **Hiera's positional embedding** is made once per input size (:func:`cache_pos_embed`),
+  not interpolated again for every frame.
+
 The caches of the GPU path (the prompt encoder's constant answers,
 :mod:`.sam2_prompt_cache`; the memory bank's positional part, :mod:`.sam2_memory`) are
 installed on every device by :func:`.sam2_setup.configure_predictor`. Only imported
@@ -209,6 +212,35 @@ def set_channels_last(module: torch.nn.Module, on: bool = True) -> int:
     return n
 
 
+def cache_pos_embed(trunk: Any) -> bool:
+    """Hiera's positional embedding made once per feature size, not every frame
+    (idempotent; False for a trunk without sam2's ``_get_pos_embed``).
+
+    sam2 interpolates its learnt embedding to the feature grid (bicubic) and adds the
+    tiled window embedding on every image it encodes; both depend only on the weights
+    and the input size. Same tensor, from a cache keyed by the size, the device and
+    the inference-mode state. Reads the weights when first asked for a size: the
+    weights must not change afterwards (inference only).
+    """
+    if getattr(trunk, "_nsw_pos_cache", None) is not None:
+        return True
+    compute = getattr(trunk, "_get_pos_embed", None)
+    if compute is None:
+        return False
+    cache: dict[tuple, torch.Tensor] = {}
+
+    def get_pos_embed(hw: tuple[int, int]) -> torch.Tensor:
+        key = (tuple(int(v) for v in hw), trunk.pos_embed.device, torch.is_inference_mode_enabled())
+        hit = cache.get(key)
+        if hit is None:
+            hit = cache[key] = compute(hw)
+        return hit
+
+    trunk._get_pos_embed = get_pos_embed
+    trunk._nsw_pos_cache = cache
+    return True
+
+
 def usable_threads() -> int:
     """The cores this process may run on: affinity, capped by a cgroup CPU quota."""
     try:
@@ -266,6 +298,7 @@ def configure_cpu(
     it again with None): benchmarks and tests compare both ways on one model.
     """
     set_threads()
+    cache_pos_embed(predictor.image_encoder.trunk)
     wanted = getattr(predictor, "_nsw_cpu_wanted", {})
     if bf16 is not None or channels_last is not None:
         wanted = dict(wanted)
