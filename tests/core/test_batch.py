@@ -207,11 +207,11 @@ def test_batch_detect_session_rerun_and_changed_inputs(tmp_path):
         )
         assert again.skipped == ["p1"] and not again.done
         tifffile.imwrite(videos / "p1.tif", _plate(3).video)
-        changed = run_batch(
+        changed = run_batch(  # through the scheduler's address, as --scheduler does
             [videos / "p1.tif"],
             out,
             BatchOptions(backend="classic", init="detect"),
-            scheduler=client,
+            scheduler=cluster.scheduler_address,
             progress=False,
         )
         assert changed.done == ["p1"]
