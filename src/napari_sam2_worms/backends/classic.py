@@ -122,6 +122,7 @@ class ClassicBackend:
         self.model: BackgroundModel | None = None
         self._weights: np.ndarray | None = None  # colour -> grey weights (None = luminance)
         self._typical: float | None = None  # typical animal area, for detect
+        self._untracked: tuple[np.ndarray, np.ndarray] | None = None
         self._prompts: dict[tuple[int, int], ObjectPrompts] = {}
         self._prompt_regions: dict[tuple[int, int], Region] = {}
         self._cache: dict[int, dict[int, tuple]] = {}  # obj -> frame -> packed Region
@@ -458,6 +459,7 @@ class ClassicBackend:
             )
         step = -1 if reverse else 1
         tracks = {o: self._initial_track(o, start, step) for o in self._objects()}
+        self._untracked = None  # (labels, lut) of the previous frame's untracked blobs
         for f in range(start, stop + step, step):
             result = self._step(f, tracks)
             yield result
@@ -472,6 +474,26 @@ class ClassicBackend:
         """
         base = self.max_jump if self.max_jump is not None else 1.5 * np.sqrt(track.ref_area)
         return float(base) * min((1.0 + track.lost) ** 1.5, 3.0)
+
+    def _gate_near(self, track: _Track) -> float:
+        """The gate for blobs that continue an untracked animal: ``base * (1 + lost / 4)``
+        up to 3 x (slow: an animal nobody tracked is more likely what it looks like)."""
+        base = self.max_jump if self.max_jump is not None else 1.5 * np.sqrt(track.ref_area)
+        return float(base) * (1.0 + 0.25 * min(track.lost, 8))
+
+    def _continuing(self, free: list[int], blobs: Blobs, labels: np.ndarray) -> np.ndarray:
+        """Per free blob: does it overlap a blob no object took on the previous frame?"""
+        out = np.zeros(len(free), bool)
+        if getattr(self, "_untracked", None) is None:
+            return out
+        prev_labels, prev_lut = self._untracked
+        if prev_labels.shape != labels.shape:
+            return out
+        for j, b in enumerate(free):
+            sl = blobs.slices[b - 1]
+            prev = prev_labels[sl][labels[sl] == b]
+            out[j] = bool(prev_lut[prev].any()) if prev.size else False
+        return out
 
     @staticmethod
     def _predicted_centre(track: _Track) -> tuple[float, float]:
@@ -578,6 +600,12 @@ class ClassicBackend:
             masks[o] = reg.to_mask(shape)
             scores[o] = float(score)
             self._cache.setdefault(o, {})[frame] = reg.pack()
+        # the blobs no object took: untracked animals (or debris) seen on this frame
+        lut = blobs.areas > 0
+        for reg, _ in out.values():
+            if reg is not None and not reg.empty:
+                lut[reg.values_in(blobs.labels)] = False
+        self._untracked = (blobs.labels, lut)
         return FrameResult(frame, masks, scores)
 
     @staticmethod
@@ -611,6 +639,7 @@ class ClassicBackend:
         big = 1e9
         cost = np.full((len(objs), len(free)), big)
         a = blobs.areas[free].astype(float)
+        continuing = self._continuing(free, blobs, labels)
         for i, o in enumerate(objs):
             t = tracks[o]
             cx, cy = self._predicted_centre(t)
@@ -618,6 +647,13 @@ class ClassicBackend:
             d = np.hypot(cents[:, 0] - cx, cents[:, 1] - cy)
             r = a / max(t.ref_area, 1.0)
             ok = (d <= gate) & (r >= 0.4) & (r <= 2.5)
+            if t.lost and continuing.any():
+                # a blob that continues an animal nobody tracked on the previous frame
+                # is another animal unless it is close to where this one was last seen:
+                # the slow-growing gate around the last centroid (no coasting)
+                lx, ly = t.region.centroid()
+                near = np.hypot(cents[:, 0] - lx, cents[:, 1] - ly) <= self._gate_near(t)
+                ok &= ~continuing | near
             # cost: distance to the motion prediction as a fraction of the gate, plus
             # the area change (|ln r| = 0.69 for half or double the area)
             cost[i, ok] = d[ok] / gate + 0.5 * np.abs(np.log(r[ok]))

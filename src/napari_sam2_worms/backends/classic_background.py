@@ -401,7 +401,11 @@ def _repair(model: BackgroundModel, frames: np.ndarray, size: int | None) -> Bac
         return model
     lab, _ = ndimage.label(baked, STRUCTURE)
     areas = np.bincount(lab.ravel())
-    big = areas >= 10
+    # animal-sized: at least 10 px, at most 5 % of the frame, and not touching the
+    # frame's edge (arena walls and vignetting are background, not paused animals)
+    big = (areas >= 10) & (areas <= 0.05 * lab.size)
+    edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    big[edge] = False
     big[0] = False
     baked = big[lab]
     if not baked.any():
