@@ -325,6 +325,8 @@ def _run_jobs(
                     res = {"status": "failed", "error": f"the worker died: {error_message(exc)}"}
                 _record(manifest, summary, job, res)
                 manifest.save()
+                futures.pop(fut, None)
+                fut.release()  # the worker may forget the result
                 bar.set_postfix(failed=len(summary.failed), refresh=False)
                 bar.update(1)
         except KeyboardInterrupt:
