@@ -264,3 +264,26 @@ def test_hiera_positional_embedding_made_once_with_sam2s_values(monkeypatch):
     assert len(calls) == 1  # the second image reuses the embedding
     for a, b, c in zip(ref, first, second):
         assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_bf16_runs_sam2s_own_paths_painted_masks_and_backward(predictor, plate):
+    """With bf16 weights every entry point of sam2 still runs (under the backend's
+    autocast): a painted mask, sam2's per-object propagation, backward, removal."""
+    from napari_sam2_worms.backends.base import ObjectPrompts
+    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+
+    sam2_cpu.configure_cpu(predictor, bf16=True, channels_last=True)
+    try:
+        backend = Sam2Backend(predictor=predictor, device="cpu", batch_objects=False)
+        backend.open(plate.video[:3])
+        painted = plate.labels[2] == 1
+        r = backend.set_prompts(2, 1, ObjectPrompts(mask=painted))
+        assert r.masks[1].shape == painted.shape and r.masks[1].any()
+        xy = plate.centerlines[2, 1, 24][None]
+        backend.set_prompts(2, 2, ObjectPrompts(points=xy, labels=np.array([1])))
+        frames = [res.frame for res in backend.propagate(2, 1, reverse=True)]
+        assert frames == [2, 1]
+        backend.remove_object(2)
+        backend.close()
+    finally:
+        sam2_cpu.configure_cpu(predictor, bf16=False, channels_last=False)
