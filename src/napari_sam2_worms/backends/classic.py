@@ -13,8 +13,10 @@ Method (see docs/classic.md):
    selected blob, takes the part nearer to it away); a mask prompt is the mask.
 4. **Tracking**: each object's previous mask, moved by its velocity, is overlapped
    with the new blobs; each object takes the blob it overlaps most. Objects with no
-   overlap are matched to free blobs by centroid distance with the Hungarian method
-   (:func:`scipy.optimize.linear_sum_assignment`). A blob claimed by several objects
+   overlap are linked to free blobs by one global assignment
+   (:func:`scipy.optimize.linear_sum_assignment`) on the distance to their motion
+   prediction over a gate that grows while they are lost, plus the area change
+   (gap closing; see :meth:`ClassicBackend._match_by_distance`). A blob claimed by several objects
    (touching or crossing worms) is split by :func:`.classic_split.split_blob`.
    An object with no plausible blob is *lost* on that frame: empty mask, score -inf.
 
