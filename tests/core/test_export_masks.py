@@ -152,3 +152,28 @@ def test_run_dir_reads_skeletons_csv_and_session_wins(tmp_path):
     np.testing.assert_allclose(back.points, tr.points, atol=1e-3)
     assert back.names == ["a", "worm2"]
     assert back.fps == 20.0 and back.pixel_size == 3.5
+
+
+def test_png_export_removes_what_a_killed_export_left(tmp_path):
+    """A mask-PNG export killed while writing leaves a hidden temporary folder; the next
+    export into the same place removes it (its process is gone), a live one's is kept."""
+    import os
+    import subprocess
+    import sys
+
+    from napari_sam2_worms.export.masks import write_mask_pngs
+    from napari_sam2_worms.utils import temp_prefix
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(dead.stdout)
+    stale = tmp_path / temp_prefix("pngs").replace(f"-{os.getpid()}-", f"-{pid}-")
+    (stale / "worm1").mkdir(parents=True)
+    live = tmp_path / (temp_prefix("pngs") + "x")
+    live.mkdir()
+    labels = np.zeros((2, 8, 8), np.uint8)
+    labels[:, 2:5, 2:5] = 1
+    out = write_mask_pngs(labels, tmp_path / "pngs")
+    assert sorted(p.name for p in (out / "worm1").iterdir()) == ["00000.png", "00001.png"]
+    assert not stale.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["pngs", live.name])

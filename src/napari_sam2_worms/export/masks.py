@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import OutputError, atomic_path
+from ..utils import OutputError, atomic_path, remove_stale_temps, temp_prefix
 
 __all__ = [
     "export_run_masks",
@@ -146,7 +146,8 @@ def write_mask_pngs(
     parent = folder.parent if str(folder.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = _make_dir_beside(parent, f".{folder.name}.")
+        remove_stale_temps(parent, folder.name)  # of exports killed while writing
+        tmp = _make_dir_beside(parent, temp_prefix(folder.name))
     except OSError as exc:
         raise OutputError(
             f"Cannot write {folder}: the folder {parent} is not writable ({exc.strerror}). "
