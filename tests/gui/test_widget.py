@@ -105,7 +105,10 @@ def test_classic_workflow(make_napari_viewer, plate, tmp_path):
     assert widget.propagate_panel.progress.value() == s.n_frames
     np.testing.assert_array_equal(labels.data, s.labels)
     ious = [_match(plate.labels[t], s.labels[t], o) for t in range(s.n_frames) for o in s.objects]
-    assert np.mean(ious) > 0.8
+    # 0.90 before the classic threshold became half the median body contrast (real
+    # plates: IoU 0.38 -> 0.73); on this small synthetic plate the masks take about one
+    # more pixel of the blurred edge (0.77; docs/classic.md)
+    assert np.mean(ious) > 0.7
     # autosaved after the propagation: reopening gives the same masks
     import tifffile
 
@@ -118,7 +121,9 @@ def test_classic_workflow(make_napari_viewer, plate, tmp_path):
     assert assert_heads_match(viewer.layers[HEADS], s.skeletons()) >= 0.9 * 3 * s.n_frames
     assert set(viewer.layers[SKELETONS].features["object"]) == {1, 2, 3}
 
-    # correction: paint object 2 on frame 5 as a small blob, use it, re-propagate
+    # correction: go to frame 5 (where the propagation left the view depends on the
+    # throttled follow), paint object 2 there as a small blob, use it, re-propagate
+    widget.goto(5)
     painted = labels.data[5].copy()
     painted[painted == 2] = 0
     ys, xs = np.nonzero(plate.labels[5] == plate.labels[5][s.labels[5] == 2].max())
@@ -140,7 +145,7 @@ def test_classic_workflow(make_napari_viewer, plate, tmp_path):
                 for t in range(e.start, e.stop + 1)}  # fmt: skip
     assert {o for _, o in touching} == {2, 3}
     truth = {(t, k + 1) for t, k in zip(*np.nonzero(plate.touching))}
-    assert len(touching & truth) >= 0.8 * len(truth)
+    assert len(touching & truth) >= 0.8 * len(truth), str((sorted(touching), sorted(truth)))
     # consecutive frames of one object and kind are one event
     runs = {(e.object_id, e.kind) for e in events}
     assert len(events) < len(touching) and len(runs) <= len(events)
@@ -151,6 +156,7 @@ def test_classic_workflow(make_napari_viewer, plate, tmp_path):
     row = widget.review_panel.list.currentRow()
     widget.review_panel.step(-1)
     assert widget.review_panel.list.currentRow() == (row - 1) % len(events)
+    widget.objects_panel.select(2)  # the review step selected its event's object
     widget.flip_head_tail(2, 4)
     assert s.flips[-1] == (2, 2, 4)
     assert_heads_match(viewer.layers[HEADS], s.skeletons())

@@ -219,7 +219,7 @@ class ClassicBackend:
         if core <= 0:
             return None
         model = self.background_model()
-        strong = model.contrast(self._grey(frame)) > core * model.body_threshold
+        strong = model.contrast(self._grey(frame)) > core * model.threshold
         return np.bincount(blobs.labels[strong], minlength=len(blobs.areas))
 
     def typical_area(self) -> float:

@@ -34,7 +34,6 @@ __all__ = [
     "contrast_norm",
     "estimate_background",
     "frame_gain",
-    "measure_threshold",
     "spatial_background",
     "to_grey",
 ]
@@ -191,9 +190,6 @@ class BackgroundModel:
     normalise_gain : each frame's brightness is scaled to the background's first
         (:func:`frame_gain`), so exposure or lamp flicker does not move the threshold.
     noise : robust noise sigma of the contrast, measured on the sampled frames.
-    body_threshold : half the animals' median body contrast (the threshold on
-        low-contrast plates; on clear plates the threshold is higher, at the half-contrast
-        edge): what "a core of n x the threshold" tests are relative to. 0: the threshold.
     """
 
     background: np.ndarray
@@ -203,7 +199,6 @@ class BackgroundModel:
     smooth: bool = False
     normalise_gain: bool = True
     noise: float = 0.0
-    body_threshold: float = 0.0
 
     @classmethod
     def build(
@@ -215,7 +210,6 @@ class BackgroundModel:
         smooth: bool = False,
         normalise_gain: bool = True,
         noise: float = 0.0,
-        body_threshold: float = 0.0,
     ) -> BackgroundModel:
         bg = np.asarray(background, np.float32)
         step = threshold * contrast_norm(bg)
@@ -226,8 +220,7 @@ class BackgroundModel:
             # foreground: frame > limit  (a limit >= 255 means never foreground)
             limit = np.clip(np.floor(bg + step), -1, 255).astype(np.int16)
         gain_ok = normalise_gain and float(np.median(bg)) >= 16  # not on dark field
-        body = float(body_threshold) or float(threshold)
-        return cls(bg, polarity, float(threshold), limit, smooth, gain_ok, float(noise), body)
+        return cls(bg, polarity, float(threshold), limit, smooth, gain_ok, float(noise))
 
     def __post_init__(self) -> None:
         self._ref = self.background[::GAIN_STEP, ::GAIN_STEP].astype(np.float32)
@@ -273,81 +266,47 @@ def auto_threshold(contrast: np.ndarray, norm_level: float, dark_field: bool = F
     median of each frame's robust (MAD) sigma. Candidate animal pixels are those above
     6 sigma in blobs of at least 10 pixels; the typical body contrast is the median
     contrast of those pixels (the body, not its darkest core: real worms are darker at
-    the cuticle than inside and fainter at head and tail). On a low-contrast plate
-    (that half within 8 sigma) the threshold is half of it, at least 4 sigma. On a clear
-    plate it is half the bodies' core contrast (each blob's 90th percentile, the median
-    over the blobs weighed by area): the half-contrast edge of a blurred body, which the
-    median body contrast puts a pixel out on thin worms. ``dark_field``: the background
-    is near black (e.g. a Tierpsy masked video): animals are anything 20 grey levels
-    above it, however uneven their own brightness.
+    the cuticle than inside and fainter at head and tail). The threshold is half of it,
+    at least 4 sigma. ``dark_field``: the background is near black (e.g. a Tierpsy masked
+    video): animals are anything 20 grey levels above it, however uneven their own
+    brightness.
     """
     return _measure_threshold(contrast, norm_level, dark_field)[0]
 
 
-def measure_threshold(
-    contrast: np.ndarray, norm_level: float, dark_field: bool = False
-) -> tuple[float, float, float]:
-    """(threshold, noise sigma, body threshold) of :func:`auto_threshold`; the body
-    threshold (half the median body contrast) is what core tests are relative to."""
-    return _measure_threshold(contrast, norm_level, dark_field)
-
-
-#: a plate whose threshold is within this many noise sigmas is "low contrast"
-LOW_CONTRAST_SIGMAS = 8.0
-
-
-def _measure_threshold(contrast, norm_level: float, dark_field: bool) -> tuple[float, float, float]:
-    """(threshold, noise sigma, body threshold); see :func:`auto_threshold`."""
+def _measure_threshold(contrast, norm_level: float, dark_field: bool) -> tuple[float, float]:
+    """(threshold, noise sigma); see :func:`auto_threshold`."""
     c = np.asarray(contrast, np.float32)
     frames = c if c.ndim == 3 else c[None]
     sigma = max(_robust_sigma(frames), 0.5 / norm_level)  # quantisation floor
     if dark_field:  # as before 2026-12: half the 90th percentile of strong pixels, capped
         strong = c[c > 6.0 * sigma]
         if strong.size >= 20:
-            half = max(min(0.5 * float(np.percentile(strong, 90)), 20.0 / norm_level), 4 * sigma)
-            return half, sigma, half
-        return 6.0 * sigma, sigma, 6.0 * sigma
-    body, cores = [], []
+            half = min(0.5 * float(np.percentile(strong, 90)), 20.0 / norm_level)
+            return max(half, 4.0 * sigma), sigma
+        return 6.0 * sigma, sigma
+    body = []
     for x in frames:
         strong = x > 6.0 * sigma
         if not strong.any():
             continue
         lab, _ = ndimage.label(strong, STRUCTURE)
         areas = np.bincount(lab.ravel())
-        big = np.flatnonzero(areas[1:] >= 10) + 1
-        if big.size == 0:
-            continue
-        body.append(x[np.isin(lab, big)])
-        core = ndimage.labeled_comprehension(x, lab, big, _core, np.float32, 0.0)
-        cores.append(np.repeat(core, areas[big]))  # weighed by area: animals, not specks
-    if sum(b.size for b in body) < 20:
-        return 6.0 * sigma, sigma, 6.0 * sigma
-    # half the animals' median body contrast: robust where the contrast is low (noise
-    # spreads a body's pixels; faint worms break up at a higher threshold)
-    half_body = max(0.5 * float(np.median(np.concatenate(body))), 4.0 * sigma)
-    if half_body < LOW_CONTRAST_SIGMAS * sigma:
-        return half_body, sigma, half_body
-    # clear contrast: half each body's core contrast (its 90th percentile; blurred edges
-    # and thin bodies leave most pixels below it), the half-contrast edge of a blurred
-    # body; the median body contrast would put the edge a pixel out on thin worms
-    half_core = max(0.5 * float(np.median(np.concatenate(cores))), half_body)
-    return half_core, sigma, half_body
+        big = areas >= 10
+        big[0] = False
+        body.append(x[big[lab]])
+    body = np.concatenate(body) if body else np.zeros(0, np.float32)
+    if body.size >= 20:
+        return max(0.5 * float(np.median(body)), 4.0 * sigma), sigma
+    return 6.0 * sigma, sigma
 
 
-def _core(values: np.ndarray) -> float:
-    """A blob's core contrast: the 90th percentile of its pixels."""
-    return float(np.percentile(values, 90))
-
-
-def _threshold(bg, probe, polarity: str, threshold: float | None) -> tuple[float, float, float]:
-    """(threshold, noise sigma, body threshold) measured on ``probe``."""
+def _threshold(bg, probe, polarity: str, threshold: float | None) -> tuple[float, float]:
     s = 1.0 if polarity == "bright" else -1.0
     norm = contrast_norm(bg)
     contrast = s * (probe.astype(np.float32) - bg) / norm
-    t, sigma, body = _measure_threshold(contrast, float(np.median(norm)), float(np.median(bg)) < 16)
-    if threshold is not None:
-        return float(threshold), sigma, float(threshold)
-    return t, sigma, body
+    t, sigma = _measure_threshold(contrast, float(np.median(norm)), float(np.median(bg)) < 16)
+    return (t if threshold is None else float(threshold)), sigma
 
 
 def estimate_background(
@@ -412,10 +371,10 @@ def _percentile(frames: np.ndarray, q: float) -> np.ndarray:
 
 
 def _model(bg, probe, polarity: str, threshold: float | None) -> BackgroundModel:
-    t, sigma, body = _threshold(bg, probe, polarity, threshold)
+    t, sigma = _threshold(bg, probe, polarity, threshold)
     # low contrast (threshold within 8 noise sigmas): a 3x3 mean cuts the noise 3x
-    smooth = float(np.median(bg)) >= 16 and t < LOW_CONTRAST_SIGMAS * sigma
-    return BackgroundModel.build(bg, polarity, t, smooth=smooth, noise=sigma, body_threshold=body)
+    smooth = float(np.median(bg)) >= 16 and t < 8.0 * sigma
+    return BackgroundModel.build(bg, polarity, t, smooth=smooth, noise=sigma)
 
 
 def _animal_width(model: BackgroundModel, frames: np.ndarray) -> float:
@@ -455,10 +414,4 @@ def _repair(model: BackgroundModel, frames: np.ndarray, size: int | None) -> Bac
     log.info("classic background: %d pixels of paused animals replaced", int(baked.sum()))
     bg = model.background.copy()
     bg[baked] = spatial[baked]
-    return BackgroundModel.build(
-        bg,
-        model.polarity,
-        model.threshold,
-        noise=model.noise,
-        body_threshold=model.body_threshold,
-    )
+    return BackgroundModel.build(bg, model.polarity, model.threshold, noise=model.noise)

@@ -11,8 +11,8 @@ from .classic_background import (
     STRUCTURE,
     BackgroundModel,
     auto_polarity,
+    auto_threshold,
     contrast_norm,
-    measure_threshold,
     spatial_background,
     to_grey,
 )
@@ -106,20 +106,16 @@ def detect_worms(
     else:
         bg = np.asarray(background)
         bg = (to_grey(bg) if bg.ndim == 3 else bg).astype(np.float32)
-    body = threshold
     if threshold is None:
         s = 1.0 if polarity == "bright" else -1.0
         norm = contrast_norm(bg)
-        contrast = s * (grey - bg) / norm
-        threshold, _, body = measure_threshold(contrast, float(np.median(norm)))
-    model = BackgroundModel.build(
-        bg, polarity, threshold, normalise_gain=False, body_threshold=body
-    )
+        threshold = auto_threshold(s * (grey - bg) / norm, float(np.median(norm)))
+    model = BackgroundModel.build(bg, polarity, threshold, normalise_gain=False)
     blobs = segment(model, grey, min_area)
     flt = BlobFilter(min_area, max_area, min_elongation, max_elongation, core)
     counts = None
     if core > 0:
-        strong = model.contrast(grey) > core * model.body_threshold
+        strong = model.contrast(grey) > core * model.threshold
         counts = np.bincount(blobs.labels[strong], minlength=len(blobs.areas))
     keep, _ = animal_blobs(blobs, counts, flt)
     return blob_points(blobs, None, max_objects, keep)

@@ -203,6 +203,12 @@ METHODS: tuple[Sam2Name, ...] = (
         users="sam2_prompt_cache (replaced)",
     ),
     Sam2Name(_PE, "get_dense_pe", "", exact=True, users="sam2_prompt_cache (replaced)"),
+    Sam2Name(
+        "sam2.modeling.backbones.hieradet.Hiera",
+        "_get_pos_embed",
+        "hw",
+        users="sam2_cpu (cached per input size)",
+    ),
     # tests/core/test_sam2_prompt_cache.py counts its calls
     Sam2Name(_PE, "_embed_points", "points labels pad", users="tests"),
     # benchmarks/sam2_profile.py times it
