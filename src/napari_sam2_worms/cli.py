@@ -53,7 +53,7 @@ class _Bar:
 
 def cmd_track(args: argparse.Namespace) -> int:
     from .engine.pipeline import Autosaver, TrackPlan, make_backend, track_run, write_run
-    from .engine.prompts import read_prompts_file
+    from .engine.prompts import apply_prompts, read_prompts_file
     from .engine.run_lock import hold
     from .engine.session import TrackingSession
     from .engine.track_job import SigintGuard, check_run_folder, resume_session
@@ -109,14 +109,7 @@ def cmd_track(args: argparse.Namespace) -> int:
                     "model": args.model,
                     "device": args.device,
                 }
-                for obj in store.objects():
-                    session.add_object(name=names.get(obj), object_id=obj)
-                for frame, obj in sorted(store.keys()):
-                    p = store.for_frame_object(frame, obj)
-                    if p.box is not None:
-                        session.set_box(frame, obj, p.box)
-                    if len(p.points):
-                        session.set_points(frame, obj, p.points, p.labels.astype(bool))
+                apply_prompts(session, store, names)
                 start, stop = _frames(args.frames)
                 plan = TrackPlan.new(session, start, stop, args.frames)
             session.skeleton_workers = max(0, args.workers)  # skeletons made while tracking

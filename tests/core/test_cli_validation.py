@@ -21,6 +21,7 @@ import pytest
 import tifffile
 
 import napari_sam2_worms
+from tmpfs import mount_tmpfs
 
 PKG_ROOT = str(Path(napari_sam2_worms.__file__).resolve().parents[1])
 
@@ -49,12 +50,7 @@ def one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
 def read_only_dir(tmp_path):
     """A folder nobody can write into, root included (a read-only tmpfs mount)."""
     folder = tmp_path / "ro"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
-        capture_output=True,
-        text=True,
-    )
+    mounted = mount_tmpfs(folder, "ro,size=64k")
     if mounted.returncode == 0:
         try:
             yield folder

@@ -24,6 +24,7 @@ import pytest
 import tifffile
 
 import napari_sam2_worms
+from tmpfs import tmpfs
 
 PKG_ROOT = str(Path(napari_sam2_worms.__file__).resolve().parents[1])
 RING_FOLDERS = sorted({"/dev/shm", tempfile.gettempdir()})
@@ -267,19 +268,8 @@ def test_sigterm_during_an_export_removes_its_temporary_file(tmp_path, long_run)
 @pytest.fixture
 def full_disk(tmp_path):
     """A 256 KiB tmpfs (mounted as root): a disk that fills at once."""
-    folder = tmp_path / "full"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"a small tmpfs cannot be mounted here ({mounted.stderr.strip()})")
-    try:
+    with tmpfs(tmp_path / "full", "size=256k") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], capture_output=True)
 
 
 @pytest.mark.parametrize("fmt", ["nc", "csv"])

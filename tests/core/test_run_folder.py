@@ -35,6 +35,7 @@ from napari_sam2_worms.engine.run_set import COMMIT_FILE
 from napari_sam2_worms.engine.session_io import SessionFileError, load_session, save_session
 from napari_sam2_worms.testing.oracle import OracleBackend
 from napari_sam2_worms.video import open_video
+from tmpfs import tmpfs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -423,19 +424,8 @@ def test_resume_refuses_other_prompts_or_video(tmp_path, plate, small_plate, cap
 @pytest.fixture
 def small_disk(tmp_path):
     """A 1 MiB tmpfs (mounted as root), to fill up."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"a small tmpfs cannot be mounted here ({mounted.stderr.strip()})")
-    try:
+    with tmpfs(tmp_path / "disk", "size=1m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], capture_output=True)
 
 
 def test_full_disk_while_tracking_over_a_run_keeps_the_old_run(tmp_path, plate, small_disk):

@@ -175,7 +175,7 @@ def _run(job: dict, out: Path, options: dict, timings: dict) -> dict[str, Any]:
 
 
 def _apply_prompts_file(session, job: dict) -> None:
-    from ..engine.prompts import PromptsFileError, read_prompts_file
+    from ..engine.prompts import PromptsFileError, apply_prompts, read_prompts_file
 
     if not job.get("prompts"):
         video = Path(job["video"])
@@ -186,14 +186,7 @@ def _apply_prompts_file(session, job: dict) -> None:
     store, names = read_prompts_file(
         job["prompts"], n_frames=session.n_frames, size=(session.width, session.height)
     )
-    for obj in store.objects():
-        session.add_object(name=names.get(obj), object_id=obj)
-    for frame, obj in sorted(store.keys()):
-        p = store.for_frame_object(frame, obj)
-        if p.box is not None:
-            session.set_box(frame, obj, p.box)
-        if len(p.points):
-            session.set_points(frame, obj, p.points, p.labels.astype(bool))
+    apply_prompts(session, store, names)
 
 
 def _detect_prompts(session, options: dict) -> None:

@@ -230,6 +230,19 @@ def read_prompts_file(
         raise PromptsFileError(f"{path}: {exc}") from None
 
 
+def apply_prompts(session, store: PromptStore, names: dict[int, str]) -> None:
+    """Add the objects of a read prompts file (:func:`read_prompts_file`) to ``session``,
+    with their names, and give it their boxes and clicks (``track`` and ``batch``)."""
+    for obj in store.objects():
+        session.add_object(name=names.get(obj), object_id=obj)
+    for frame, obj in sorted(store.keys()):
+        p = store.for_frame_object(frame, obj)
+        if p.box is not None:
+            session.set_box(frame, obj, p.box)
+        if len(p.points):
+            session.set_points(frame, obj, p.points, p.labels.astype(bool))
+
+
 def write_prompts_file(
     path: str | Path, store: PromptStore, names: dict[int, str] | None = None
 ) -> None:
