@@ -74,7 +74,7 @@ class SyntheticPlate:
         return np.arange(1, len(self.specs) + 1)
 
     def head_points(self, frame: int = 0) -> dict[int, tuple[float, float]]:
-        """A point inside each worm on ``frame`` (x, y), e.g. to make click prompts.
+        """Pick a point inside each worm on ``frame`` (x, y), e.g. to make click prompts.
 
         Taken a quarter of the body from the head, where the worm is widest.
         """

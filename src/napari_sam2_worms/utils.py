@@ -40,7 +40,7 @@ def temp_prefix(name: str) -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """True when a process ``pid`` runs on this machine (True when it cannot be told)."""
+    """Tell whether a process ``pid`` runs on this machine (True when it cannot be told)."""
     if pid <= 0:
         return False
     if os.name == "nt":  # os.kill(pid, 0) would terminate the process there
@@ -59,9 +59,11 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temps(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
-    """Remove the temporary files (or folders) of target ``name`` (any target: None) in
-    ``folder`` left by processes of this machine that are gone (killed while writing).
-    Returns what was removed; never raises."""
+    """Remove the temporary files (or folders) that dead writers left in ``folder``.
+
+    Those of target ``name`` (any target: None) left by processes of this machine that
+    are gone (killed while writing). Returns what was removed; never raises.
+    """
     import shutil
 
     folder = Path(folder)
@@ -90,9 +92,12 @@ def remove_stale_temps(folder: str | os.PathLike, name: str | None = None) -> li
 
 
 def is_disk_full(exc: BaseException | None, folder: str | os.PathLike) -> bool:
-    """True when ``exc`` (or its cause chain) is ENOSPC/EDQUOT, or when ``folder``'s disk
+    """Tell whether ``exc`` means a full disk.
+
+    True when ``exc`` (or its cause chain) is ENOSPC/EDQUOT, or when ``folder``'s disk
     has less than :data:`FULL_DISK_BYTES` free (libraries such as netCDF report a full
-    disk as a generic error)."""
+    disk as a generic error).
+    """
     seen = 0
     while exc is not None and seen < 8:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -109,7 +114,7 @@ def is_disk_full(exc: BaseException | None, folder: str | os.PathLike) -> bool:
 
 
 def disk_full_error(target: str | os.PathLike, folder: str | os.PathLike) -> OutputError:
-    """The one-line error for a write that failed on a full disk."""
+    """Make the one-line error for a write that failed on a full disk."""
     exc = OutputError(
         f"Could not write {target}: the disk holding {folder} is full (no space left). "
         "Free some space or choose another folder. Nothing was replaced."

@@ -47,7 +47,7 @@ def require_distributed() -> None:
 
 
 def visible_gpus() -> list[str]:
-    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` entries.
+    """List the GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` entries.
 
     ``CUDA_VISIBLE_DEVICES`` when set (an empty value or ``-1``: none), else the GPUs
     ``nvidia-smi -L`` lists, else none. CUDA is not initialised here.
@@ -167,8 +167,10 @@ def slurm_cluster(
     job_script_prologue: list[str] | tuple[str, ...] = (),
     **kwargs: Any,
 ):
-    """A dask-jobqueue ``SLURMCluster`` for batch tracking: one GPU and one
-    single-threaded worker per job; call ``.scale(jobs=N)`` to submit N jobs.
+    """Make a dask-jobqueue ``SLURMCluster`` for batch tracking.
+
+    Each job has one GPU and one single-threaded worker; call ``.scale(jobs=N)`` to
+    submit N jobs.
 
     Anything left None comes from dask-jobqueue's configuration
     (``~/.config/dask/jobqueue.yaml``, section ``jobqueue.slurm``), else from the

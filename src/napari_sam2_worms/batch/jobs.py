@@ -72,7 +72,7 @@ def _is_video_file(path: Path) -> bool:
 
 
 def _expand(path: Path, out: Path | None) -> list[Path]:
-    """The videos and session folders an input stands for."""
+    """Expand an input into the videos and session folders it stands for."""
     if not path.exists():
         raise BatchInputError(f"{path}: no such file or folder; check the path.")
     if _is_session(path) or path.is_file():
@@ -98,7 +98,7 @@ def _expand(path: Path, out: Path | None) -> list[Path]:
 
 
 def find_prompts(video: Path, prompts_dir: Path | None) -> Path | None:
-    """The prompts file of ``video`` (``--prompts-dir`` first, then beside it), or None."""
+    """Find the prompts file of ``video`` (``--prompts-dir`` first, then beside it), or None."""
     names = [video.stem + PROMPTS_SUFFIX, video.name + PROMPTS_SUFFIX]
     folders = ([prompts_dir] if prompts_dir is not None else []) + [video.parent]
     for folder in folders:
@@ -115,7 +115,7 @@ def discover(
     prompts_dir: str | os.PathLike | None = None,
     out: str | os.PathLike | None = None,
 ) -> list[VideoJob]:
-    """The jobs for the command line's inputs, in order, each video once.
+    """Make the jobs for the command line's inputs, in order, each video once.
 
     A video without a prompts file still makes a job (with ``prompts=None``): the
     worker records it as failed with a message that says where to put the file.

@@ -62,7 +62,7 @@ class Manifest:
             self.entries = dict(doc.get("videos", {}))
 
     def is_done(self, key: str, digest: str) -> bool:
-        """True when ``key`` was done with inputs ``digest`` and its run folder exists."""
+        """Tell whether ``key`` was done with inputs ``digest`` and its run folder exists."""
         e = self.entries.get(key)
         if not e or e.get("status") != "done" or e.get("inputs", {}).get("digest") != digest:
             return False

@@ -3,7 +3,7 @@
 :func:`process_video` never raises: a corrupt video, a bad prompts file, CUDA out of
 memory or any other error comes back as ``{"status": "failed", "error": "..."}`` so
 that the batch goes on with the other videos. The run folder is the one ``track``
-writes (through :func:`~napari_sam2_worms.engine.pipeline.make_backend`,
+writes (through :func:`~napari_sam2_worms.backends.factory.build_backend`,
 :class:`~napari_sam2_worms.engine.session.TrackingSession` and
 :func:`~napari_sam2_worms.engine.pipeline.write_run`), made in a hidden folder beside
 its final place and renamed onto it when complete, so ``<out>/<name>`` is always either
@@ -190,7 +190,7 @@ def _apply_prompts_file(session, job: dict) -> None:
 
 
 def _detect_prompts(session, options: dict) -> None:
-    """The classic detector's masks on the first frame become the objects' prompts.
+    """Make the classic detector's masks on the first frame the objects' prompts.
 
     Each animal-sized blob (``min_area`` .. ``max_area`` pixels, largest first, at most
     ``max_objects``) gets one object whose painted mask is the blob: SAM 2 gets it as a
@@ -243,26 +243,28 @@ def _skeleton_workers(options: dict) -> int:
 
 
 def _backend(options: dict):
-    """A new backend for one video; SAM 2 reuses this process's loaded model."""
-    from ..engine.pipeline import make_backend
+    """Make a new backend for one video; SAM 2 reuses this process's loaded model."""
+    from ..backends.factory import BackendSpec, build_backend
+    from ..backends.sam2.checkpoints import DEFAULT_MODEL
 
     name = options.get("backend", "classic")
     if name == "classic":
-        return make_backend("classic")
-    sam2_options = {
-        "compile": bool(options.get("compile", False)),
-        "cuda_graphs": bool(options.get("cuda_graphs", True)),
-    }
+        return build_backend(BackendSpec(name="classic"))
+    extra: dict[str, Any] = {}
     key = (str(options.get("model")), str(options.get("checkpoint")), str(options.get("device")))
     if options.get("reuse_model", True) and key in _PREDICTORS:
-        sam2_options["predictor"] = _PREDICTORS[key]
-    backend = make_backend(
-        name,
-        model=options.get("model", "sam2.1_hiera_tiny"),
-        checkpoint=options.get("checkpoint"),
-        device=options.get("device", "auto"),
-        download=False,  # the batch resolved the checkpoint before starting the workers
-        **sam2_options,
+        extra["predictor"] = _PREDICTORS[key]
+    backend = build_backend(
+        BackendSpec(
+            name=name,
+            model=options.get("model", DEFAULT_MODEL),
+            checkpoint=options.get("checkpoint"),
+            device=options.get("device", "auto"),
+            download=False,  # the batch resolved the checkpoint before starting the workers
+            compile=bool(options.get("compile", False)),
+            cuda_graphs=bool(options.get("cuda_graphs", True)),
+            options=extra,
+        )
     )
     if options.get("reuse_model", True) and getattr(backend, "name", "") == "sam2":
         if getattr(backend, "predictor", None) is None:
@@ -292,7 +294,7 @@ def _to_uint8(frame: np.ndarray) -> np.ndarray:
 
 
 def write_thumbnail(session, tracks, path: Path, width: int = THUMB_WIDTH) -> Path:
-    """The first frame with the masks and centerlines (heads marked) as a PNG."""
+    """Draw the first frame with the masks and centerlines (heads marked) as a PNG."""
     from PIL import Image
 
     from ..export.overlay import render_overlay_frame
@@ -313,7 +315,7 @@ def write_thumbnail(session, tracks, path: Path, width: int = THUMB_WIDTH) -> Pa
 
 
 def run_metrics(session, tracks, timings: dict[str, float]) -> dict[str, Any]:
-    """The report's figures of one run: frames, objects, good skeletons, flags, speed."""
+    """Sum up one run for the report: frames, objects, good skeletons, flags, speed."""
     good = np.asarray(tracks.good, bool)
     reasons = np.asarray(tracks.reason, object)[~good]
     flags = Counter(str(r) or "unknown" for r in reasons.ravel())

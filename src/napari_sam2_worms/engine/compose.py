@@ -22,7 +22,7 @@ def compose_frame(
     edited: set[int],
     only: set[int] | None = None,
 ) -> tuple[np.ndarray, list[int]]:
-    """The new label frame and the objects whose result was written.
+    """Compose a result into a label frame; return the new frame and the objects written.
 
     Parameters
     ----------
@@ -63,8 +63,10 @@ def compose_frame(
 def _compose_index(
     current: np.ndarray, masks: LabelMasks, objects: list[int], edited: set[int]
 ) -> tuple[np.ndarray, list[int]]:
-    """:func:`compose_frame` for a result given as one non-overlapping index image:
-    the same outcome in a few whole-frame operations whatever the number of objects."""
+    """Do :func:`compose_frame` for a result given as one non-overlapping index image.
+
+    The same outcome in a few whole-frame operations whatever the number of objects.
+    """
     incoming = [o for o in masks.ids if o in objects and o not in edited]
     locked = [o for o in objects if o in edited]
     kept = [o for o in objects if o not in incoming and o not in edited]

@@ -170,8 +170,11 @@ def swap_identities(
 
 
 def _resend(session: TrackingSession, a: int, b: int) -> None:
-    """The backend forgets ``a`` and ``b`` (prompts and tracking memory) and gets their
-    prompts again: a propagation then starts from the swapped identities."""
+    """Make the backend forget ``a`` and ``b`` and give it their prompts again.
+
+    The backend drops their prompts and tracking memory: a propagation then starts from
+    the swapped identities.
+    """
     if session._backend_dirty:
         return  # the backend gets every stored prompt before its next use anyway
     backend = session.backend

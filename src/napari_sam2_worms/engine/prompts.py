@@ -45,7 +45,7 @@ class PromptStore:
         return set(self.points) | set(self.boxes) | set(self.masks)
 
     def for_frame_object(self, frame: int, object_id: int) -> ObjectPrompts:
-        """The backend view of one object's prompts on one frame."""
+        """Convert one object's prompts on one frame to the backend's view."""
         key = (frame, object_id)
         pts = self.points.get(key, [])
         return ObjectPrompts(
@@ -175,10 +175,12 @@ def parse_prompts(
 
 
 def check_distinct_names(names: dict[int, str], objects: list[int] | None = None) -> None:
-    """Raise :class:`PromptsFileError` when two objects would have the same name
-    (ignoring case): two given names, or a given name and the default ``worm<id>`` of an
-    unnamed object among ``objects``. Exports (DeepLabCut, SLEAP, NWB...) need distinct
-    names."""
+    """Raise :class:`PromptsFileError` when two objects would have the same name.
+
+    Names compare ignoring case: two given names, or a given name and the default
+    ``worm<id>`` of an unnamed object among ``objects``. Exports (DeepLabCut, SLEAP,
+    NWB...) need distinct names.
+    """
     final = dict(names)
     for obj in objects or ():
         final.setdefault(int(obj), f"worm{obj}")
@@ -231,8 +233,11 @@ def read_prompts_file(
 
 
 def apply_prompts(session, store: PromptStore, names: dict[int, str]) -> None:
-    """Add the objects of a read prompts file (:func:`read_prompts_file`) to ``session``,
-    with their names, and give it their boxes and clicks (``track`` and ``batch``)."""
+    """Add the objects of a read prompts file to ``session`` with their boxes and clicks.
+
+    The objects come from :func:`read_prompts_file` with their names (used by ``track``
+    and ``batch``).
+    """
     for obj in store.objects():
         session.add_object(name=names.get(obj), object_id=obj)
     for frame, obj in sorted(store.keys()):

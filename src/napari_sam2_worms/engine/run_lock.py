@@ -43,8 +43,11 @@ class RunFolderError(OSError):
 
 
 class RunFolderExistsError(RunFolderError, FileExistsError):
-    """The folder holds a run already; pass ``overwrite=True`` (``--overwrite``) to replace
-    it, or ``resume=True`` (``--resume``) to continue it."""
+    """The folder holds a run already.
+
+    Pass ``overwrite=True`` (``--overwrite``) to replace it, or ``resume=True``
+    (``--resume``) to continue it.
+    """
 
 
 class RunFolderLockedError(RunFolderError):
@@ -123,7 +126,7 @@ class RunLock:
         return self._fd is not None
 
     def holder(self) -> dict[str, Any]:
-        """What the lock file says about its holder ({} when absent or unreadable)."""
+        """Read what the lock file says about its holder ({} when absent or unreadable)."""
         try:
             info = json.loads(self.path.read_text(encoding="utf-8") or "{}")
         except (OSError, ValueError):
@@ -215,9 +218,11 @@ def hold(
     timeout: float = 0.0,
     lasting: bool = False,
 ) -> Iterator[RunLock]:
-    """Hold the lock of ``folder`` for a block: re-entrant for the thread that holds it
-    already (e.g. a save inside ``track``), else :meth:`RunLock.acquire` with ``timeout``
-    (``lasting``: see :class:`RunLock`)."""
+    """Hold the lock of ``folder`` for a block.
+
+    Re-entrant for the thread that holds it already (e.g. a save inside ``track``), else
+    :meth:`RunLock.acquire` with ``timeout`` (``lasting``: see :class:`RunLock`).
+    """
     key = str(Path(folder).resolve())
     me = threading.get_ident()
     with _HELD_LOCK:

@@ -1,5 +1,6 @@
-"""Replace a set of files in a folder together: after a crash at any point the folder
-holds the old set or the new set, whole.
+"""Replace a set of files in a folder together.
+
+After a crash at any point the folder holds the old set or the new set, whole.
 
 A save writes every new file into a hidden staging folder beside them
 (``.napari-sam2-worms-stage-*``) and flushes it to disk; then it writes the commit
@@ -70,7 +71,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def pending(folder: str | os.PathLike) -> bool:
-    """True while a commit in ``folder`` is not finished (a save running, or a crash)."""
+    """Tell whether a commit in ``folder`` is unfinished (a save running, or a crash)."""
     return (Path(folder) / COMMIT_FILE).is_file()
 
 

@@ -49,7 +49,7 @@ PALETTE = (
 
 
 def object_color(object_id: int) -> str:
-    """The display colour of an object (same in every layer and export)."""
+    """Return the display colour of an object (same in every layer and export)."""
     return PALETTE[(object_id - 1) % len(PALETTE)]
 
 
@@ -126,8 +126,9 @@ class TrackingSession:
 
     @property
     def skeleton_workers(self) -> int:
-        """Worker processes that skeletonize frames while a forward run tracks them (0 =
-        off); :meth:`skeletons` then reuses their results (same tracks, sooner).
+        """Worker processes that skeletonize frames while a forward run tracks them (0 = off).
+
+        :meth:`skeletons` then reuses their results (same tracks, sooner).
 
         Setting it starts the processes at once, so they are up (they take about a
         second to start) by the time the user has clicked and propagates.
@@ -190,7 +191,7 @@ class TrackingSession:
             self.objects[object_id].name = self._free_name(name, object_id)
 
     def _name_owner(self, name: str, but: int | None = None) -> int | None:
-        """The object (other than ``but``) called ``name``, ignoring case, or None."""
+        """Find the object (other than ``but``) called ``name``, ignoring case, or None."""
         key = name.strip().casefold()
         for oid, obj in self.objects.items():
             if oid != but and obj.name.strip().casefold() == key:
@@ -211,9 +212,12 @@ class TrackingSession:
         return name
 
     def swap_identities(self, a: int, b: int, start: int, stop: int | None = None):
-        """Objects ``a`` and ``b`` exchange identities on frames ``start..stop`` (default:
-        to the end): masks, scores, prompts, flips; the swapped masks on ``start`` become
-        their prompts. See :func:`~napari_sam2_worms.engine.identity.swap_identities`."""
+        """Exchange the identities of objects ``a`` and ``b`` on frames ``start..stop``.
+
+        ``stop`` defaults to the end. Masks, scores, prompts and flips are exchanged; the
+        swapped masks on ``start`` become their prompts. See
+        :func:`~napari_sam2_worms.engine.identity.swap_identities`.
+        """
         from .identity import swap_identities
 
         return swap_identities(self, a, b, start, stop)
@@ -409,8 +413,10 @@ class TrackingSession:
 
     # -- writing results -----------------------------------------------------------------
     def _write(self, result: FrameResult, only: set[int] | None = None) -> None:
-        """Compose ``result`` into the label stack, honouring user edits and the overlap
-        rule (:func:`~napari_sam2_worms.engine.compose.compose_frame`)."""
+        """Compose ``result`` into the label stack, honouring user edits and the overlap rule.
+
+        See :func:`~napari_sam2_worms.engine.compose.compose_frame`.
+        """
         f = result.frame
         with self._lock:
             edited = {o for ff, o in self.prompts.keys() if ff == f}
@@ -503,8 +509,11 @@ class TrackingSession:
         direction: Literal["forward", "backward"] = "forward",
         stop: int | None = None,
     ) -> tuple[int, int]:
-        """The frames a correction on ``frame`` re-runs: from ``frame`` up to (not including)
-        the next user-prompted frame in ``direction``, or the video's end, or ``stop``."""
+        """Return the frames a correction on ``frame`` re-runs.
+
+        From ``frame`` up to (not including) the next user-prompted frame in ``direction``,
+        or the video's end, or ``stop``.
+        """
         frame = self._check_frame(frame)
         if direction == "forward":
             later = [f for f in self.user_frames() if f > frame]
@@ -554,9 +563,11 @@ class TrackingSession:
         return np.flatnonzero(~np.isnan(table).all(axis=1))
 
     def skeletons(self, n_points: int = 49, frames=None, progress=None, workers: int = 0):
-        """Skeleton tracks of all objects (see :mod:`napari_sam2_worms.skeleton`), with the
-        user's head/tail flips applied. ``workers`` > 1 spreads objects over processes
-        (same result)."""
+        """Compute the skeleton tracks of all objects, with the user's head/tail flips applied.
+
+        See :mod:`napari_sam2_worms.skeleton`. ``workers`` > 1 spreads objects over
+        processes (same result).
+        """
         from ..skeleton import flip_head_tail, skeletonize_labels
 
         cache = self.skeleton_feed.keep_results()

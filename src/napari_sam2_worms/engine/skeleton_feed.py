@@ -1,5 +1,6 @@
-"""The session's skeleton workers: a pool, the stream of the current propagation, and
-what earlier streams computed.
+"""The session's skeleton workers.
+
+A pool, the stream of the current propagation, and what earlier streams computed.
 
 A :class:`~napari_sam2_worms.engine.session.TrackingSession` owns one
 :class:`SkeletonFeed`. It starts the worker processes as soon as it is given a worker
@@ -45,8 +46,10 @@ class SkeletonFeed:
         self._ensure_pool()
 
     def _ensure_pool(self) -> Any:
-        """The worker pool (started, or restarted after a worker died), or None when
-        streaming is off."""
+        """Return the worker pool, or None when streaming is off.
+
+        The pool is started, or restarted after a worker died.
+        """
         if self._workers <= 0:
             return None
         if self.pool is not None and not self.pool.usable:
@@ -62,10 +65,12 @@ class SkeletonFeed:
     def start(
         self, labels: np.ndarray, object_ids: Iterable[int], runs: list[tuple[int, int, bool]]
     ) -> Any:
-        """A stream for a propagation made of ``runs`` where its results will be
-        reusable (:func:`~napari_sam2_worms.skeleton.stream.stream_for_run`), else None.
+        """Open a stream for a propagation made of ``runs`` where its results are reusable.
+
+        Else None (:func:`~napari_sam2_worms.skeleton.stream.stream_for_run`).
         The earlier stream's last frames are waited for (the workers are rarely more
-        than a few frames behind) and its results kept, not dropped."""
+        than a few frames behind) and its results kept, not dropped.
+        """
         from ..skeleton.stream import stream_for_run
 
         self.keep_results()
@@ -75,10 +80,12 @@ class SkeletonFeed:
         return self.stream
 
     def keep_results(self) -> dict:
-        """Merge the open stream's results (waiting up to a minute for its last frames)
-        into :attr:`cache`, close the stream; returns the cache. Safe from two threads
-        (a propagation starting while ``skeletons()`` runs): the stream is taken under
-        the lock, waited for outside it."""
+        """Merge the open stream's results into :attr:`cache`, close it; return the cache.
+
+        Waits up to a minute for the stream's last frames. Safe from two threads (a
+        propagation starting while ``skeletons()`` runs): the stream is taken under the
+        lock, waited for outside it.
+        """
         with self._lock:
             stream, self.stream = self.stream, None
         if stream is None:

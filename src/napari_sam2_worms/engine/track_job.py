@@ -1,5 +1,6 @@
-"""What the ``track`` command needs around tracking: the run-folder rule, resuming an
-interrupted run, and Ctrl-C.
+"""What the ``track`` command needs around tracking.
+
+The run-folder rule, resuming an interrupted run, and Ctrl-C.
 
 - :func:`check_run_folder`: a folder holding a run is refused unless the caller says
   ``overwrite`` (replace it) or ``resume`` (continue it).
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def has_run(folder: str | os.PathLike) -> bool:
-    """True when ``folder`` holds a saved session (or a save in progress)."""
+    """Tell whether ``folder`` holds a saved session (or a save in progress)."""
     folder = Path(folder)
     return (folder / "session.json").is_file() or pending(folder)
 
@@ -136,7 +137,7 @@ class SigintGuard:
 
     @contextlib.contextmanager
     def soft(self) -> Iterator[threading.Event]:
-        """A block where the first Ctrl-C only sets :attr:`cancel`."""
+        """Enter a block where the first Ctrl-C only sets :attr:`cancel`."""
         self._soft = True
         try:
             yield self.cancel
@@ -159,9 +160,11 @@ class SigintGuard:
         self._active = False
 
     def _patch_spawn(self) -> None:
-        """Worker processes (multiprocessing's spawn) start with SIGINT ignored: an
-        ignored signal is the one disposition a new interpreter inherits, and Python
-        then leaves it so (no KeyboardInterrupt, no traceback in the workers)."""
+        """Make worker processes (multiprocessing's spawn) start with SIGINT ignored.
+
+        An ignored signal is the one disposition a new interpreter inherits, and Python
+        then leaves it so (no KeyboardInterrupt, no traceback in the workers).
+        """
         try:
             from multiprocessing import popen_spawn_posix
         except ImportError:  # pragma: no cover - Windows

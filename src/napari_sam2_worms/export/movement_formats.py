@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def to_movement_dataset(table: ExportTable, *, from_frame_zero: bool = False):
-    """A ``movement`` poses dataset (xarray) of the table.
+    """Make a ``movement`` poses dataset (xarray) of the table.
 
     Parameters
     ----------
@@ -74,7 +74,7 @@ def to_movement_dataset(table: ExportTable, *, from_frame_zero: bool = False):
 
 
 def _prepare_target(tmp: Path) -> None:
-    """movement's savers refuse an existing file: free the reserved temporary name."""
+    """Movement's savers refuse an existing file: free the reserved temporary name."""
     tmp.unlink(missing_ok=True)
 
 
@@ -143,7 +143,7 @@ def _complete_sleap_file(path: Path, nodes: list[str], video_path: str | None) -
 
 
 def write_netcdf(table: ExportTable, tmp: Path) -> None:
-    """movement's netCDF dataset plus widths, flags, reasons and features.
+    """Movement's netCDF dataset plus widths, flags, reasons and features.
 
     ``time`` is in seconds (frame / fps) with the video frame number as the ``frame``
     coordinate; attrs record ``fps``, ``space_unit``, ``pixel_size_um`` (when known).

@@ -98,7 +98,7 @@ class NwbSubject:
     sex: str | None = None
 
     def resolved(self) -> NwbSubject:
-        """The subject with defaults filled in and spellings checked.
+        """Return the subject with defaults filled in and spellings checked.
 
         Raises
         ------
@@ -141,7 +141,7 @@ class NwbSubject:
 
 
 def _unit(table: ExportTable) -> tuple[str, float, str]:
-    """(unit, conversion, sentence) for NWB: data * conversion is in ``unit``."""
+    """Return (unit, conversion, sentence) for NWB: data * conversion is in ``unit``."""
     if table.units == "px":
         if table.pixel_size is None:
             return "pixels", 1.0, "Coordinates in pixels; pixel size unknown."
@@ -174,7 +174,7 @@ def write_nwb(
     video_path: str | None = None,
     nwb_folder: str | Path | None = None,
 ) -> None:
-    """An NWB file with one ndx-pose ``PoseEstimation`` per object.
+    """Write an NWB file with one ndx-pose ``PoseEstimation`` per object.
 
     With one object, the ``PoseEstimation`` is named ``PoseEstimation`` and the file's
     identifier is the object name, so ``movement.io.load_poses.from_nwb_file(path)``
@@ -284,7 +284,7 @@ def write_nwb(
 
 
 def _source_video(nwbfile, video_path: str | None, folder: str | Path, fps: float):
-    """An external-file ImageSeries of the video (path relative to the NWB file), or None."""
+    """Make an external-file ImageSeries of the video (path relative to the file), or None."""
     import pynwb
 
     if not video_path or not Path(video_path).is_file():

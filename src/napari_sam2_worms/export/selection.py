@@ -70,7 +70,7 @@ def subset_tracks(
     objects: Iterable[int] | None = None,
     frames: tuple[int, int] | None = None,
 ) -> SkeletonTracks:
-    """A copy of ``tracks`` restricted to some objects and an inclusive frame range.
+    """Copy ``tracks`` restricted to some objects and an inclusive frame range.
 
     Parameters
     ----------
@@ -202,7 +202,7 @@ _FEATURE_POWER: dict[str, int] = {
 
 
 def feature_unit(name: str, units: str) -> str:
-    """Unit string of feature ``name`` when lengths are in ``units`` (WCON syntax)."""
+    """Return the unit of feature ``name`` when lengths are in ``units`` (WCON syntax)."""
     power = _FEATURE_POWER.get(name, 0)
     base = {"px": "px", "um": "um", "mm": "mm"}[units]
     if name.endswith("_speed"):
@@ -217,7 +217,7 @@ def feature_unit(name: str, units: str) -> str:
 
 
 def scaled_features(table: ExportTable) -> dict[str, np.ndarray]:
-    """The tracks' features, (T, K) float64, converted to ``table.units``.
+    """Return the tracks' features, (T, K) float64, converted to ``table.units``.
 
     Features of frames whose coordinates are not exported (flagged frames when
     ``include_flagged`` is False) are kept: they describe the mask, not the skeleton.

@@ -48,7 +48,7 @@ def _nullable(values: np.ndarray, decimals: int) -> list:
 
 
 def wcon_document(table: ExportTable, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The WCON document (a JSON-ready dict) of an export table.
+    """Make the WCON document (a JSON-ready dict) of an export table.
 
     Parameters
     ----------
@@ -147,7 +147,7 @@ def write_wcon(
 
 
 def load_wcon_json(path: str | Path) -> dict[str, Any]:
-    """The JSON object of a ``.wcon``/``.json`` file or of the WCON file in a ``.zip``."""
+    """Read the JSON object of a ``.wcon``/``.json`` file or of the WCON file in a ``.zip``."""
     path = Path(path)
     try:
         if path.suffix.lower() == ".zip":
@@ -172,7 +172,7 @@ def _num(v: Any) -> float:
 
 
 def _per_time_points(v: Any, n_t: int) -> list[np.ndarray]:
-    """x or y of one record as one 1-D array per time."""
+    """X or y of one record as one 1-D array per time."""
     if not isinstance(v, list):
         return [np.array([_num(v)])] * n_t
     if any(isinstance(e, list) for e in v):
@@ -201,7 +201,7 @@ def _per_time_scalar(v: Any, n_t: int, default: float) -> np.ndarray:
 
 
 def _per_time_head(v: Any, n_t: int) -> list[bool]:
-    """True where the head is the last point ("R"; the spec examples also write "right")."""
+    """Tell where the head is the last point ("R"; the spec examples also write "right")."""
     vals = v if isinstance(v, list) else [v] * n_t
     return [str(h).lower() in ("r", "right") for h in vals]
 

@@ -15,7 +15,7 @@ LayerData = tuple[Any, dict, str]
 def synthetic_plate(
     n_frames: int = 60, height: int = 240, width: int = 320, n_worms: int = 4
 ) -> list[LayerData]:
-    """A synthetic plate as an image layer (an :class:`ArrayVideo`).
+    """Make a synthetic plate as an image layer (an :class:`ArrayVideo`).
 
     The ground-truth label stack is in ``metadata["ground_truth_labels"]``.
     """
@@ -37,7 +37,7 @@ def tierpsy_single_worm() -> list[LayerData]:
 
 
 def real_sample(key: str) -> list[LayerData]:
-    """The image layer of the sample recording ``key``, fetched into the cache if needed.
+    """Open the sample recording ``key`` as an image layer, fetched into the cache if needed.
 
     Raises
     ------

@@ -118,8 +118,11 @@ def _farthest(nbrs: list[list[int]], wts: list[list[float]], start: int):
 
 
 def _longest_path(skel: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Longest geodesic path of a skeleton image as (M, 2) (row, col) (two weighted BFS
-    passes: the tree diameter); and whether the skeleton has loops."""
+    """Find the longest geodesic path of a skeleton image as (M, 2) (row, col).
+
+    Two weighted BFS passes find the tree diameter; also returns whether the skeleton
+    has loops.
+    """
     rr, cc = np.nonzero(skel)
     m = len(rr)
     if m == 0:
@@ -160,8 +163,7 @@ def _smooth_path(p: np.ndarray, sigma: float) -> np.ndarray:
 def _extend(
     p: np.ndarray, soft: np.ndarray, step: float = 0.25, max_len: float = 1e9
 ) -> np.ndarray:
-    """Extend the head end of ``p`` (point 0) along its direction to the 0.5 level of
-    ``soft``."""
+    """Extend the head end of ``p`` (point 0) along its direction to the 0.5 level of ``soft``."""
     k = min(len(p) - 1, _DIRK)
     if k < 1:
         return p
@@ -192,7 +194,8 @@ def _prepare(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     """Crop-level cleaning: fill small holes, keep the largest component, smooth.
 
     ``mask`` must have an empty border. Returns the cleaned boolean mask, the smoothed
-    float mask (0..1) and whether a large hole (a loop of a coiled worm) remains."""
+    float mask (0..1) and whether a large hole (a loop of a coiled worm) remains.
+    """
     m = mask.astype(bool)
     lab, n = ndimage.label(m, structure=_EIGHT)
     if n > 1:
@@ -221,8 +224,10 @@ def _prepare(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
 
 
 def _arc_extension(p: np.ndarray, ext: float, n_ext: int = 8) -> np.ndarray:
-    """Points continuing ``p`` beyond ``p[0]`` for ``ext`` pixels with the end's own
-    curvature (worms' heads keep turning the way they turn), nearest first."""
+    """Continue ``p`` beyond ``p[0]`` for ``ext`` pixels with the end's own curvature.
+
+    Worms' heads keep turning the way they turn. Returns the points, nearest first.
+    """
     k = max(3, len(p) // 5)
     k = min(k, len(p) - 1)
     d = -np.diff(p[: k + 1], axis=0)  # pointing towards p[0]
@@ -244,7 +249,8 @@ def _fit_prev(prev: np.ndarray, soft: np.ndarray, dist: np.ndarray, n: int) -> n
     Worms move along their own body: the previous centerline, extended at both ends with
     its own end curvature, is slid along its arc; the shift that best explains the mask
     (mask pixels near the body minus body points outside the mask) wins.
-    A few small steps up the distance transform then follow the bending body."""
+    A few small steps up the distance transform then follow the bending body.
+    """
     p = resample(prev.astype(float), n)
     length = _arc(p)
     if length < 1e-6:
@@ -379,9 +385,10 @@ def skeletonize_mask(
 
 
 def naive_centerline(mask: np.ndarray, n_points: int = 49) -> np.ndarray | None:
-    """The naive reference method: skimage skeletonize, longest path, resampled.
+    """Skeletonize by the naive reference method: skimage skeletonize, longest path, resampled.
 
-    Returns (n_points, 2) (x, y) or None when the mask has no skeleton."""
+    Returns (n_points, 2) (x, y) or None when the mask has no skeleton.
+    """
     from skimage.morphology import skeletonize
 
     skel = skeletonize(np.asarray(mask) != 0)

@@ -57,8 +57,10 @@ def shape_features(points: np.ndarray, widths: np.ndarray) -> dict[str, np.ndarr
 
 
 def _speed(xy: np.ndarray, frames: np.ndarray, fps: float) -> np.ndarray:
-    """(T, 2) -> (T, 2) velocity in px/s by central differences over valid neighbours
-    at most 2 frames away; NaN where no neighbour."""
+    """Compute (T, 2) -> (T, 2) velocity in px/s by central differences.
+
+    Over valid neighbours at most 2 frames away; NaN where no neighbour.
+    """
     t_n = len(xy)
     v = np.full((t_n, 2), np.nan)
     if t_n < 2:
@@ -81,7 +83,8 @@ def compute_features(tracks: SkeletonTracks) -> None:
     """Fill ``tracks.features`` (every name of FEATURE_NAMES, (T, K) float32) in place.
 
     ``area`` and ``centroid_x/y`` already present and finite (set by the skeletonizer
-    from the masks) are kept; elsewhere they are derived from the centerline."""
+    from the masks) are kept; elsewhere they are derived from the centerline.
+    """
     t_n, k_n, n = tracks.points.shape[:3]
     feats = {k: np.asarray(v, np.float32) for k, v in (tracks.features or {}).items()}
     shp = shape_features(tracks.points, tracks.widths)

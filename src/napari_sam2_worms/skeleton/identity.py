@@ -1,4 +1,4 @@
-"""The "identity suspect" flag: two animals touched, then parted with swapped identities?
+"""The "identity suspect" flag: two animals touched, then parted with swapped identities.
 
 When two tracked animals touch (their masks are 8-adjacent, or one of them is lost
 while they meet) and then part again, a tracker may hand each identity to the other
@@ -77,7 +77,8 @@ class IdentityEvent:
 def _contacts(labels: np.ndarray, tracks: SkeletonTracks) -> dict[tuple[int, int], np.ndarray]:
     """Per pair of objects, a (T,) bool: their masks are 8-adjacent on that row.
 
-    Only rows where at least two objects carry the ``touching`` reason are searched."""
+    Only rows where at least two objects carry the ``touching`` reason are searched.
+    """
     ids = [int(o) for o in tracks.object_ids]
     col = {o: k for k, o in enumerate(ids)}
     t_n = tracks.n_frames
@@ -107,7 +108,8 @@ def _episodes(contact: np.ndarray, present: np.ndarray) -> list[tuple[int, int]]
     """(first, last) rows of each contact episode.
 
     An episode runs from a contact row while the two touch, or one of them is lost
-    (merged into the other), or they are apart for at most :data:`MAX_GAP` rows."""
+    (merged into the other), or they are apart for at most :data:`MAX_GAP` rows.
+    """
     out: list[tuple[int, int]] = []
     t_n = len(contact)
     t = 0
@@ -135,8 +137,10 @@ def _episodes(contact: np.ndarray, present: np.ndarray) -> list[tuple[int, int]]
 
 
 def _window(valid: np.ndarray, first: int, step: int) -> np.ndarray:
-    """Up to :data:`WINDOW` valid rows from ``first`` going ``step`` (+1 / -1), within
-    :data:`HORIZON` rows; nearest first."""
+    """Pick up to :data:`WINDOW` valid rows from ``first`` going ``step`` (+1 / -1).
+
+    Within :data:`HORIZON` rows; nearest first.
+    """
     rows = []
     t = first
     while 0 <= t < len(valid) and abs(t - first) < HORIZON and len(rows) < WINDOW:
@@ -184,9 +188,12 @@ def _motion_miss(before: dict, after: dict, length: float) -> float:
 
 
 def _cost(before: dict, after: dict) -> float:
-    """Mismatch of ``before`` continuing as ``after``: per shape feature, the change of
-    its median (log) in units of its own frame-to-frame spread (at least
-    :data:`SPREAD_FLOOR`, at most :data:`FEATURE_CAP` a feature), plus the motion term."""
+    """Score the mismatch of ``before`` continuing as ``after``.
+
+    Per shape feature, the change of its median (log) in units of its own frame-to-frame
+    spread (at least :data:`SPREAD_FLOOR`, at most :data:`FEATURE_CAP` a feature), plus
+    the motion term.
+    """
     shape = 0.0
     for name in _SHAPE:
         x, y = before[name + "_median"], after[name + "_median"]
@@ -257,9 +264,11 @@ def identity_suspects(tracks: SkeletonTracks, labels: np.ndarray) -> list[Identi
 
 
 def mark_identity_suspects(tracks: SkeletonTracks, labels: np.ndarray) -> list[IdentityEvent]:
-    """Flag suspect episodes in ``tracks`` (in place): the first frame after the contact,
-    both objects, gets the reason :data:`IDENTITY_SUSPECT` and is not ``good``.
-    Returns the suspect events."""
+    """Flag suspect episodes in ``tracks`` (in place) and return the suspect events.
+
+    The first frame after the contact, both objects, gets the reason
+    :data:`IDENTITY_SUSPECT` and is not ``good``.
+    """
     suspects = [e for e in identity_suspects(tracks, labels) if e.suspect]
     for e in suspects:
         rows = np.flatnonzero(tracks.frames == e.frame)

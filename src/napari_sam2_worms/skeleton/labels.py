@@ -44,8 +44,10 @@ FEW_OBJECTS = 3
 
 
 def object_boxes(frame: np.ndarray, ids) -> dict[int, tuple[slice, slice]]:
-    """The bounding slices of the objects ``ids`` present in ``frame``: the same as
-    :func:`_object_slices` restricted to them, found faster for a few objects."""
+    """Find the bounding slices of the objects ``ids`` present in ``frame``.
+
+    The same as :func:`_object_slices` restricted to them, found faster for a few objects.
+    """
     ids = sorted({int(o) for o in ids})
     if len(ids) > FEW_OBJECTS or frame.ndim != 2:
         wanted = set(ids)
@@ -63,7 +65,7 @@ def object_boxes(frame: np.ndarray, ids) -> dict[int, tuple[slice, slice]]:
 
 
 def _crop(frame: np.ndarray, sl: tuple[slice, slice]) -> tuple[np.ndarray, int, int, bool]:
-    """An object's bounding box plus a 1-pixel margin: (labels crop, row0, col0, border)."""
+    """Cut an object's bounding box plus a 1-pixel margin: (labels crop, row0, col0, border)."""
     h, w = frame.shape
     r0, r1 = max(sl[0].start - 1, 0), min(sl[0].stop + 1, h)
     c0, c1 = max(sl[1].start - 1, 0), min(sl[1].stop + 1, w)
@@ -103,8 +105,10 @@ def _one_crop(
 def skeleton_item(
     sub: np.ndarray, oid: int, r0: int, c0: int, border: bool, n_points: int, prev
 ) -> tuple:
-    """What the stack loop keeps of one object on one frame, from its label crop:
-    ``(reason, points or None, widths, area, cx, cy)``."""
+    """Skeletonize one object on one frame from its label crop, as the stack loop keeps it.
+
+    Returns ``(reason, points or None, widths, area, cx, cy)``.
+    """
     sk, touching = _one_crop(sub, oid, r0, c0, n_points, prev)
     reason = _reason(sk, touching, border)
     ok = bool(np.isfinite(sk.points).all())
@@ -114,7 +118,7 @@ def skeleton_item(
 
 
 def prev_key(prev) -> bytes | None:
-    """The previous centerline's part of an :func:`item_key` (hashed)."""
+    """Hash the previous centerline's part of an :func:`item_key`."""
     import hashlib
 
     if prev is None:
@@ -123,8 +127,10 @@ def prev_key(prev) -> bytes | None:
 
 
 def item_key(sub: np.ndarray, r0: int, c0: int, border: bool, prev, n_points: int) -> tuple:
-    """Everything :func:`skeleton_item` depends on, hashed: equal keys, equal items.
-    (The stack loop's fast path compares fields 6 and 7: previous centerline, points.)"""
+    """Hash everything :func:`skeleton_item` depends on: equal keys, equal items.
+
+    The stack loop's fast path compares fields 6 and 7: previous centerline, points.
+    """
     import hashlib
 
     crop = hashlib.blake2b(np.ascontiguousarray(sub).tobytes(), digest_size=16).digest()
@@ -156,7 +162,7 @@ def _signature_weights(n: int) -> np.ndarray:
 
 
 def frame_signature(frame: np.ndarray) -> tuple:
-    """A label frame's identity: shape, type and two 64-bit hashes of its bytes.
+    """Compute a label frame's identity: shape, type and two 64-bit hashes of its bytes.
 
     The bytes are read as 32-bit lanes, each widened to 64 bits; a hash is the sum,
     modulo 2**64, of the lanes times fixed random odd weights, one per position. Any
@@ -178,11 +184,13 @@ def frame_signature(frame: np.ndarray) -> tuple:
 
 
 class StreamedSkeletons(dict):
-    """``{(frame, object): (item_key, skeleton_item)}`` made while tracking, plus what
-    lets the stack loop check a whole frame at once: ``frames[t]`` is the
+    """``{(frame, object): (item_key, skeleton_item)}`` made while tracking.
+
+    It also holds what lets the stack loop check a whole frame at once: ``frames[t]`` is the
     :func:`frame_signature` of the label frame the items of ``t`` were made from and
     its objects' bounding slices, for the objects ``ids``. Where the stack's frame
-    has that signature, its objects need not be searched again."""
+    has that signature, its objects need not be searched again.
+    """
 
     def __init__(self, ids=()) -> None:
         super().__init__()
@@ -192,13 +200,12 @@ class StreamedSkeletons(dict):
         self.frame_ids: dict[int, frozenset[int]] = {}
 
     def ids_for(self, t: int) -> frozenset[int]:
-        """The objects whose boxes ``frames[t]`` holds (absent ones are absent there)."""
+        """Return the objects whose boxes ``frames[t]`` holds (absent ones are absent there)."""
         return self.frame_ids.get(t, self.ids)
 
 
 def merge_streamed(older: Mapping, newer: Mapping) -> StreamedSkeletons:
-    """One cache: ``older``'s entries on the frames ``newer`` has nothing about, and
-    all of ``newer``'s.
+    """Merge two caches: ``older``'s entries on frames ``newer`` lacks, and all of ``newer``'s.
 
     Item entries stay valid wherever their keys still match (the stack loop checks
     them), so results of an earlier propagation are kept for the frames a later one
@@ -244,8 +251,10 @@ def _signatures(labels: np.ndarray, frames: list[int]) -> dict[int, tuple]:
 
 
 class PrevChain:
-    """The previous centerline each object passes on to its next frame, as the stack
-    loop does it: the last finite centerline, if at most 2 frames back."""
+    """Return the previous centerline each object passes on to its next frame.
+
+    As the stack loop does it: the last finite centerline, if at most 2 frames back.
+    """
 
     def __init__(self) -> None:
         self.points: dict[int, np.ndarray] = {}
@@ -297,7 +306,8 @@ def skeletonize_frame(
     """Skeletons of the objects of one label frame (for a quick display).
 
     ``prev`` maps object id -> previous (n_points, 2) centerline (orients and helps coiled
-    shapes). ``reason``/``good`` of each result include the touching and border flags."""
+    shapes). ``reason``/``good`` of each result include the touching and border flags.
+    """
     frame = np.asarray(label_frame)
     if frame.ndim != 2:
         raise ValueError(f"skeletonize_frame needs a 2-D label frame, got shape {frame.shape}")
@@ -446,8 +456,10 @@ def skeletonize_labels(
 
 
 def _store(tracks: SkeletonTracks, columns: tuple, t: int, k: int, item) -> None:
-    """One (reason, points, widths, area, x, y) result into ``tracks`` and the
-    (area, centroid x, centroid y) feature columns."""
+    """Store one (reason, points, widths, area, x, y) result into ``tracks``.
+
+    Also fills the (area, centroid x, centroid y) feature columns.
+    """
     reason, pts, widths, a, x, y = item
     tracks.reason[t, k] = reason
     tracks.good[t, k] = reason == ""
@@ -470,7 +482,7 @@ def _parallel(
     cy: np.ndarray,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    """The serial loop's results, objects spread over ``workers`` processes.
+    """Compute the serial loop's results, objects spread over ``workers`` processes.
 
     This process finds each frame's objects and cuts their crops (small); workers
     (spawned: safe beside CUDA and Qt threads) skeletonize one object each at a time.

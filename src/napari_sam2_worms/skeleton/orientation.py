@@ -74,8 +74,10 @@ def consistent_orientation(points: np.ndarray, max_gap: int = 5) -> np.ndarray:
 
 
 def movement_score(points: np.ndarray, frames: np.ndarray | None = None) -> float:
-    """Sum of midbody velocity · (head part - midbody) over consecutive frames, in px²
-    per frame. Positive: the worm moves towards point 0."""
+    """Sum midbody velocity · (head part - midbody) over consecutive frames, in px² a frame.
+
+    Positive: the worm moves towards point 0.
+    """
     n = points.shape[1]
     mid = points[:, n // 2]
     head = points[:, : max(n // 5, 1)].mean(axis=1)
@@ -92,10 +94,11 @@ def movement_score(points: np.ndarray, frames: np.ndarray | None = None) -> floa
 
 
 def intensity_cue(points: np.ndarray, image: np.ndarray) -> float:
-    """Optional cue from the image: positive when point 0's end is darker/more textured.
+    """Score the image cue: positive when point 0's end is darker/more textured (optional).
 
     The C. elegans head (pharynx) is usually more contrasted than the tail: compare the
-    local standard deviation of the image along the first and last fifths of the body."""
+    local standard deviation of the image along the first and last fifths of the body.
+    """
     from scipy import ndimage
 
     n = len(points)
@@ -186,8 +189,10 @@ def _align(pts: np.ndarray, t: int, ref: np.ndarray) -> None:
 def orient_tracks(
     tracks: SkeletonTracks, images: np.ndarray | None = None, max_gap: int = 5
 ) -> None:
-    """Orient every object's centerlines in place: consecutive frames agree, the head
-    (point 0) is the end the worm moves towards, user flips are re-applied.
+    """Orient every object's centerlines in place.
+
+    Consecutive frames agree, the head (point 0) is the end the worm moves towards,
+    user flips are re-applied.
 
     Head choice uses runs of reliable frames (not coiled or touching); ambiguous frames
     and runs where the worm hardly moves follow their neighbours in time.
@@ -224,9 +229,11 @@ def _reverse_where(tracks: SkeletonTracks, where: np.ndarray) -> None:
 
 
 def flip_head_tail(tracks: SkeletonTracks, object_id: int, start: int, stop: int) -> None:
-    """Swap head and tail of ``object_id`` on frames ``start``..``stop`` (inclusive, in
-    video frame numbers, i.e. ``tracks.frames`` values), in place; toggles
-    ``tracks.flipped`` there and recomputes the features."""
+    """Swap head and tail of ``object_id`` on frames ``start``..``stop``, in place.
+
+    The range is inclusive, in video frame numbers (``tracks.frames`` values); toggles
+    ``tracks.flipped`` there and recomputes the features.
+    """
     if stop < start:
         raise ValueError(f"flip range is empty: start {start} > stop {stop}")
     k = tracks.index_of(object_id)

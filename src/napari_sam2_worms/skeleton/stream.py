@@ -68,9 +68,12 @@ def _unlink_quietly(path: str) -> None:
 
 
 def remove_stale_rings() -> list[str]:
-    """Delete ring files whose owning process is gone (killed before it could remove
-    them: ``kill -9``, a crash, a power cut of a container). Returns the removed paths;
-    never raises. Files of live processes, and names without an owner, are left."""
+    """Delete ring files whose owning process is gone; return the removed paths.
+
+    The owner was killed before it could remove them (``kill -9``, a crash, a power cut
+    of a container). Never raises. Files of live processes, and names without an owner,
+    are left.
+    """
     import os
 
     from ..utils import pid_alive
@@ -98,14 +101,16 @@ def remove_stale_rings() -> list[str]:
 
 
 def live_pools() -> set:
-    """The skeleton pools of this process that are not closed."""
+    """List the skeleton pools of this process that are not closed."""
     return set(_LIVE_POOLS)
 
 
 def release_all(keep: Iterable[Any] = ()) -> None:
-    """Stop the skeleton pools of this process (but those in ``keep``) and delete their
-    ring files, and rings of no pool (the command line calls this on every exit path
-    of a command; it also runs at interpreter exit)."""
+    """Stop the skeleton pools of this process (but those in ``keep``), delete their rings.
+
+    Rings of no pool are deleted too. The command line calls this on every exit path of
+    a command; it also runs at interpreter exit.
+    """
     keep = set(keep)
     for pool in list(_LIVE_POOLS):
         if pool in keep:
@@ -124,8 +129,9 @@ atexit.register(release_all)
 
 
 class FrameRing:
-    """A ring of ``size`` label frames in a shared temporary file (in ``/dev/shm``
-    where it has room), memory-mapped, with its pages allocated up front.
+    """A ring of ``size`` label frames in a shared, memory-mapped temporary file.
+
+    The file is in ``/dev/shm`` where it has room, with its pages allocated up front.
 
     Writing a frame into pages never touched costs a page fault per 4 KiB: 1.7 ms for
     a 640x480 uint16 frame on a virtual machine, most of a 1-worm frame's host time.
@@ -175,9 +181,12 @@ class FrameRing:
             raise
 
     def _populate(self) -> None:
-        """Allocate every page now. Where the system has no such call, write zeros;
-        where it has but the memory is not there (a full ``/dev/shm``), raise OSError:
-        writing would kill the process (SIGBUS), the caller tracks without workers."""
+        """Allocate every page now.
+
+        Where the system has no such call, write zeros; where it has but the memory is not
+        there (a full ``/dev/shm``), raise OSError: writing would kill the process (SIGBUS),
+        the caller tracks without workers.
+        """
         import errno
         import mmap
 
@@ -366,9 +375,12 @@ class SkeletonPool:
         return not (self.closed or self.broken) and all(p.is_alive() for p in self.procs)
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
-        """Wait until every worker has started and imported what it needs (True), or
-        ``timeout`` seconds (False). For callers that can wait, such as benchmarks;
-        a stream never needs it (its ring holds frames until the workers are up)."""
+        """Wait until every worker has started and imported what it needs.
+
+        Returns True then, or False after ``timeout`` seconds. For callers that can wait,
+        such as benchmarks; a stream never needs it (its ring holds frames until the
+        workers are up).
+        """
         import time
         from multiprocessing.connection import wait
 
@@ -390,10 +402,12 @@ class SkeletonPool:
     def ring(
         self, shape: tuple[int, ...], dtype: Any, ring_bytes: int = RING_BYTES, *, keep=False
     ) -> FrameRing:
-        """The ring for frames of this shape and type: the last one where it fits, else
-        a new one (allocated now). ``keep``: return the pool's ring whatever it holds,
-        if it has one (never replace a ring a stream may be writing). Raises OSError
-        where no file can be made."""
+        """Return the ring for frames of this shape and type.
+
+        The last one where it fits, else a new one (allocated now). ``keep``: return the
+        pool's ring whatever it holds, if it has one (never replace a ring a stream may be
+        writing). Raises OSError where no file can be made.
+        """
         size = ring_frames(int(np.prod(shape)) * np.dtype(dtype).itemsize, ring_bytes)
         with self._ring_lock:
             if self._ring is not None and (keep or self._ring.matches(shape, dtype, size)):
@@ -407,8 +421,10 @@ class SkeletonPool:
             return self._ring
 
     def prepare(self, shape: tuple[int, ...], dtype: Any, ring_bytes: int = RING_BYTES) -> None:
-        """Allocate the ring for frames like these in a background thread, so that the
-        first frames tracked do not pay for it (a stream asking meanwhile waits)."""
+        """Allocate the ring for frames like these in a background thread.
+
+        The first frames tracked then do not pay for it (a stream asking meanwhile waits).
+        """
         import threading
 
         def make() -> None:
@@ -422,7 +438,7 @@ class SkeletonPool:
     def stream(
         self, object_ids: Iterable[int], n_points: int = 49, ring_bytes: int | None = None
     ) -> SkeletonStream:
-        """A stream on these workers (a previous stream of the pool is closed first)."""
+        """Open a stream on these workers (a previous stream of the pool is closed first)."""
         return SkeletonStream(
             object_ids,
             n_points=n_points,
@@ -464,10 +480,12 @@ def stream_for_run(
     n_points: int = 49,
     pool: SkeletonPool | None = None,
 ) -> SkeletonStream | None:
-    """A stream for a propagation made of ``runs`` ((start, stop, reverse) each), or
+    """Open a stream for a propagation made of ``runs`` ((start, stop, reverse) each).
+
     None where its results could not be reused: not a single forward run, or objects
     labelled on the two frames before it (the stack loop would meet other previous
-    centerlines there, and so on down the run). On ``pool``'s workers when given."""
+    centerlines there, and so on down the run). On ``pool``'s workers when given.
+    """
     ids = sorted(int(o) for o in object_ids)
     if workers <= 0 or len(runs) != 1 or runs[0][2] or not ids:
         return None
@@ -594,9 +612,12 @@ class SkeletonStream:
         self._collect(block=False)
 
     def _collect(self, block: bool, timeout: float | None = None, until: int | None = None) -> bool:
-        """Move finished results into :attr:`results` until every frame below ``until``
-        (default: all fed) is answered; without ``block`` only what is ready. False when
-        the workers did not deliver (``timeout`` seconds passed, or a worker died)."""
+        """Move finished results into :attr:`results`.
+
+        Until every frame below ``until`` (default: all fed) is answered; without ``block``
+        only what is ready. False when the workers did not deliver (``timeout`` seconds
+        passed, or a worker died).
+        """
         import time
         from multiprocessing.connection import wait
 
@@ -631,10 +652,13 @@ class SkeletonStream:
         return True
 
     def _frame_info(self, seq: int, t: int, signature: tuple, boxes: dict) -> None:
-        """One worker's part of the frame fed as ``seq`` (frame ``t``): its signature
-        and its objects' boxes. Published to the cache once every worker has told its
+        """Record one worker's part of the frame fed as ``seq`` (frame ``t``).
+
+        The part is its signature and its objects' boxes. Published to the cache once every
+        worker has told its
         part of that feed (a frame missing one worker's objects would hide them from
-        the stack loop); a frame fed again is published again, from its last feed."""
+        the stack loop); a frame fed again is published again, from its last feed.
+        """
         part = self._partial.setdefault(seq, [signature, {}, 0])
         part[1].update({o: (slice(a, b), slice(c, d)) for o, (a, b, c, d) in boxes.items()})
         part[2] += 1
@@ -651,8 +675,10 @@ class SkeletonStream:
             return self.results
 
     def close(self) -> None:
-        """End the stream (results already collected stay in :attr:`results`); its own
-        workers stop, a pool's stay up for the next stream."""
+        """End the stream; results already collected stay in :attr:`results`.
+
+        Its own workers stop, a pool's stay up for the next stream.
+        """
         import contextlib
 
         with self._lock:

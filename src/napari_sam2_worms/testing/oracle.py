@@ -69,7 +69,7 @@ class OracleBackend:
         return np.isin(t, sorted(keep - drop)) if keep - drop else np.zeros(t.shape, bool)
 
     def _identity(self, object_id: int) -> int | None:
-        """The ground-truth id this object tracks (from its earliest prompt)."""
+        """Return the ground-truth id this object tracks (from its earliest prompt)."""
         for f, o in sorted(self.prompts):
             if o != object_id:
                 continue

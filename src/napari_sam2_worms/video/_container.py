@@ -132,7 +132,7 @@ class ContainerVideo(LazyVideo):
         self._truncated = truncated or self._shorter_than_header(len(self._pts), path)
 
     def _shorter_than_header(self, n: int, path: Path) -> bool:
-        """True (and a warning) when the header announces clearly more frames than found."""
+        """Tell (with a warning) whether the header announces clearly more frames than found."""
         stream = self._stream
         expected = int(stream.frames or 0)
         if not expected and stream.duration and stream.time_base and stream.average_rate:
@@ -289,8 +289,11 @@ class ContainerVideo(LazyVideo):
         )
 
     def _decode_forward(self, index: int, lowest: int) -> np.ndarray | str:
-        """Decode until frame ``index``; ``"past"`` when the decoder went past it, ``"end"``
-        when the stream ended before it."""
+        """Decode until frame ``index``.
+
+        Returns ``"past"`` when the decoder went past it, ``"end"`` when the stream ended
+        before it.
+        """
         counter = self._last if self._last is not None else -1
         for frame in self._frames():
             if self._counted:

@@ -35,13 +35,13 @@ SAMPLE_PIXELS = 4_000_000
 
 
 def needs_scaling(dtype: Any) -> bool:
-    """True for every frame type but ``uint8`` (and bool, which is not a picture)."""
+    """Tell whether frames of ``dtype`` need scaling: all but ``uint8`` (and bool)."""
     dt = np.dtype(dtype)
     return dt != np.uint8 and dt.kind in "uif"
 
 
 def intensity_range(frames: Any, n_frames: int | None = None) -> tuple[float, float]:
-    """The (low, high) intensities mapped to 0 and 255 for a video or a frame stack.
+    """Choose the (low, high) intensities mapped to 0 and 255 for a video or a frame stack.
 
     Parameters
     ----------
@@ -131,8 +131,10 @@ class ScaledVideo(LazyVideo):
 
 
 def as_uint8(video: Any) -> Any:
-    """``video`` itself when its frames are ``uint8`` (or not pictures), else a
-    :class:`ScaledVideo` of it (one range for the whole video)."""
+    """Return ``video`` itself when its frames are ``uint8`` (or not pictures), else scaled.
+
+    A :class:`ScaledVideo` of it (one range for the whole video).
+    """
     if isinstance(video, ScaledVideo) or not needs_scaling(getattr(video, "dtype", np.uint8)):
         return video
     return ScaledVideo(video)
