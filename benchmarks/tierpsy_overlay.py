@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from napari_sam2_worms.backends.base import ObjectPrompts
 from napari_sam2_worms.backends.classic import ClassicBackend
-from napari_sam2_worms.backends.classic_background import to_grey
+from napari_sam2_worms.backends.classic.background import to_grey
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT.parent / "shared" / "data" / "videos" / "tierpsy_single_worm.avi"

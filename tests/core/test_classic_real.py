@@ -16,8 +16,8 @@ from scipy import ndimage
 from conftest import need_shared
 from napari_sam2_worms.backends.base import BadPromptError, ObjectPrompts
 from napari_sam2_worms.backends.classic import BlobFilter, ClassicBackend
-from napari_sam2_worms.backends.classic_background import apply_gain, colour_weights
-from napari_sam2_worms.backends.classic_blobs import elongation
+from napari_sam2_worms.backends.classic.background import apply_gain, colour_weights
+from napari_sam2_worms.backends.classic.blobs import elongation
 
 
 def click(x: float, y: float) -> ObjectPrompts:

@@ -16,7 +16,7 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
 
-from .classic_split import Region
+from .region import Region
 
 __all__ = ["Body", "body_of"]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .classic_background import (
+from .background import (
     STRUCTURE,
     BackgroundModel,
     auto_polarity,

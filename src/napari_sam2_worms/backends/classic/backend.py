@@ -3,7 +3,7 @@
 Method (see docs/classic.md):
 
 1. **Background**: median of ``background_frames`` frames sampled over the video,
-   patched where animals paused (:mod:`.classic_background`). Foreground is the
+   patched where animals paused (:mod:`.background`). Foreground is the
    contrast relative to the local background brightness above a threshold
    (automatic by default), for dark or bright animals (``polarity``).
 2. **Blobs**: 8-connected components of the foreground; blobs smaller than
@@ -16,8 +16,8 @@ Method (see docs/classic.md):
    overlap are linked to free blobs by one global assignment
    (:func:`scipy.optimize.linear_sum_assignment`) on the distance to their motion
    prediction over a gate that grows while they are lost, plus the area change
-   (gap closing; see :meth:`ClassicBackend._match_by_distance`). A blob claimed by several objects
-   (touching or crossing worms) is split by :func:`.classic_split.split_blob`.
+   (gap closing; see :func:`.linking.match_by_distance`). A blob claimed by several objects
+   (touching or crossing worms) is split by :func:`.split.split_blob`.
    An object with no plausible blob is *lost* on that frame: empty mask, score -inf.
 
 Scores are bounded confidences: 1.0 prompted or a clean one-to-one match with a
@@ -31,26 +31,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
-from scipy.optimize import linear_sum_assignment
 
-from .base import BadPromptError, FrameResult, ObjectPrompts
-from .classic_background import BackgroundModel, colour_weights, estimate_background, to_grey
-from .classic_blobs import (
-    BlobFilter,
-    Blobs,
-    animal_blobs,
-    blob_points,
-    detect_worms,
-    segment,
-    typical_area,
-    union_slices,
-)
-from .classic_shape import Body, body_of
-from .classic_split import Region, clip_to, split_blob
+from ..base import FrameResult, ObjectPrompts
+from .background import BackgroundModel, colour_weights, estimate_background, to_grey
+from .blobs import BlobFilter, Blobs, animal_blobs, blob_points, detect_worms, segment, typical_area
+from .linking import Track, add_fragments, area_factor, match_by_distance
+from .prompts import resolve
+from .region import Region
+from .shape import body_of
+from .split import clip_to, split_blob
 
 log = logging.getLogger(__name__)
 
@@ -60,26 +51,6 @@ SCORE_MATCH = 1.0
 SCORE_SPLIT = 0.6
 SCORE_DISTANCE = 0.5
 LOST = float("-inf")
-
-
-@dataclass
-class _Track:
-    """Tracking memory of one object."""
-
-    region: Region
-    ref_area: float
-    velocity: tuple[float, float] = (0.0, 0.0)  # (dx, dy) per frame, in propagation order
-    lost: int = 0
-    template: Body | None = None  # last unmerged body, while merged with others
-    merged_for: int = 0  # frames since the merge began
-
-
-def _area_factor(area: float, ref: float) -> float:
-    if ref <= 0 or area <= 0:
-        return 0.0
-    r = area / ref
-    f = min(r, 1.0 / r)
-    return 1.0 if f >= 0.7 else f / 0.7
 
 
 class ClassicBackend:
@@ -156,7 +127,7 @@ class ClassicBackend:
 
         Colour video: the channel weights that make animals stand out most over the
         noise are measured first on up to 16 sampled frames
-        (:func:`.classic_background.colour_weights`), and every frame is reduced to grey
+        (:func:`.background.colour_weights`), and every frame is reduced to grey
         with them.
         """
         self._require_video()
@@ -224,7 +195,7 @@ class ClassicBackend:
 
     def typical_area(self) -> float:
         """The typical animal area (pixels): median over 8 sampled frames of each
-        frame's :func:`.classic_blobs.typical_area` (0 when nothing stands out)."""
+        frame's :func:`.blobs.typical_area` (0 when nothing stands out)."""
         self._require_video()
         if self._typical is None:
             vals = []
@@ -243,143 +214,17 @@ class ClassicBackend:
 
     # -- prompts ---------------------------------------------------------------------
     def _resolve(self, frame: int, object_id: int, p: ObjectPrompts) -> Region:
-        """The mask selected by an object's prompts on one frame (raises BadPromptError)."""
-        h, w = self.frame_shape
-        if p.mask is not None:
-            m = np.asarray(p.mask, bool)
-            if m.shape != (h, w):
-                raise BadPromptError(f"the mask prompt is {m.shape}, the frame is {(h, w)}")
-            if not m.any():
-                raise BadPromptError("the mask prompt is empty: paint some pixels or clear it")
-            return Region.from_mask(m)
-        blobs = self._blobs(frame, min_area=1)
-        lab = blobs.labels
-        claimed = np.zeros((h, w), np.int32)
+        """Select the mask of an object's prompts on one frame (raises BadPromptError)."""
+        claimed = np.zeros(self.frame_shape, np.int32)
         for (f, o), reg in self._prompt_regions.items():
             if f == frame and o != object_id and reg.crop.size:
                 y0, y1, x0, x1 = reg.bounds
                 claimed[y0:y1, x0:x1][reg.crop] = o
-        pos, neg = [], []
-        for (x, y), label in zip(np.asarray(p.points, float), np.asarray(p.labels)):
-            if not (0 <= x < w and 0 <= y < h):
-                raise BadPromptError(f"the point ({x:.1f}, {y:.1f}) is outside the {w}x{h} frame")
-            (pos if label == 1 else neg).append((x, y))
-        if not pos and p.box is None:
-            return self._subtract(frame, object_id, neg, lab)
-        selected: set[int] = set()
-        seeds: dict[int, list] = {}
-        for x, y in pos:
-            r, c = self._snap(lab, x, y)
-            if r is None:
-                raise BadPromptError(
-                    f"the point ({x:.1f}, {y:.1f}) on frame {frame} is on empty background: "
-                    "click inside an animal (or lower the classic backend's threshold)"
-                )
-            if claimed[r, c]:
-                raise BadPromptError(
-                    f"the point ({x:.1f}, {y:.1f}) on frame {frame} is on object "
-                    f"{claimed[r, c]}, which already claims that blob: click another animal, or "
-                    f"add a negative point on this animal to object {claimed[r, c]} first"
-                )
-            selected.add(int(lab[r, c]))
-            seeds.setdefault(int(lab[r, c]), []).append((c, r, 1))
-        if p.box is not None:
-            x0, y0, x1, y1 = (round(v) for v in p.box)
-            x0, x1 = sorted((max(x0, 0), min(x1, w)))
-            y0, y1 = sorted((max(y0, 0), min(y1, h)))
-            win = lab[y0:y1, x0:x1]
-            ids, counts = np.unique(
-                win[(win > 0) & (claimed[y0:y1, x0:x1] == 0)], return_counts=True
-            )
-            inside = [int(i) for i, n in zip(ids, counts) if n >= 0.5 * blobs.areas[i]]
-            if not inside and len(ids):
-                inside = [int(ids[np.argmax(counts)])]
-            if not inside:
-                raise BadPromptError(
-                    f"the box on frame {frame} holds no free animal: draw it around one"
-                )
-            selected.update(inside)
-        for x, y in neg:
-            r, c = round(y), round(x)
-            r, c = min(r, h - 1), min(c, w - 1)
-            b = int(lab[r, c])
-            if b in seeds:
-                seeds[b].append((c, r, 0))
-            elif b:
-                selected.discard(b)
-        if not selected:
-            raise BadPromptError(f"the prompts on frame {frame} select nothing")
-        sl = union_slices([blobs.slices[b - 1] for b in selected])
-        region = Region.from_labels(lab, sl, sorted(selected))
-        cut = [b for b, s in seeds.items() if any(k == 0 for *_, k in s)]
-        if cut:
-            region = self._cut(region, lab, {b: seeds[b] for b in cut})
-        # never take pixels another object's prompt holds on this frame
-        y0, y1, x0, x1 = region.bounds
-        region = Region(y0, x0, region.crop & (claimed[y0:y1, x0:x1] == 0)).tight()
-        if region.empty:
-            raise BadPromptError(f"the prompts on frame {frame} select nothing")
-        return region
-
-    def _subtract(self, frame: int, object_id: int, neg: list, lab: np.ndarray) -> Region:
-        """Negative points alone: take blobs (or the part near the point) off the tracked mask."""
         packed = self._cache.get(object_id, {}).get(frame)
-        base = Region.unpack(packed) if packed is not None else None
-        if base is None or base.empty:
-            raise BadPromptError(
-                f"object {object_id} has no mask on frame {frame} to remove anything from: "
-                "add a positive point inside the animal"
-            )
-        h, w = self.frame_shape
-        for x, y in neg:
-            r, c = min(round(y), h - 1), min(round(x), w - 1)
-            b = int(lab[r, c])
-            y0, y1, x0, x1 = base.bounds
-            if not (y0 <= r < y1 and x0 <= c < x1 and base.crop[r - y0, c - x0]):
-                continue  # not on this object: nothing to remove
-            in_b = base.crop & (lab[y0:y1, x0:x1] == b) if b else np.zeros_like(base.crop)
-            if in_b.any() and (base.crop & ~in_b).any():
-                base = Region(y0, x0, base.crop & ~in_b).tight()
-            else:  # one blob (e.g. touching animals): cut off the part nearer the point
-                depth = ndimage.distance_transform_edt(np.pad(base.crop, 1))[1:-1, 1:-1]
-                dr, dc = np.unravel_index(int(np.argmax(depth)), depth.shape)
-                seeds = [(x0 + dc, y0 + dr, 1), (c, r, 0)]
-                base = self._cut(base, np.where(base.to_mask(self.frame_shape), 1, 0), {1: seeds})
-        if base.empty:
-            raise BadPromptError(
-                f"the negative points on frame {frame} remove all of object {object_id}"
-            )
-        return base
-
-    def _snap(self, lab: np.ndarray, x: float, y: float):
-        r, c = round(y), round(x)
-        h, w = lab.shape
-        r, c = min(r, h - 1), min(c, w - 1)
-        if lab[r, c]:
-            return r, c
-        k = self.snap_radius
-        y0, y1, x0, x1 = max(r - k, 0), min(r + k + 1, h), max(c - k, 0), min(c + k + 1, w)
-        ys, xs = np.nonzero(lab[y0:y1, x0:x1])
-        if ys.size == 0:
-            return None, None
-        d = (ys + y0 - r) ** 2 + (xs + x0 - c) ** 2
-        i = int(np.argmin(d))
-        if d[i] > k * k:
-            return None, None
-        return int(ys[i] + y0), int(xs[i] + x0)
-
-    @staticmethod
-    def _cut(region: Region, lab: np.ndarray, seeds: dict[int, list]) -> Region:
-        """Inside blobs with positive and negative points, keep pixels nearer a positive."""
-        y0, y1, x0, x1 = region.bounds
-        crop = region.crop.copy()
-        yy, xx = np.mgrid[y0:y1, x0:x1]
-        win = lab[y0:y1, x0:x1]
-        for b, pts in seeds.items():
-            d = np.stack([(xx - c) ** 2 + (yy - r) ** 2 for c, r, _ in pts])
-            kind = np.array([k for *_, k in pts])
-            crop &= ~((win == b) & (kind[np.argmin(d, axis=0)] == 0))
-        return Region(y0, x0, crop).tight()
+        cached = Region.unpack(packed) if packed is not None else None
+        return resolve(
+            p, frame, object_id, self._blobs(frame, min_area=1), claimed, cached, self.snap_radius
+        )
 
     def set_prompts(self, frame: int, object_id: int, prompts: ObjectPrompts) -> FrameResult:
         """Replace ``object_id``'s prompts on ``frame``; returns that frame's prompted masks."""
@@ -430,7 +275,7 @@ class ClassicBackend:
     def _objects(self) -> list[int]:
         return sorted({o for _, o in self._prompt_regions})
 
-    def _initial_track(self, obj: int, start: int, step: int) -> _Track | None:
+    def _initial_track(self, obj: int, start: int, step: int) -> Track | None:
         """Tracking memory for ``obj`` just before ``start`` (see docs/classic.md)."""
         frames = sorted(f for f, o in self._prompt_regions if o == obj)
         anchor = min(frames, key=lambda f: (abs(f - start), (f - start) * step > 0))
@@ -447,8 +292,8 @@ class ClassicBackend:
                     if not b.empty:
                         (x1, y1), (x0, y0) = region.centroid(), b.centroid()
                         vel = (x1 - x0, y1 - y0)
-                return _Track(region, ref_area, vel)
-        return _Track(self._prompt_regions[(anchor, obj)], ref_area)
+                return Track(region, ref_area, vel)
+        return Track(self._prompt_regions[(anchor, obj)], ref_area)
 
     def propagate(self, start: int, stop: int, reverse: bool = False) -> Iterator[FrameResult]:
         """Track every prompted object from ``start`` to ``stop`` (inclusive), frame by frame."""
@@ -466,46 +311,7 @@ class ClassicBackend:
             result = self._step(f, tracks)
             yield result
 
-    def _gate(self, track: _Track) -> float:
-        """Distance gate for matching by distance: grows while the object is lost.
-
-        ``base * min((1 + lost) ** 1.5, 3)``: the gate reaches its widest (3 x) on the
-        second lost frame (gap closing); wider, a lost worm would take an unprompted
-        animal that happens to be nearby (lost frames are flagged, never filled with
-        another animal).
-        """
-        base = self.max_jump if self.max_jump is not None else 1.5 * np.sqrt(track.ref_area)
-        return float(base) * min((1.0 + track.lost) ** 1.5, 3.0)
-
-    def _gate_near(self, track: _Track) -> float:
-        """The gate for blobs that continue an untracked animal: ``base * (1 + lost / 4)``
-        up to 3 x (slow: an animal nobody tracked is more likely what it looks like)."""
-        base = self.max_jump if self.max_jump is not None else 1.5 * np.sqrt(track.ref_area)
-        return float(base) * (1.0 + 0.25 * min(track.lost, 8))
-
-    def _continuing(self, free: list[int], blobs: Blobs, labels: np.ndarray) -> np.ndarray:
-        """Per free blob: does it overlap a blob no object took on the previous frame?"""
-        out = np.zeros(len(free), bool)
-        if getattr(self, "_untracked", None) is None:
-            return out
-        prev_labels, prev_lut = self._untracked
-        if prev_labels.shape != labels.shape:
-            return out
-        for j, b in enumerate(free):
-            sl = blobs.slices[b - 1]
-            prev = prev_labels[sl][labels[sl] == b]
-            out[j] = bool(prev_lut[prev].any()) if prev.size else False
-        return out
-
-    @staticmethod
-    def _predicted_centre(track: _Track) -> tuple[float, float]:
-        """Last centroid moved on by the last velocity for each frame since it was seen
-        (at most 5 frames of coasting: after that the worm may have turned)."""
-        cx, cy = track.region.centroid()
-        k = min(track.lost, 5) + 1
-        return cx + k * track.velocity[0], cy + k * track.velocity[1]
-
-    def _step(self, frame: int, tracks: dict[int, _Track]) -> FrameResult:
+    def _step(self, frame: int, tracks: dict[int, Track]) -> FrameResult:
         shape = self.frame_shape
         out: dict[int, tuple[Region, float]] = {}
         merged: set[int] = set()
@@ -547,7 +353,12 @@ class ClassicBackend:
         unmatched = [o for o in others if o not in primary]
         taken = set(claims)
         if unmatched:
-            taken |= self._match_by_distance(unmatched, tracks, blobs, labels, taken, out)
+            found = match_by_distance(
+                unmatched, tracks, blobs, labels, taken, self.max_jump, self._untracked
+            )
+            for o, reg in found.items():
+                out[o] = (reg, SCORE_DISTANCE)
+                taken.update(int(b) for b in np.unique(reg.values_in(labels)))
         for b, objs in claims.items():
             sl = blobs.slices[b - 1]
             blob = Region.from_labels(labels, sl, [b])
@@ -561,7 +372,7 @@ class ClassicBackend:
                     # an untracked animal or debris merged in: keep what is near the body
                     blob = clip_to(blob, preds[o], 3.0 + np.hypot(*t.velocity), shape)
                     score = SCORE_SPLIT
-                out[o] = (self._add_fragments(blob, overlaps[o], blobs, labels, taken, b), score)
+                out[o] = (add_fragments(blob, overlaps[o], blobs, labels, taken, b), score)
             else:
                 parts = split_blob(
                     blob, [preds[o] for o in objs], shape, [templates.get(o) for o in objs]
@@ -583,7 +394,7 @@ class ClassicBackend:
                 t.ref_area = float(reg.area)
                 score = SCORE_MATCH
             else:
-                score = base * _area_factor(reg.area, t.ref_area)
+                score = base * area_factor(reg.area, t.ref_area)
             if o in merged:
                 # keep the pre-merge velocity; remember the pre-merge body
                 if t.template is None:
@@ -609,61 +420,3 @@ class ClassicBackend:
                 lut[reg.values_in(blobs.labels)] = False
         self._untracked = (blobs.labels, lut)
         return FrameResult(frame, masks, scores)
-
-    @staticmethod
-    def _add_fragments(blob, overlap, blobs, labels, taken: set, main: int) -> Region:
-        """Add small pieces of the same animal (broken by thresholding) to its blob."""
-        extra = [
-            int(b)
-            for b in np.flatnonzero(overlap)
-            if b != main and b not in taken and overlap[b] >= 0.5 * blobs.areas[b]
-        ]
-        if not extra:
-            return blob
-        taken.update(extra)  # nobody else may take them this frame
-        sl = union_slices([blobs.slices[b - 1] for b in [main, *extra]])
-        return Region.from_labels(labels, sl, [main, *extra])
-
-    def _match_by_distance(self, objs, tracks, blobs, labels, taken: set, out) -> set:
-        """Match objects that overlap nothing to free blobs (Hungarian on distance)."""
-        free = [int(b) for b in np.flatnonzero(blobs.areas) if b > 0 and int(b) not in taken]
-        used: set[int] = set()
-        if not free:
-            return used
-        cents = []
-        for b in free:
-            sl = blobs.slices[b - 1]
-            ys, xs = np.nonzero(labels[sl] == b)
-            cents.append(
-                (xs.mean() + sl[1].start, ys.mean() + sl[0].start) if ys.size else (np.inf, np.inf)
-            )
-        cents = np.array(cents, float)
-        big = 1e9
-        cost = np.full((len(objs), len(free)), big)
-        a = blobs.areas[free].astype(float)
-        continuing = self._continuing(free, blobs, labels)
-        for i, o in enumerate(objs):
-            t = tracks[o]
-            cx, cy = self._predicted_centre(t)
-            gate = self._gate(t)
-            d = np.hypot(cents[:, 0] - cx, cents[:, 1] - cy)
-            r = a / max(t.ref_area, 1.0)
-            ok = (d <= gate) & (r >= 0.4) & (r <= 2.5)
-            if t.lost and continuing.any():
-                # a blob that continues an animal nobody tracked on the previous frame
-                # is another animal unless it is close to where this one was last seen:
-                # the slow-growing gate around the last centroid (no coasting)
-                lx, ly = t.region.centroid()
-                near = np.hypot(cents[:, 0] - lx, cents[:, 1] - ly) <= self._gate_near(t)
-                ok &= ~continuing | near
-            # cost: distance to the motion prediction as a fraction of the gate, plus
-            # the area change (|ln r| = 0.69 for half or double the area)
-            cost[i, ok] = d[ok] / gate + 0.5 * np.abs(np.log(r[ok]))
-        rows, cols = linear_sum_assignment(cost)
-        for i, j in zip(rows, cols):
-            if cost[i, j] >= big:
-                continue
-            b = free[j]
-            used.add(b)
-            out[objs[i]] = (Region.from_labels(labels, blobs.slices[b - 1], [b]), SCORE_DISTANCE)
-        return used
