@@ -35,14 +35,14 @@ def main(argv=None) -> None:
 
     import torch
 
-    from napari_sam2_worms.backends import sam2_backend
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2 import adapter
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
     from napari_sam2_worms.engine.session import TrackingSession
     from napari_sam2_worms.synthetic import make_plate
 
     if args.graph_max_objects is not None:
-        sam2_backend.GRAPH_MAX_OBJECTS = args.graph_max_objects
+        adapter.GRAPH_MAX_OBJECTS = args.graph_max_objects
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     width, height = (int(v) for v in args.size.split("x"))

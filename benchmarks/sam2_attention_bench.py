@@ -45,9 +45,9 @@ def main(argv=None) -> None:
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from napari_sam2_worms.backends.sam2_attention import install_fast_memory_attention
-    from napari_sam2_worms.backends.sam2_compile import attention_kernels
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.accel.compile import attention_kernels
+    from napari_sam2_worms.backends.sam2.accel.memory_attention import install_fast_memory_attention
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     dev = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True

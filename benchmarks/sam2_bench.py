@@ -140,7 +140,7 @@ def clicks(plate, n_obj: int) -> list[np.ndarray]:
 def new_predictor(args, device):
     import torch
 
-    from napari_sam2_worms.checkpoints import build_model, load_predictor
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model, load_predictor
 
     torch.manual_seed(0)  # every configuration gets the same random weights
     if args.checkpoint:
@@ -150,7 +150,7 @@ def new_predictor(args, device):
 
 def make_backend(predictor, config: str, device):
     """Our backend in one of the configurations (eager, graphs, compile)."""
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
 
     return Sam2Backend(
         predictor=predictor,
@@ -259,7 +259,7 @@ def run_raw(predictor, clip, folder: Path, pts, device, iou_frames: int = 60) ->
     """JPEG folder + init_state + clicks + propagate_in_video, with our input tensors."""
     import torch
 
-    from napari_sam2_worms.backends.sam2_frames import LazySam2Frames
+    from napari_sam2_worms.backends.sam2.frames import LazySam2Frames
 
     _peak_reset(device)
     with torch.inference_mode(), _autocast(device):
@@ -426,14 +426,14 @@ def main(argv=None) -> None:
 
     import torch
 
-    from napari_sam2_worms.checkpoints import resolve_device
+    from napari_sam2_worms.backends.sam2.checkpoints import resolve_device
     from napari_sam2_worms.synthetic import make_plate
 
     device = resolve_device(args.device)
     if args.graph_max_objects is not None:
-        from napari_sam2_worms.backends import sam2_backend
+        from napari_sam2_worms.backends.sam2 import adapter
 
-        sam2_backend.GRAPH_MAX_OBJECTS = args.graph_max_objects
+        adapter.GRAPH_MAX_OBJECTS = args.graph_max_objects
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

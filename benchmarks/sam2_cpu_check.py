@@ -18,8 +18,8 @@ def main() -> None:
     import torch
 
     from napari_sam2_worms.backends.base import ObjectPrompts
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
     from napari_sam2_worms.synthetic import make_plate
 
     torch.set_num_threads(2)

@@ -1,4 +1,4 @@
-"""SAM 2 on the CPU: each speed-up of :mod:`napari_sam2_worms.backends.sam2_cpu` off vs on.
+"""SAM 2 on the CPU: each speed-up of :mod:`napari_sam2_worms.backends.sam2.accel.cpu` off vs on.
 
 SAM 2.1 tiny with random weights (speed does not depend on the weights; masks from
 random weights say nothing about quality), a synthetic 640x480 plate, 2 worms, through
@@ -48,8 +48,8 @@ def _cpu() -> float:
 
 def run_once(predictor, clip, pts, config: str) -> dict:
     """Clicks and propagation through a TrackingSession in ``config``."""
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
-    from napari_sam2_worms.backends.sam2_cpu import configure_cpu
+    from napari_sam2_worms.backends.sam2.accel.cpu import configure_cpu
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
     from napari_sam2_worms.engine.session import TrackingSession
 
     kw = CONFIGS["on" if config == "compile" else config]
@@ -111,8 +111,8 @@ def main(argv=None) -> None:
 
     import torch
 
-    from napari_sam2_worms.backends.sam2_cpu import check_bf16, native_bf16
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.accel.cpu import check_bf16, native_bf16
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
     from napari_sam2_worms.synthetic import make_plate
 
     if args.threads:

@@ -33,17 +33,17 @@ def main(argv=None) -> None:
 
     import torch
 
-    from napari_sam2_worms.backends import sam2_backend, sam2_batched, sam2_results
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2 import adapter, batched, results
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
     from napari_sam2_worms.engine.session import TrackingSession
     from napari_sam2_worms.synthetic import make_plate
 
     if args.graph_max_objects is not None:
-        sam2_backend.GRAPH_MAX_OBJECTS = args.graph_max_objects
+        adapter.GRAPH_MAX_OBJECTS = args.graph_max_objects
     timers: dict[str, float] = collections.defaultdict(float)
 
-    finish = sam2_results.PendingResult.finish
+    finish = results.PendingResult.finish
 
     def timed_finish(self):
         t = time.perf_counter()
@@ -52,8 +52,8 @@ def main(argv=None) -> None:
         timers["wait"] += time.perf_counter() - t
         return finish(self)
 
-    sam2_results.PendingResult.finish = timed_finish
-    propagate = sam2_batched.propagate_batched
+    results.PendingResult.finish = timed_finish
+    propagate = batched.propagate_batched
 
     def timed_propagate(*a, **k):
         inner = propagate(*a, **k)
@@ -66,8 +66,8 @@ def main(argv=None) -> None:
             timers["launch"] += time.perf_counter() - t
             yield item
 
-    sam2_batched.propagate_batched = timed_propagate
-    launch = sam2_backend.Sam2Backend._launch
+    batched.propagate_batched = timed_propagate
+    launch = adapter.Sam2Backend._launch
 
     def timed_launch(self, *a):
         t = time.perf_counter()
@@ -75,7 +75,7 @@ def main(argv=None) -> None:
         timers["result"] += time.perf_counter() - t
         return out
 
-    sam2_backend.Sam2Backend._launch = timed_launch
+    adapter.Sam2Backend._launch = timed_launch
 
     torch.manual_seed(0)
     n_obj = args.objects
@@ -94,7 +94,7 @@ def main(argv=None) -> None:
 
     print(
         f"{torch.cuda.get_device_name()}, {n_obj} objects, {args.frames} frames, "
-        f"graphs up to {sam2_backend.GRAPH_MAX_OBJECTS} objects, compile {not args.no_compile}"
+        f"graphs up to {adapter.GRAPH_MAX_OBJECTS} objects, compile {not args.no_compile}"
     )
     for label in ("warm-up", "run 1", "run 2"):
         s = new_session()

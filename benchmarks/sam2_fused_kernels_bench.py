@@ -24,8 +24,8 @@ from sam2_attention_bench import _time  # this folder is on the path when run as
 def keys(p, batches: list[int]) -> None:
     import torch
 
-    from napari_sam2_worms.backends import sam2_attention as sa
-    from napari_sam2_worms.backends import sam2_triton as st
+    from napari_sam2_worms.backends.sam2.accel import memory_attention as sa
+    from napari_sam2_worms.backends.sam2.accel import triton_kernels as st
 
     sa.install_fast_memory_attention(p)
     ca = p.memory_attention.layers[1].cross_attn_image
@@ -63,7 +63,7 @@ def mask_stages(p, batches: list[int]) -> None:
     import torch
     import torch.nn.functional as F
 
-    from napari_sam2_worms.backends import sam2_triton as st
+    from napari_sam2_worms.backends.sam2.accel import triton_kernels as st
 
     enc = p.memory_encoder.mask_downsampler.encoder
     print(
@@ -107,7 +107,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     import torch
 
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     batches = [int(v) for v in args.objects.split(",")]
     torch.manual_seed(0)

@@ -5,10 +5,10 @@
    and key width 256, value width 64, bf16): cuDNN in one pass, FlashAttention with the
    values padded to 256 (it has no kernel for narrower values), and the keys split into
    2-16 chunks attended in one cuDNN call and merged by log-sum-exp
-   (``backends/sam2_attention.py: split_attention``). Error: relative max difference
+   (``backends/sam2/accel/memory_attention.py: split_attention``). Error: relative max difference
    from float32.
 2. The memory encoder's 7x7 depthwise convolution on (objects, 256, 64, 64): default
-   (NCHW) and channels-last input (``backends/sam2_convs.py``), with and without
+   (NCHW) and channels-last input (``backends/sam2/accel/convs.py``), with and without
    ``cudnn.benchmark``; then sam2's whole memory encoder both ways.
 
 GPU (docs/performance.md)::
@@ -38,7 +38,7 @@ def _attention_row(b: int) -> str:
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from napari_sam2_worms.backends.sam2_attention import key_splits, split_attention
+    from napari_sam2_worms.backends.sam2.accel.memory_attention import key_splits, split_attention
 
     lk = 7 * 4096 + 64
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -67,8 +67,8 @@ def depthwise(batches: list[int], model: str) -> None:
     import torch
     import torch.nn.functional as F
 
-    from napari_sam2_worms.backends.sam2_convs import channels_last_depthwise
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.accel.convs import channels_last_depthwise
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     print(
         "\n| objects | depthwise 7x7 NCHW ms | channels-last | NCHW, cudnn.benchmark | channels-last, cudnn.benchmark |"

@@ -89,9 +89,9 @@ def main(argv=None) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from napari_sam2_worms.backends.base import ObjectPrompts
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
-    from napari_sam2_worms.backends.sam2_results import PendingResult
-    from napari_sam2_worms.checkpoints import build_model, resolve_device
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model, resolve_device
+    from napari_sam2_worms.backends.sam2.results import PendingResult
     from napari_sam2_worms.synthetic import make_plate
 
     device = resolve_device(args.device)

@@ -30,8 +30,8 @@ def main(argv=None) -> None:
     import numpy as np
     import torch
 
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
     from napari_sam2_worms.engine.session import TrackingSession
     from napari_sam2_worms.synthetic import make_plate
 

@@ -60,8 +60,8 @@ def sam2_random(tmp_path_factory):
     """SAM 2 tiny with random weights, built from sam2's own config, saved as a checkpoint
     and loaded once through the real local-file path (resolve_checkpoint) at
     image_size=256. Masks from it say nothing about quality: tests assert semantics only."""
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
-    from napari_sam2_worms.checkpoints import resolve_checkpoint
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
+    from napari_sam2_worms.backends.sam2.checkpoints import resolve_checkpoint
     from napari_sam2_worms.testing.random_sam2 import make_random_checkpoint
 
     folder = tmp_path_factory.getbasetemp() / "sam2_random"

@@ -184,7 +184,7 @@ def validate_args(args: argparse.Namespace) -> None:
         if value is not None:
             check_output(value, _output_kind(args, name, kind), _flag(name))
     if args.command == "download" and not getattr(args, "list", False):
-        from .checkpoints import cache_dir
+        from .backends.sam2.checkpoints import cache_dir
 
         check_output(cache_dir(), "dir", "the checkpoint cache")
 

@@ -260,7 +260,7 @@ def _objects(text: str | None) -> list[int] | None:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .checkpoints import MODELS, download_checkpoint
+    from .backends.sam2.checkpoints import MODELS, download_checkpoint
 
     if args.list:
         for name, info in MODELS.items():
@@ -291,7 +291,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _input_size(text: str) -> int | str:
     """argparse type of ``--input-size``: auto, 1024, 768 or 512."""
-    from .backends.sam2_input_size import check_input_size
+    from .backends.sam2.input_size import check_input_size
 
     try:
         return check_input_size(text)

@@ -2,7 +2,7 @@
 
 Each :class:`Sample` names a public file at an address pinned to one commit, with the
 SHA-256 of that file. :func:`fetch_sample` downloads it with :mod:`pooch` into
-``<cache>/samples`` (the cache of :func:`napari_sam2_worms.checkpoints.cache_dir`,
+``<cache>/samples`` (the cache of :func:`napari_sam2_worms.backends.sam2.checkpoints.cache_dir`,
 ``$NAPARI_SAM2_WORMS_CACHE`` overrides), checks the hash, and afterwards serves the
 cached copy without any network. See ``docs/sample_data.md``.
 """
@@ -94,14 +94,14 @@ def sample_info(key: str) -> Sample:
 
 def sample_cache() -> Path:
     """Folder holding the downloaded samples: ``<cache>/samples``."""
-    from .checkpoints import cache_dir
+    from .backends.sam2.checkpoints import cache_dir
 
     return cache_dir() / "samples"
 
 
 def sample_path(key: str) -> Path | None:
     """The cached copy of sample ``key`` when its SHA-256 is the pinned one, else None."""
-    from .checkpoints import file_sha256
+    from .backends.sam2.checkpoints import file_sha256
 
     info = sample_info(key)
     path = sample_cache() / info.filename
@@ -206,7 +206,7 @@ def fetch_sample(
 
 
 def _cache_env() -> str:
-    from .checkpoints import CACHE_ENV
+    from .backends.sam2.checkpoints import CACHE_ENV
 
     return CACHE_ENV
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from napari_sam2_worms import checkpoints as ck
+from napari_sam2_worms.backends.sam2 import checkpoints as ck
 from napari_sam2_worms.testing.random_sam2 import make_random_checkpoint
 
 

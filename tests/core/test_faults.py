@@ -329,7 +329,7 @@ def http_server():
 
 _DOWNLOAD = """
 import sys
-from napari_sam2_worms import checkpoints as ck
+from napari_sam2_worms.backends.sam2 import checkpoints as ck
 url, sha, deadline = sys.argv[1], sys.argv[2], sys.argv[3]
 ck.register_model(ck.ModelInfo("slow", ck.MODELS["sam2.1_hiera_tiny"].config, "slow.pt",
                                url + "/slow.pt", sha, "tiny", "sam2.1"))

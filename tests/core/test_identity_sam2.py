@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
 from napari_sam2_worms.engine.session import TrackingSession
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sam2_worms.backends.sam2_attention import (
+from napari_sam2_worms.backends.sam2.accel.memory_attention import (
     install_fast_memory_attention,
     rotate,
 )
@@ -157,8 +157,8 @@ def test_backend_tracks_the_same_with_and_without(sam2_random, small_plate):
     """Through the backend (random weights, 256 px): the fast forward changes no mask
     beyond float rounding, and the switch turns it off."""
     from napari_sam2_worms.backends.base import ObjectPrompts
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     video = small_plate.video[:4]
     masks = {}
@@ -188,8 +188,8 @@ def test_backend_tracks_the_same_with_and_without(sam2_random, small_plate):
 def test_backend_default_installs_only_on_cuda():
     """PyTorch's CPU attention has no fast kernel for 64-wide values (3x slower,
     measured): by default the CPU keeps sam2's forward."""
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     predictor = build_model("sam2.1_hiera_tiny", "cpu", image_size=256)
     be = Sam2Backend(device="cpu", predictor=predictor)
@@ -200,7 +200,7 @@ def test_backend_default_installs_only_on_cuda():
 
 def test_split_keys_only_where_few_objects_and_only_on_cuda(monkeypatch):
     """The split-key kernel is for CUDA with few objects; the CPU attends in one pass."""
-    import napari_sam2_worms.backends.sam2_attention as sa
+    import napari_sam2_worms.backends.sam2.accel.memory_attention as sa
 
     assert [sa.key_splits(b) for b in (1, 2, 10, 11, 50)] == [4, 2, 2, 1, 1]
 

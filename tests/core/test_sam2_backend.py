@@ -19,8 +19,8 @@ from napari_sam2_worms.backends.base import (
     FrameResult,
     ObjectPrompts,
 )
-from napari_sam2_worms.backends.sam2_backend import Sam2Backend
-from napari_sam2_worms.backends.sam2_frames import IMG_MEAN, IMG_STD, LazySam2Frames
+from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
+from napari_sam2_worms.backends.sam2.frames import IMG_MEAN, IMG_STD, LazySam2Frames
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_sam2_worms.backends.base import ObjectPrompts
-from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
 
 pytestmark = pytest.mark.slow
 
@@ -123,7 +123,7 @@ def test_memory_assembly_matches_sam2_and_builds_positions_once(predictor, plate
     the same frames computes none."""
     import torch
 
-    from napari_sam2_worms.backends import sam2_memory
+    from napari_sam2_worms.backends.sam2.accel import memory
 
     be = Sam2Backend(device="cpu", predictor=predictor, batch_objects=True)
     be.open(plate.video)
@@ -149,10 +149,10 @@ def test_memory_assembly_matches_sam2_and_builds_positions_once(predictor, plate
             strides.append(pos.stride(1))
         return attention(*args, **kwargs)
 
-    positions = sam2_memory._positions
+    positions = memory._positions
     monkeypatch.setattr(predictor, "_prepare_memory_conditioned_features", both)
     monkeypatch.setattr(predictor.memory_attention, "forward", recording)
-    monkeypatch.setattr(sam2_memory, "_positions", lambda *a: built.append(1) or positions(*a))
+    monkeypatch.setattr(memory, "_positions", lambda *a: built.append(1) or positions(*a))
     try:
         for k in range(3):
             be.set_prompts(0, k + 1, click(plate, 0, k))
@@ -179,7 +179,7 @@ def test_memory_assembly_leaves_no_reference_cycle():
     import torch
     from sam2.modeling.sam2_base import SAM2Base
 
-    from napari_sam2_worms.backends.sam2_memory import install_fast_memory_assembly
+    from napari_sam2_worms.backends.sam2.accel.memory import install_fast_memory_assembly
 
     predictor = SAM2Base.__new__(SAM2Base)
     torch.nn.Module.__init__(predictor)

@@ -1,4 +1,4 @@
-"""The sam2 names we rely on (backends/sam2_compat.py): all there, missing ones named."""
+"""The sam2 names we rely on (backends/sam2/compat.py): all there, missing ones named."""
 
 from __future__ import annotations
 
@@ -9,23 +9,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_sam2_worms.backends import sam2_compat
 from napari_sam2_worms.backends.base import BackendError
-from napari_sam2_worms.backends.sam2_compat import (
+from napari_sam2_worms.backends.sam2 import compat
+from napari_sam2_worms.backends.sam2.checkpoints import load_predictor
+from napari_sam2_worms.backends.sam2.compat import (
     INFERENCE_STATE_KEYS,
     TESTED_VERSIONS,
     Sam2CompatError,
     check_sam2_compat,
     incompatibilities,
 )
-from napari_sam2_worms.checkpoints import load_predictor
 
 REPO = Path(__file__).resolve().parents[2]
+SAM2_PACKAGE = REPO / "src/napari_sam2_worms/backends/sam2"
+COMPAT = SAM2_PACKAGE / "compat.py"
 
 
 def test_the_installed_sam2_is_a_tested_one_with_every_name(sam2_random):
     """A failure here means: the environment's sam2 is new; test it, then list it."""
-    assert sam2_compat.installed_version() in TESTED_VERSIONS
+    assert compat.installed_version() in TESTED_VERSIONS
     assert incompatibilities(sam2_random.predictor) == []
     assert check_sam2_compat(sam2_random.predictor) in TESTED_VERSIONS
 
@@ -40,7 +42,7 @@ def test_loading_a_checkpoint_names_a_missing_private_method(sam2_random, monkey
     assert isinstance(info.value, BackendError)  # shown as a one-line message to users
     assert "\n" not in msg
     assert "SAM2VideoPredictor._get_orig_video_res_output (missing)" in msg
-    assert "1.1.0" in msg and sam2_compat.TESTED_COMMIT in msg
+    assert "1.1.0" in msg and compat.TESTED_COMMIT in msg
     assert msg.count("(missing)") == 1  # nothing else is blamed
 
 
@@ -110,7 +112,7 @@ def test_a_changed_normalisation_is_named(monkeypatch):
 
 
 def test_the_backend_builds_sam2s_inference_state_keys(sam2_random):
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
 
     backend = Sam2Backend(device="cpu", predictor=sam2_random.predictor, image_size=256)
     backend.open(np.zeros((2, 32, 48), np.uint8))
@@ -118,9 +120,9 @@ def test_the_backend_builds_sam2s_inference_state_keys(sam2_random):
 
 
 def test_another_version_with_every_name_warns_once_and_works(monkeypatch, caplog):
-    monkeypatch.setattr(sam2_compat, "installed_version", lambda: "1.1.7")
-    monkeypatch.setattr(sam2_compat, "_warned", set())
-    with caplog.at_level(logging.WARNING, logger=sam2_compat.__name__):
+    monkeypatch.setattr(compat, "installed_version", lambda: "1.1.7")
+    monkeypatch.setattr(compat, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger=compat.__name__):
         assert check_sam2_compat() == "1.1.7"
         assert check_sam2_compat() == "1.1.7"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -144,9 +146,9 @@ def _names(pattern: re.Pattern, files) -> set[str]:
 
 
 def _our_files() -> list[Path]:
-    skip = {"sam2_compat.py", "test_sam2_compat.py"}  # the list itself and this test
+    skip = {COMPAT, REPO / "tests/core/test_sam2_compat.py"}  # the list itself and this test
     files = [p for d in ("src", "tests", "benchmarks") for p in (REPO / d).rglob("*.py")]
-    return [p for p in files if p.name not in skip]
+    return [p for p in files if p not in skip]
 
 
 def test_every_private_sam2_name_our_code_uses_is_listed():
@@ -157,12 +159,12 @@ def test_every_private_sam2_name_our_code_uses_is_listed():
     files = _our_files()
     reached = {n for n in _names(_REACHED, files) if not n.startswith("_nsw_")}
     ours = _names(_DEFINED, files)
-    listed = {e.name for e in (*sam2_compat.CLASSES, *sam2_compat.METHODS)}
-    listed |= {n for names in sam2_compat.ATTRIBUTES.values() for n in names}
+    listed = {e.name for e in (*compat.CLASSES, *compat.METHODS)}
+    listed |= {n for names in compat.ATTRIBUTES.values() for n in names}
     unlisted = (reached & sam2_private) - ours - listed
-    assert not unlisted, f"list these sam2 names in backends/sam2_compat.py: {sorted(unlisted)}"
+    assert not unlisted, f"list these sam2 names in backends/sam2/compat.py: {sorted(unlisted)}"
     stale = {n for n in listed if n.startswith("_")} - reached
-    assert not stale, f"sam2_compat.py lists private names no code uses: {sorted(stale)}"
+    assert not stale, f"compat.py lists private names no code uses: {sorted(stale)}"
 
 
 _ON_PREDICTOR = re.compile(
@@ -175,12 +177,12 @@ _NOT_SAM2 = {"device", "training"}
 def test_every_predictor_attribute_our_sam2_code_reads_is_listed(sam2_random):
     import torch
 
-    files = [*(REPO / "src/napari_sam2_worms/backends").glob("sam2_*.py")]
-    files.append(REPO / "src/napari_sam2_worms/checkpoints.py")
-    reached = _names(_ON_PREDICTOR, [f for f in files if f.name != "sam2_compat.py"])
+    files = [f for f in SAM2_PACKAGE.rglob("*.py") if f != COMPAT]
+    assert len(files) > 10  # the scan reads the package
+    reached = _names(_ON_PREDICTOR, files)
     assert {"num_maskmem", "sam_image_embedding_size"} <= reached  # the scan sees both forms
     predictor = sam2_random.predictor
     module = set(dir(torch.nn.Module))
     sam2s = {n for n in reached if hasattr(predictor, n) and n not in module} - _NOT_SAM2
-    listed = set(sam2_compat.ATTRIBUTES[""]) | {e.name for e in sam2_compat.METHODS}
-    assert not sam2s - listed, f"list these in sam2_compat.ATTRIBUTES: {sorted(sam2s - listed)}"
+    listed = set(compat.ATTRIBUTES[""]) | {e.name for e in compat.METHODS}
+    assert not sam2s - listed, f"list these in compat.ATTRIBUTES: {sorted(sam2s - listed)}"

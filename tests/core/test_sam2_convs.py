@@ -9,8 +9,8 @@ pytest.importorskip("sam2")
 
 
 def test_memory_encoder_same_output_in_channels_last():
-    from napari_sam2_worms.backends.sam2_convs import channels_last_depthwise
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.accel.convs import channels_last_depthwise
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     torch.manual_seed(0)
     p = build_model("sam2.1_hiera_tiny", "cpu", image_size=256)

@@ -1,4 +1,4 @@
-"""SAM 2's CPU speed-ups (backends/sam2_cpu.py): the same masks, and checks that gate them.
+"""SAM 2's CPU speed-ups (backends/sam2/accel/cpu.py): the same masks, and checks that gate them.
 
 Random weights at a 256 px input, 4 tiny frames: the masks say nothing about quality,
 only that a speed-up computes what float32 in sam2's layouts computes.
@@ -14,12 +14,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
-from napari_sam2_worms.backends import sam2_cpu  # noqa: E402
+from napari_sam2_worms.backends.sam2.accel import cpu as sam2_cpu  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def predictor():
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     torch.manual_seed(0)
     return build_model("sam2.1_hiera_tiny", "cpu", image_size=256)
@@ -36,7 +36,7 @@ def track(predictor, plate, **speedups) -> dict[int, np.ndarray]:
     """Per-object masks (before overlaps are resolved) of frames 0..3, through the
     backend, two clicks, propagation; the speed-ups as given."""
     from napari_sam2_worms.backends.base import ObjectPrompts
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
 
     sam2_cpu.configure_cpu(predictor, **speedups)
     backend = Sam2Backend(predictor=predictor, device="cpu")
@@ -207,8 +207,8 @@ def test_channels_last_check_refuses_a_wrong_convolution(predictor, monkeypatch,
 
 
 def test_only_the_cpu_gets_the_cpu_speed_ups(monkeypatch):
-    from napari_sam2_worms.backends.sam2_setup import configure_predictor
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.setup import configure_predictor
 
     torch.manual_seed(0)
     p = build_model("sam2.1_hiera_tiny", "cpu", image_size=256)
@@ -245,7 +245,7 @@ def test_usable_threads_reads_affinity():
 
 
 def test_hiera_positional_embedding_made_once_with_sam2s_values(monkeypatch):
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     torch.manual_seed(0)
     trunk = build_model("sam2.1_hiera_tiny", "cpu", image_size=256).image_encoder.trunk
@@ -270,7 +270,7 @@ def test_bf16_runs_sam2s_own_paths_painted_masks_and_backward(predictor, plate):
     """With bf16 weights every entry point of sam2 still runs (under the backend's
     autocast): a painted mask, sam2's per-object propagation, backward, removal."""
     from napari_sam2_worms.backends.base import ObjectPrompts
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
 
     sam2_cpu.configure_cpu(predictor, bf16=True, channels_last=True)
     try:

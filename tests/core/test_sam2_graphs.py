@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from napari_sam2_worms.backends import sam2_graphs  # noqa: E402
-from napari_sam2_worms.backends.sam2_graphs import GraphedForward, capturing  # noqa: E402
+from napari_sam2_worms.backends.sam2.accel import graphs  # noqa: E402
+from napari_sam2_worms.backends.sam2.accel.graphs import GraphedForward, capturing  # noqa: E402
 
 
 def test_cpu_calls_run_eagerly_and_never_capture():
@@ -38,23 +38,21 @@ def test_signature_keys():
 
 
 def test_capturing_is_per_thread_and_restored():
-    assert not getattr(sam2_graphs._state, "allowed", False)
+    assert not getattr(graphs._state, "allowed", False)
     seen = []
     with capturing():
-        assert sam2_graphs._state.allowed
-        t = threading.Thread(
-            target=lambda: seen.append(getattr(sam2_graphs._state, "allowed", False))
-        )
+        assert graphs._state.allowed
+        t = threading.Thread(target=lambda: seen.append(getattr(graphs._state, "allowed", False)))
         t.start()
         t.join()
     assert seen == [False]
-    assert not sam2_graphs._state.allowed
+    assert not graphs._state.allowed
 
 
 def test_broadcast_inputs_are_collapsed_for_the_static_buffers():
     """A graph's static input for an expanded tensor holds one copy and is expanded
     again, so the forward sees the same (stride 0) layout as in eager mode."""
-    from napari_sam2_worms.backends.sam2_graphs import _collapse
+    from napari_sam2_worms.backends.sam2.accel.graphs import _collapse
 
     one = torch.arange(12.0).reshape(4, 1, 3)
     x = one.expand(4, 5, 3)

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from napari_sam2_worms.backends.sam2_input_size import (
+from napari_sam2_worms.backends.sam2.input_size import (
     INPUT_SIZES,
     check_input_size,
     resolve_input_size,
@@ -56,7 +56,7 @@ def test_bad_sizes_are_refused_with_the_choices(bad):
 def test_backend_builds_the_model_at_the_auto_size(tmp_path):
     """A small video on the CPU gets a 512-px model; one built before the video was known
     (1024) is rebuilt for it; a size given explicitly is what the model gets."""
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
     from napari_sam2_worms.testing.random_sam2 import make_random_checkpoint
 
     ckpt = make_random_checkpoint(tmp_path / "sam2.1_hiera_tiny.pt").path

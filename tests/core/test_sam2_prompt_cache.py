@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def predictor():
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     torch.manual_seed(0)
     p = build_model("sam2.1_hiera_tiny", "cpu", image_size=256)
@@ -44,7 +44,7 @@ def run_heads(p, feats, high, point_inputs=None):
 
 
 def test_cached_prompts_give_sam2s_outputs(predictor, monkeypatch):
-    from napari_sam2_worms.backends.sam2_prompt_cache import cache_empty_prompts
+    from napari_sam2_worms.backends.sam2.accel.prompt_cache import cache_empty_prompts
 
     p = predictor
     inputs = [heads_inputs(p, b, seed) for b, seed in ((2, 0), (2, 1), (3, 2))]
@@ -78,8 +78,8 @@ def test_cached_prompts_give_sam2s_outputs(predictor, monkeypatch):
 
 
 def test_backend_installs_the_cache(sam2_random):
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     p = build_model("sam2.1_hiera_tiny", "cpu", image_size=256)
     be = Sam2Backend(device="cpu", predictor=p)

@@ -24,7 +24,7 @@ def _interpret(script: str) -> None:
     """Run ``script`` in a subprocess under Triton's CPU interpreter; it must end with
     the kernels having run (nothing fell back to PyTorch)."""
     check = (
-        "\nfrom napari_sam2_worms.backends.sam2_triton import FAILED\n"
+        "\nfrom napari_sam2_worms.backends.sam2.accel.triton_kernels import FAILED\n"
         "assert not FAILED, FAILED\nprint('ok')\n"
     )
     env = dict(os.environ, TRITON_INTERPRET="1")
@@ -41,9 +41,9 @@ def _interpret(script: str) -> None:
 SCRIPT = textwrap.dedent(
     """
     import torch
-    from napari_sam2_worms.backends import sam2_attention as sa
-    from napari_sam2_worms.backends.sam2_triton import key_weights, rope_keys
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.accel import memory_attention as sa
+    from napari_sam2_worms.backends.sam2.accel.triton_kernels import key_weights, rope_keys
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     torch.manual_seed(0)
     p = build_model("sam2.1_hiera_tiny", "cpu", image_size=256)
@@ -80,8 +80,8 @@ def test_key_kernel_matches_pytorch_in_the_interpreter():
 STAGE_SCRIPT = textwrap.dedent(
     """
     import torch
-    from napari_sam2_worms.backends.sam2_triton import mask_stage
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.accel.triton_kernels import mask_stage
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     torch.manual_seed(0)
     p = build_model("sam2.1_hiera_tiny", "cpu", image_size=256)
@@ -111,8 +111,8 @@ def test_fused_mask_stages_installs_on_the_few_channel_stages_only():
     bf16 autocast) the downsampler keeps sam2's modules, so the output is unchanged."""
     import torch
 
-    from napari_sam2_worms.backends.sam2_convs import fused_mask_stages
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.accel.convs import fused_mask_stages
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     torch.manual_seed(0)
     p = build_model("sam2.1_hiera_tiny", "cpu", image_size=256)
@@ -128,9 +128,9 @@ def test_fused_mask_stages_installs_on_the_few_channel_stages_only():
 COPIES_SCRIPT = textwrap.dedent(
     """
     import torch
-    from napari_sam2_worms.backends import sam2_attention as sa
-    from napari_sam2_worms.backends.sam2_triton import rope_copies
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.accel import memory_attention as sa
+    from napari_sam2_worms.backends.sam2.accel.triton_kernels import rope_copies
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     torch.manual_seed(0)
     p = build_model("sam2.1_hiera_tiny", "cpu", image_size=256)
@@ -160,9 +160,9 @@ def test_kernels_fall_back_to_pytorch_where_they_cannot_run(monkeypatch):
     what sam2's modules give; a propagation never stops on it."""
     import torch
 
-    from napari_sam2_worms.backends import sam2_attention as sa
-    from napari_sam2_worms.backends import sam2_triton as st
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.accel import memory_attention as sa
+    from napari_sam2_worms.backends.sam2.accel import triton_kernels as st
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     monkeypatch.setattr(st, "FAILED", {})
     torch.manual_seed(0)

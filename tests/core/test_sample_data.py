@@ -17,7 +17,7 @@ import pytest
 
 from conftest import need_shared
 from napari_sam2_worms import sample_data
-from napari_sam2_worms.checkpoints import file_sha256
+from napari_sam2_worms.backends.sam2.checkpoints import file_sha256
 from napari_sam2_worms.sample_data import SAMPLES, SampleDataError, fetch_sample, sample_path
 
 KEY = "tierpsy_single_worm"

@@ -382,7 +382,7 @@ def test_sam2_frames_of_a_12_bit_video_are_a_proper_image(tmp_path, small_plate)
     """SAM 2's input tensor from a 12-bit stack is the picture, not a white frame."""
     import tifffile
 
-    from napari_sam2_worms.backends.sam2_frames import IMG_MEAN, IMG_STD, LazySam2Frames
+    from napari_sam2_worms.backends.sam2.frames import IMG_MEAN, IMG_STD, LazySam2Frames
 
     deep = _deep_stacks(small_plate.video)["12bit"]
     path = tmp_path / "v12.tif"

@@ -15,8 +15,8 @@ pytestmark = [
 
 def _track(cuda_graphs: bool, compile: bool, plate, fast: bool = True) -> tuple[list, object]:
     from napari_sam2_worms.backends.base import ObjectPrompts
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     torch.manual_seed(0)
     pred = build_model("sam2.1_hiera_tiny", "cuda")
@@ -90,7 +90,11 @@ def test_split_key_attention_matches_one_pass(batch):
     of the memory-attention shape, up to bf16 rounding, against float32."""
     import torch.nn.functional as F
 
-    from napari_sam2_worms.backends.sam2_attention import _SPLIT_FAILED, key_splits, split_attention
+    from napari_sam2_worms.backends.sam2.accel.memory_attention import (
+        _SPLIT_FAILED,
+        key_splits,
+        split_attention,
+    )
 
     g = torch.Generator(device="cuda").manual_seed(0)
     lk = 7 * 4096 + 64
@@ -109,8 +113,8 @@ def test_split_key_attention_matches_one_pass(batch):
 def test_key_kernel_matches_pytorch_keys():
     """The Triton key kernel against add + projection + rotation in PyTorch (bf16
     autocast, sam2's shapes: 10 objects, 7 memory frames of 64x64, 64 pointer tokens)."""
-    from napari_sam2_worms.backends import sam2_attention as sa
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.accel import memory_attention as sa
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     torch.manual_seed(0)
     p = build_model("sam2.1_hiera_tiny", "cuda")
@@ -130,7 +134,7 @@ def test_key_kernel_matches_pytorch_keys():
     scale = ref.float().abs()
     assert float(err.max() / scale.max()) < 0.01, float(err.max() / scale.max())
     assert float(err.mean() / scale.mean()) < 0.005, float(err.mean() / scale.mean())
-    from napari_sam2_worms.backends.sam2_triton import FAILED
+    from napari_sam2_worms.backends.sam2.accel.triton_kernels import FAILED
 
     assert not FAILED  # the Triton kernel ran (no PyTorch fallback)
 
@@ -138,8 +142,8 @@ def test_key_kernel_matches_pytorch_keys():
 def test_mask_stage_kernel_matches_sam2_modules():
     """The fused (convolution, layer norm, GELU) stages of the mask downsampler against
     sam2's modules under bf16 autocast, at the sizes sam2 feeds them."""
-    from napari_sam2_worms.backends.sam2_triton import mask_stage
-    from napari_sam2_worms.checkpoints import build_model
+    from napari_sam2_worms.backends.sam2.accel.triton_kernels import mask_stage
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     torch.manual_seed(0)
     p = build_model("sam2.1_hiera_tiny", "cuda")
@@ -152,6 +156,6 @@ def test_mask_stage_kernel_matches_sam2_modules():
             assert got.shape == ref.shape and got.dtype == torch.bfloat16
             assert float((got.float() - ref).abs().max()) < 0.05 * float(ref.abs().max())
             x = ref.to(torch.bfloat16)
-    from napari_sam2_worms.backends.sam2_triton import FAILED
+    from napari_sam2_worms.backends.sam2.accel.triton_kernels import FAILED
 
     assert not FAILED

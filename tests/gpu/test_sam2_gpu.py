@@ -17,7 +17,7 @@ pytestmark = [
 
 def test_sam2_backend_on_cuda(tmp_path):
     from napari_sam2_worms.backends.base import ObjectPrompts
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
     from napari_sam2_worms.synthetic import make_plate
     from napari_sam2_worms.testing.random_sam2 import make_random_checkpoint
 
@@ -59,7 +59,7 @@ def test_sam2_batched_matches_per_object_on_cuda(tmp_path):
     flips with any rounding difference).
     """
     from napari_sam2_worms.backends.base import ObjectPrompts
-    from napari_sam2_worms.backends.sam2_backend import Sam2Backend
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
     from napari_sam2_worms.synthetic import make_plate
     from napari_sam2_worms.testing.random_sam2 import make_random_checkpoint
 

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from ..checkpoints import DEFAULT_MODEL
+from ..backends.sam2.checkpoints import DEFAULT_MODEL
 
 EXIT_INTERRUPTED = 130
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoints import DEFAULT_MODEL
+from ..backends.sam2.checkpoints import DEFAULT_MODEL
 from .jobs import VideoJob, discover, job_inputs
 from .manifest import Manifest, output_lock, remove_leftovers
 
@@ -106,7 +106,7 @@ def _resolve_backend(options: BatchOptions, echo: Callable[[str], None]) -> Batc
     if options.backend == "classic":
         return options
     from ..backends.base import BackendError
-    from ..checkpoints import resolve_checkpoint
+    from ..backends.sam2.checkpoints import resolve_checkpoint
 
     try:
         path = resolve_checkpoint(options.model, options.checkpoint, options.download)

@@ -65,8 +65,8 @@ def make_backend(
 
         return ClassicBackend(**options)
     if name == "sam2":
-        from ..backends.sam2_backend import Sam2Backend
-        from ..checkpoints import resolve_checkpoint
+        from ..backends.sam2.adapter import Sam2Backend
+        from ..backends.sam2.checkpoints import resolve_checkpoint
 
         try:
             path = resolve_checkpoint(model, checkpoint, download, progress=progress)

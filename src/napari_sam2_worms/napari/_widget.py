@@ -377,7 +377,7 @@ class TrackerWidget(SkeletonDisplay, Painting, QWidget):
                 on_loaded()
 
         def failed(exc):
-            from ..checkpoints import CheckpointError
+            from ..backends.sam2.checkpoints import CheckpointError
 
             if isinstance(exc, CheckpointError) and name == "sam2":
                 show_warning(f"{exc}\nUsing the classic backend instead for now.")

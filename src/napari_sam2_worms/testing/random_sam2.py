@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoints import DEFAULT_MODEL, build_model, file_sha256
+from ..backends.sam2.checkpoints import DEFAULT_MODEL, build_model, file_sha256
 from ..utils import atomic_path
 
 

@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .base import BackendError
+from ..base import BackendError
 
 log = logging.getLogger(__name__)
 
@@ -84,21 +84,23 @@ class Sam2Name:
 #: classes and module-level functions (imported or checked with ``type(...) is``)
 CLASSES: tuple[Sam2Name, ...] = (
     Sam2Name("sam2.sam2_video_predictor", "SAM2VideoPredictor", users="checkpoints"),
-    Sam2Name("sam2.sam2_video_predictor", "SAM2VideoPredictorVOS", users="sam2_compile"),
-    Sam2Name("sam2.modeling.sam2_base", "SAM2Base", users="sam2_memory"),
-    Sam2Name("sam2.modeling.memory_attention", "MemoryAttention", users="sam2_attention"),
-    Sam2Name("sam2.modeling.memory_attention", "MemoryAttentionLayer", users="sam2_attention"),
-    Sam2Name("sam2.modeling.sam.transformer", "RoPEAttention", users="sam2_attention"),
-    Sam2Name("sam2.modeling.sam.prompt_encoder", "PromptEncoder", users="sam2_prompt_cache"),
-    Sam2Name("sam2.modeling.sam2_utils", "LayerNorm2d", users="sam2_convs"),
+    Sam2Name("sam2.sam2_video_predictor", "SAM2VideoPredictorVOS", users="accel.compile"),
+    Sam2Name("sam2.modeling.sam2_base", "SAM2Base", users="accel.memory"),
+    Sam2Name("sam2.modeling.memory_attention", "MemoryAttention", users="accel.memory_attention"),
+    Sam2Name(
+        "sam2.modeling.memory_attention", "MemoryAttentionLayer", users="accel.memory_attention"
+    ),
+    Sam2Name("sam2.modeling.sam.transformer", "RoPEAttention", users="accel.memory_attention"),
+    Sam2Name("sam2.modeling.sam.prompt_encoder", "PromptEncoder", users="accel.prompt_cache"),
+    Sam2Name("sam2.modeling.sam2_utils", "LayerNorm2d", users="accel.convs"),
     Sam2Name(
         "sam2.modeling.sam2_utils",
         "select_closest_cond_frames",
         "frame_idx cond_frame_outputs max_cond_frame_num",
-        users="sam2_memory",
+        users="accel.memory",
     ),
-    Sam2Name("sam2.modeling.sam2_utils", "get_1d_sine_pe", "pos_inds dim", users="sam2_memory"),
-    Sam2Name("sam2.utils.misc", "fill_holes_in_mask_scores", "mask max_area", users="sam2_batched"),
+    Sam2Name("sam2.modeling.sam2_utils", "get_1d_sine_pe", "pos_inds dim", users="accel.memory"),
+    Sam2Name("sam2.utils.misc", "fill_holes_in_mask_scores", "mask max_area", users="batched"),
     Sam2Name(
         "sam2.build_sam",
         "build_sam2_video_predictor",
@@ -110,48 +112,48 @@ CLASSES: tuple[Sam2Name, ...] = (
         "sam2.modeling.position_encoding",
         "compute_axial_cis",
         "dim end_x end_y theta",
-        users="sam2_attention",
+        users="accel.memory_attention",
     ),
-    # sam2_frames normalises frames as it does (DEFAULTS checks the values)
-    Sam2Name("sam2.utils.misc", "load_video_frames", "img_mean img_std", users="sam2_frames"),
+    # frames normalises frames as it does (DEFAULTS checks the values)
+    Sam2Name("sam2.utils.misc", "load_video_frames", "img_mean img_std", users="frames"),
     # tests/core/test_sam2_attention.py compares our rotation with sam2's
     Sam2Name("sam2.modeling.position_encoding", "apply_rotary_enc", users="tests"),
 )
 
 #: methods of sam2's classes we call, wrap or replace
 METHODS: tuple[Sam2Name, ...] = (
-    # public methods of the video predictor (the adapter, sam2_backend)
+    # public methods of the video predictor (the adapter, adapter)
     Sam2Name(
         _P,
         "add_new_points_or_box",
         "inference_state frame_idx obj_id points labels box clear_old_points normalize_coords",
-        users="sam2_backend",
+        users="adapter",
     ),
-    Sam2Name(_P, "add_new_mask", "inference_state frame_idx obj_id mask", users="sam2_backend"),
+    Sam2Name(_P, "add_new_mask", "inference_state frame_idx obj_id mask", users="adapter"),
     Sam2Name(
         _P,
         "clear_all_prompts_in_frame",
         "inference_state frame_idx obj_id need_output",
-        users="sam2_backend",
+        users="adapter",
     ),
-    Sam2Name(_P, "remove_object", "inference_state obj_id need_output", users="sam2_backend"),
-    Sam2Name(_P, "reset_state", "inference_state", users="sam2_backend"),
+    Sam2Name(_P, "remove_object", "inference_state obj_id need_output", users="adapter"),
+    Sam2Name(_P, "reset_state", "inference_state", users="adapter"),
     Sam2Name(
         _P,
         "propagate_in_video",
         "inference_state start_frame_idx max_frame_num_to_track reverse",
-        users="sam2_backend",
+        users="adapter",
     ),
-    # never called: sam2_backend builds the dict it returns (INFERENCE_STATE_KEYS)
-    Sam2Name(_P, "init_state", "video_path offload_state_to_cpu", users="sam2_backend"),
-    Sam2Name(_P, "propagate_in_video_preflight", "inference_state", users="sam2_batched"),
+    # never called: adapter builds the dict it returns (INFERENCE_STATE_KEYS)
+    Sam2Name(_P, "init_state", "video_path offload_state_to_cpu", users="adapter"),
+    Sam2Name(_P, "propagate_in_video_preflight", "inference_state", users="batched"),
     Sam2Name(
         _P,
         "track_step",
         "frame_idx is_init_cond_frame current_vision_feats current_vision_pos_embeds "
         "feat_sizes point_inputs mask_inputs output_dict num_frames track_in_reverse "
         "run_mem_encoder prev_sam_mask_logits",
-        users="sam2_batched",
+        users="batched",
     ),
     # private methods
     Sam2Name(
@@ -159,26 +161,26 @@ METHODS: tuple[Sam2Name, ...] = (
         "_run_single_frame_inference",
         "inference_state output_dict frame_idx batch_size is_init_cond_frame "
         "point_inputs mask_inputs reverse run_mem_encoder",
-        users="sam2_batched",
+        users="batched",
     ),
     Sam2Name(
         _P,
         "_get_image_feature",
         "inference_state frame_idx batch_size",
-        users="sam2_batched",
+        users="batched",
     ),
-    Sam2Name(_P, "_get_maskmem_pos_enc", "inference_state current_out", users="sam2_batched"),
+    Sam2Name(_P, "_get_maskmem_pos_enc", "inference_state current_out", users="batched"),
     Sam2Name(
         _P,
         "_get_orig_video_res_output",
         "inference_state any_res_masks",
-        users="sam2_batched",
+        users="batched",
     ),
     Sam2Name(
         _P,
         "_forward_sam_heads",
         "backbone_features point_inputs mask_inputs",
-        users="sam2_prompt_cache (wrapped)",
+        users="accel.prompt_cache (wrapped)",
     ),
     Sam2Name(
         _BASE,
@@ -186,28 +188,28 @@ METHODS: tuple[Sam2Name, ...] = (
         "frame_idx is_init_cond_frame current_vision_feats current_vision_pos_embeds "
         "feat_sizes output_dict num_frames track_in_reverse",
         exact=True,
-        users="sam2_memory (replaced)",
+        users="accel.memory (replaced)",
     ),
     Sam2Name(
         _MA,
         "forward",
         "curr memory curr_pos memory_pos num_obj_ptr_tokens",
         exact=True,
-        users="sam2_attention (replaced)",
+        users="accel.memory_attention (replaced)",
     ),
     Sam2Name(
         _PE,
         "forward",
         "points boxes masks",
         exact=True,
-        users="sam2_prompt_cache (replaced)",
+        users="accel.prompt_cache (replaced)",
     ),
-    Sam2Name(_PE, "get_dense_pe", "", exact=True, users="sam2_prompt_cache (replaced)"),
+    Sam2Name(_PE, "get_dense_pe", "", exact=True, users="accel.prompt_cache (replaced)"),
     Sam2Name(
         "sam2.modeling.backbones.hieradet.Hiera",
         "_get_pos_embed",
         "hw",
-        users="sam2_cpu (cached per input size)",
+        users="accel.cpu (cached per input size)",
     ),
     # tests/core/test_sam2_prompt_cache.py counts its calls
     Sam2Name(_PE, "_embed_points", "points labels pad", users="tests"),
@@ -219,13 +221,13 @@ METHODS: tuple[Sam2Name, ...] = (
 #: ("" is the predictor; a number indexes a module list)
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "": (
-        # submodules (sam2_compile, sam2_graphs, sam2_setup, sam2_attention, ...)
+        # submodules (accel.compile, accel.graphs, setup, accel.memory_attention, ...)
         "image_encoder",
         "memory_attention",
         "memory_encoder",
         "sam_mask_decoder",
         "sam_prompt_encoder",
-        # settings the adapter sets (sam2_setup)
+        # settings the adapter sets (setup)
         "add_all_frames_to_correct_as_cond",
         "clear_non_cond_mem_around_input",
         "fill_hole_area",
@@ -279,11 +281,11 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
         "rope_k_repeat",
         "compute_cis",
     ),
-    # a functools.partial: its keywords key the rotary tables (sam2_attention)
+    # a functools.partial: its keywords key the rotary tables (accel.memory_attention)
     "memory_attention.layers.0.self_attn.compute_cis": ("keywords",),
     "memory_encoder": ("mask_downsampler",),
     "memory_encoder.mask_downsampler": ("encoder",),
-    # a LayerNorm2d of the first mask stage, fused by sam2_convs / sam2_triton
+    # a LayerNorm2d of the first mask stage, fused by accel.convs / accel.triton_kernels
     "memory_encoder.mask_downsampler.encoder.1": ("weight", "bias", "eps"),
     "sam_prompt_encoder": ("point_embeddings",),
 }
@@ -310,7 +312,7 @@ INFERENCE_STATE_KEYS: tuple[str, ...] = (
     "frames_tracked_per_obj",
 )
 
-#: keys of one object's output on a frame (sam2_batched writes them, the adapter reads them)
+#: keys of one object's output on a frame (batched writes them, the adapter reads them)
 OUTPUT_KEYS: tuple[str, ...] = (
     "maskmem_features",
     "maskmem_pos_enc",
@@ -327,26 +329,26 @@ BEHAVIOURS: tuple[tuple[str, str, str], ...] = (
     (
         f"{_P}._get_image_feature",
         'inference_state["images"][frame_idx].to(device)',
-        "frames are read one at a time from inference_state['images'] (sam2_frames)",
+        "frames are read one at a time from inference_state['images'] (frames)",
     ),
     (
         f"{_BASE}._track_step",
         "self._forward_sam_heads(backbone_features=pix_feat,point_inputs=point_inputs,"
         "mask_inputs=mask_inputs,",
-        "_forward_sam_heads is called with keywords (sam2_prompt_cache)",
+        "_forward_sam_heads is called with keywords (accel.prompt_cache)",
     ),
     (
         f"{_P}.propagate_in_video",
         '"reverse":reverse',
-        "frames_tracked_per_obj[idx][frame] = {'reverse': ...} (sam2_batched)",
+        "frames_tracked_per_obj[idx][frame] = {'reverse': ...} (batched)",
     ),
 )
 
 #: default arguments of sam2 functions whose values we copy: (module.function, parameter,
 #: our module, our constant)
 DEFAULTS: tuple[tuple[str, str, str, str], ...] = (
-    ("sam2.utils.misc.load_video_frames", "img_mean", ".sam2_frames", "IMG_MEAN"),
-    ("sam2.utils.misc.load_video_frames", "img_std", ".sam2_frames", "IMG_STD"),
+    ("sam2.utils.misc.load_video_frames", "img_mean", ".frames", "IMG_MEAN"),
+    ("sam2.utils.misc.load_video_frames", "img_std", ".frames", "IMG_STD"),
 )
 
 #: hydra config keys we override (checkpoints.build_model: ``++model.image_size``)
@@ -478,7 +480,7 @@ def _check_configs() -> list[str]:
     """Every registry model's hydra config exists in the sam2 package with our keys."""
     from importlib.resources import files
 
-    from ..checkpoints import MODELS
+    from .checkpoints import MODELS
 
     problems = []
     try:

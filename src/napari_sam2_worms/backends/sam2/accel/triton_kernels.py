@@ -161,8 +161,8 @@ def rope_keys(
     if b == 0 or n_tokens == 0:
         return out
 
-    def fallback() -> torch.Tensor:  # sam2_attention's PyTorch path, in float32
-        from .sam2_attention import rotate
+    def fallback() -> torch.Tensor:  # memory_attention's PyTorch path, in float32
+        from .memory_attention import rotate
 
         x = (memory.float() + pos.float()).to(w_even.dtype).float()
         w = torch.stack((w_even, w_odd), dim=-1).flatten(-2).float()  # interleave pairs
@@ -277,8 +277,8 @@ def rope_copies(
     if out.numel() == 0:
         return out
 
-    def fallback() -> torch.Tensor:  # sam2_attention's PyTorch path, then the copies
-        from .sam2_attention import rotate
+    def fallback() -> torch.Tensor:  # memory_attention's PyTorch path, then the copies
+        from .memory_attention import rotate
 
         rot = rotate(x.float().unsqueeze(1), cos, sin).to(torch.bfloat16)
         return rot.expand(batch, copies, n_tokens, dim).contiguous()

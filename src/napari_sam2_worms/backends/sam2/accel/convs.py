@@ -82,7 +82,7 @@ def _bf16_autocast() -> bool:
 
 def fused_mask_stages(memory_encoder: torch.nn.Module) -> int:
     """Run the leading few-channel stages of sam2's mask downsampler as one Triton
-    kernel each (:func:`.sam2_triton.mask_stage`; CUDA under bf16 autocast, else sam2's
+    kernel each (:func:`.triton_kernels.mask_stage`; CUDA under bf16 autocast, else sam2's
     modules). Idempotent; returns the number of fused stages. Install before compiling
     or capturing graphs.
 
@@ -101,7 +101,7 @@ def fused_mask_stages(memory_encoder: torch.nn.Module) -> int:
     if n == 0:
         return 0
     try:
-        from .sam2_triton import mask_stage, usable
+        from .triton_kernels import mask_stage, usable
     except Exception as exc:  # no triton in this torch build
         log.info("mask downsampler keeps cuDNN: %s", exc)
         return 0

@@ -5,7 +5,7 @@ differently from sam2's demo code, and why:
 
 - **No JPEG dump, no preload.** ``init_state`` is not called. The state dict is built
   here exactly as sam2 1.1.0's ``init_state`` builds it, with ``images`` a
-  :class:`~.sam2_frames.LazySam2Frames` (frames decoded, resized and normalised on
+  :class:`~.frames.LazySam2Frames` (frames decoded, resized and normalised on
   demand, small LRU cache, optional read-ahead thread). Opening a video reads no frame;
   the first click reads one. Nothing depends on the video's length.
 - **Prompts replace.** :meth:`Sam2Backend.set_prompts` first clears that object's
@@ -28,7 +28,7 @@ differently from sam2's demo code, and why:
   one frame only; the frame cache is an LRU of ``image_cache_frames`` frames.
 - **Objects batched.** By default (``batch_objects=True``) propagation runs memory
   attention, the mask decoder and the memory encoder once per frame for all objects
-  whose memory bank reads the same frames (:mod:`.sam2_batched`), instead of once per
+  whose memory bank reads the same frames (:mod:`.batched`), instead of once per
   object as sam2 1.1.0 does; outputs are written back per object, so prompts, late
   objects, corrections and trimming are unchanged. Masks match the per-object path.
 - **Overlaps.** Masks are resolved pixel-wise by the highest mask logit, like sam2's
@@ -38,8 +38,8 @@ differently from sam2's demo code, and why:
   next frame is queued on the GPU before the current one is handed over, so the
   caller's work on a frame (label stack, skeletons) overlaps the GPU's on the next.
 - **Compiled and tuned on CUDA.** ``compile=True`` compiles the hot modules
-  (:mod:`.sam2_compile`); CUDA graphs replay the hot modules once shapes settle
-  (:mod:`.sam2_graphs`); the attention kernel is chosen by the number of objects.
+  (:mod:`.accel.compile`); CUDA graphs replay the hot modules once shapes settle
+  (:mod:`.accel.graphs`); the attention kernel is chosen by the number of objects.
 - **Device.** CUDA (bf16 autocast + TF32), Apple MPS or CPU. A CUDA out-of-memory
   error becomes a :class:`BackendError` that says what to do; the cache is emptied
   and the backend stays usable.
@@ -56,15 +56,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..checkpoints import DEFAULT_MODEL, load_predictor, resolve_checkpoint, resolve_device
-from .base import BackendError, BadPromptError, FrameResult, ObjectPrompts
-from .sam2_frames import LazySam2Frames
-from .sam2_input_size import check_input_size, resolve_input_size
+from ..base import BackendError, BadPromptError, FrameResult, ObjectPrompts
+from .checkpoints import DEFAULT_MODEL, load_predictor, resolve_checkpoint, resolve_device
+from .frames import LazySam2Frames
+from .input_size import check_input_size, resolve_input_size
 
 if TYPE_CHECKING:
     import torch
 
-    from .sam2_results import PendingResult
+    from .results import PendingResult
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,12 @@ class Sam2Backend:
         off: on an H100 with an in-memory video the thread cost ~7 % frames/s; turn it
         on for slow decoders, e.g. long compressed videos).
     compile : ``torch.compile`` the hot modules (CUDA only): False, True (mode
-        "default") or a mode name (see :mod:`.sam2_compile`). The first propagated
+        "default") or a mode name (see :mod:`.accel.compile`). The first propagated
         frames are slow while it compiles; clicks never compile.
     offload_state_to_cpu : keep tracking memory on the CPU (less GPU memory, slower).
     memory_frames : non-conditioning outputs kept around the current frame (default:
         what sam2's memory bank can read, see the module docstring).
-    image_size : the model's input size (:mod:`.sam2_input_size`): ``"auto"`` (1024 on a
+    image_size : the model's input size (:mod:`.input_size`): ``"auto"`` (1024 on a
         GPU; on the CPU the smallest of 1024, 768, 512 at least as large as the video's
         longer side, resolved when a video is opened), 1024 (the size the weights were
         trained at), 768 or 512 (faster, may lose detail on thin animals), or ``None``
@@ -108,12 +108,12 @@ class Sam2Backend:
     progress : ``callback(done_bytes, total_bytes)`` while downloading the checkpoint.
     batch_objects : on frames without prompts, track all objects in one batched forward
         pass (memory attention, mask decoder, memory encoder) instead of one pass per
-        object as sam2 1.1.0 does; same masks (see :mod:`.sam2_batched`), faster with
+        object as sam2 1.1.0 does; same masks (see :mod:`.batched`), faster with
         several objects. False uses sam2's own ``propagate_in_video``.
     cuda_graphs : on CUDA, replay CUDA graphs of the hot modules once their input
-        shapes repeat (:mod:`.sam2_graphs`); same results, far fewer kernel launches.
+        shapes repeat (:mod:`.accel.graphs`); same results, far fewer kernel launches.
     fast_attention : give the predictor's memory attention an exact, cheaper forward
-        (:mod:`.sam2_attention`: 64-dimensional values, real-arithmetic rotary encoding,
+        (:mod:`.accel.memory_attention`: 64-dimensional values, real-arithmetic rotary encoding,
         the first layer shared by all objects); same function up to summation order.
         None (default): on CUDA only (PyTorch's CPU attention has no fast kernel for
         values narrower than keys: 3x slower there, measured).
@@ -190,8 +190,8 @@ class Sam2Backend:
         self._built_for = (self.image_size, frame_shape is not None)
 
     def _configure(self) -> None:
-        """Settings and speed-ups on the predictor (:mod:`.sam2_setup`)."""
-        from .sam2_setup import configure_predictor
+        """Settings and speed-ups on the predictor (:mod:`.setup`)."""
+        from .setup import configure_predictor
 
         configure_predictor(
             self.predictor,
@@ -284,13 +284,13 @@ class Sam2Backend:
 
     @contextlib.contextmanager
     def _compute(self, propagating: bool = False) -> Iterator[None]:
-        """inference mode + bf16 autocast on CUDA (on the CPU where :mod:`.sam2_cpu` says);
+        """inference mode + bf16 autocast on CUDA (on the CPU where :mod:`.accel.cpu` says);
         OOM -> BackendError (backend usable). Outside propagation, compiled modules run
         eagerly (a click never compiles)."""
         import torch
 
-        from .sam2_compile import attention_kernels, eager
-        from .sam2_cpu import autocast
+        from .accel.compile import attention_kernels, eager
+        from .accel.cpu import autocast
 
         n_obj = len(self.state["obj_ids"]) if self.state else 1
         try:
@@ -452,8 +452,8 @@ class Sam2Backend:
     def _launch(
         self, frame: int, ids: list[int], video_res: torch.Tensor, scores: dict[int, Any]
     ) -> PendingResult:
-        """Resolve overlaps on the device and start the host copy (:mod:`.sam2_results`)."""
-        from .sam2_results import launch_result
+        """Resolve overlaps on the device and start the host copy (:mod:`.results`)."""
+        from .results import launch_result
 
         if self.logits_hook is not None:
             self.logits_hook(frame, list(ids), video_res)
@@ -479,14 +479,14 @@ class Sam2Backend:
 
     def _propagate(self, start: int, count: int, reverse: bool) -> Iterator[FrameResult]:
         self.frames.set_direction(reverse)
-        from .sam2_batched import can_batch
+        from .batched import can_batch
 
         if self.batch_objects and can_batch(self.predictor):
             return self._propagate_batched(start, count, reverse)
         return self._propagate_per_object(start, count, reverse)
 
     def _propagate_batched(self, start: int, count: int, reverse: bool) -> Iterator[FrameResult]:
-        from .sam2_batched import propagate_batched
+        from .batched import propagate_batched
 
         inner = propagate_batched(
             self.predictor, self.state, start, count, reverse, self.memory_frames
@@ -531,7 +531,7 @@ class Sam2Backend:
         work is synchronous: each frame is yielded as soon as it is computed (a frame
         of look-ahead would only delay the display and a cancel).
         """
-        from .sam2_graphs import capturing
+        from .accel.graphs import capturing
 
         # graphs pay where launches dominate (up to ~10 objects); with more objects the
         # GPU is the bottleneck and a graph would only hold memory (docs/performance.md)

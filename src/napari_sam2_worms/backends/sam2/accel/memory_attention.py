@@ -19,7 +19,7 @@ of 64x64 tokens plus object pointers), head dimension 256. This module replaces
   image features (sam2 expands one tensor over the objects), so the first layer's
   self-attention and its cross-attention queries are computed once and broadcast.
 - **Keys in one kernel** (CUDA, bf16): adding the positions, projecting and rotating
-  the ~28,700 keys per object is one Triton kernel (:mod:`.sam2_triton`) that writes
+  the ~28,700 keys per object is one Triton kernel (:mod:`.triton_kernels`) that writes
   the keys once instead of three passes over them.
 - **Bias and ReLU in the matrix product** (CUDA, bf16): the MLP's first layer is one
   cuBLASLt call with a ReLU epilogue (:func:`_hidden`).
@@ -170,7 +170,7 @@ def _keys(
     attn: Any, memory: torch.Tensor, pos: torch.Tensor | None, n_plain: int, dtype
 ) -> torch.Tensor:
     """The cross-attention's rotated keys (B, 1, L, 256) of ``memory + pos``: one
-    Triton kernel where installed (:mod:`.sam2_triton`), else PyTorch."""
+    Triton kernel where installed (:mod:`.triton_kernels`), else PyTorch."""
     n_rope = memory.shape[1] - n_plain
     if pos is not None and _triton(attn, dtype):
         k = torch.ops.napari_sam2_worms.rope_keys(
@@ -296,11 +296,11 @@ def _supported(attention: Any) -> str | None:
 
 
 def _key_kernel(device: Any) -> tuple[bool, Any]:
-    """(usable, :func:`.sam2_triton.key_weights`): the Triton key kernel on CUDA."""
+    """(usable, :func:`.triton_kernels.key_weights`): the Triton key kernel on CUDA."""
     if device.type != "cuda":
         return False, None
     try:
-        from .sam2_triton import key_weights, usable
+        from .triton_kernels import key_weights, usable
     except Exception as exc:  # no triton in this torch build: the PyTorch path
         log.info("memory attention keys without the Triton kernel: %s", exc)
         return False, None

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .base import FrameResult, LabelMasks
+from ..base import FrameResult, LabelMasks
 
 
 @dataclass

@@ -40,27 +40,27 @@ def configure_predictor(
     # outside any CUDA-graph pool, freed when the block ends: a replayed graph would
     # read freed memory (torch's make_graphed_callables refuses that cache)
     p.requires_grad_(False)
-    from .sam2_prompt_cache import cache_empty_prompts
+    from .accel.prompt_cache import cache_empty_prompts
 
     cache_empty_prompts(p)
-    from .sam2_memory import install_fast_memory_assembly
+    from .accel.memory import install_fast_memory_assembly
 
     install_fast_memory_assembly(p)
     if cuda:
-        from .sam2_convs import channels_last_depthwise, fused_mask_stages
+        from .accel.convs import channels_last_depthwise, fused_mask_stages
 
         channels_last_depthwise(p.memory_encoder)
         fused_mask_stages(p.memory_encoder)
     if cuda if fast_attention is None else fast_attention:
-        from .sam2_attention import install_fast_memory_attention
+        from .accel.memory_attention import install_fast_memory_attention
 
         install_fast_memory_attention(p)
     if compile and cuda:
-        from .sam2_compile import compile_predictor
+        from .accel.compile import compile_predictor
 
         compile_predictor(p, "default" if compile is True else str(compile))
     if cuda_graphs and cuda:
-        from .sam2_graphs import graph_predictor
+        from .accel.graphs import graph_predictor
 
         graph_predictor(p)
     if p.fill_hole_area > 0 and not has_sam2_extension():
@@ -70,10 +70,10 @@ def configure_predictor(
     p.add_all_frames_to_correct_as_cond = True
     p.clear_non_cond_mem_around_input = False
     if not cuda:
-        from .sam2_attention import float32_memory
+        from .accel.memory_attention import float32_memory
 
         float32_memory(p)
     if device_type == "cpu":  # bf16 autocast, channels-last, threads where checks pass
-        from .sam2_cpu import configure_cpu
+        from .accel.cpu import configure_cpu
 
         configure_cpu(p)

@@ -4,7 +4,7 @@ Each speed-up goes on only where a check at configuration time shows that it run
 gives the same numbers within tolerance and (for bf16) is faster; a check that fails
 turns its speed-up off with a one-line notice, and SAM 2 runs as before (float32,
 sam2's own layouts). Everything here is for ``device.type == "cpu"``: CUDA has its own
-path (:mod:`.sam2_setup`) and Apple's MPS keeps float32 and sam2's layouts (the same
+path (:mod:`..setup`) and Apple's MPS keeps float32 and sam2's layouts (the same
 device-agnostic code as the CPU without these speed-ups; not testable here).
 
 - **bf16 autocast**, asked for with ``NAPARI_SAM2_WORMS_CPU_BF16=1`` (:data:`BF16_ENV`;
@@ -28,8 +28,8 @@ device-agnostic code as the CPU without these speed-ups; not testable here).
   not interpolated again for every frame.
 
 The caches of the GPU path (the prompt encoder's constant answers,
-:mod:`.sam2_prompt_cache`; the memory bank's positional part, :mod:`.sam2_memory`) are
-installed on every device by :func:`.sam2_setup.configure_predictor`. Only imported
+:mod:`.prompt_cache`; the memory bank's positional part, :mod:`.memory`) are
+installed on every device by :func:`..setup.configure_predictor`. Only imported
 with torch.
 """
 
@@ -195,7 +195,7 @@ def set_channels_last(module: torch.nn.Module, on: bool = True) -> int:
     n = 0
     for conv in module.modules():
         if not _is_conv(conv) or getattr(conv, "_nsw_channels_last", False):
-            continue  # _nsw_channels_last: the CUDA path's depthwise forward (sam2_convs)
+            continue  # _nsw_channels_last: the CUDA path's depthwise forward (convs)
         if on == getattr(conv, "_nsw_cpu_channels_last", False):
             continue
         fmt = torch.channels_last if on else torch.contiguous_format

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .backends.base import BackendError
-from .backends.sam2_compat import check_sam2_compat
+from ..base import BackendError
+from .compat import check_sam2_compat
 
 if TYPE_CHECKING:
     import torch
@@ -212,7 +212,7 @@ def remove_stale_downloads(folder: Path) -> None:
     for an hour)."""
     import time
 
-    from .utils import remove_stale_temps
+    from ...utils import remove_stale_temps
 
     remove_stale_temps(folder)
     try:
@@ -267,7 +267,7 @@ def download_checkpoint(
     import requests
     from urllib3.exceptions import HTTPError
 
-    from .utils import temp_prefix
+    from ...utils import temp_prefix
 
     info = model_info(model)
     url = f"{base_url.rstrip('/')}/{info.filename}" if base_url else info.url
@@ -438,7 +438,7 @@ def load_predictor(
         )
     dev = resolve_device(device)
     predictor = build_model(model, "cpu", image_size=image_size)
-    check_sam2_compat(predictor)  # every sam2 name we use is there (sam2_compat.py)
+    check_sam2_compat(predictor)  # every sam2 name we use is there (compat.py)
     try:
         missing, unexpected = predictor.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
