@@ -52,7 +52,8 @@ class _Bar:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from .engine.pipeline import Autosaver, TrackPlan, make_backend, track_run, write_run
+    from .backends.factory import BackendSpec, build_backend
+    from .engine.pipeline import Autosaver, TrackPlan, track_run, write_run
     from .engine.prompts import apply_prompts, read_prompts_file
     from .engine.run_lock import hold
     from .engine.session import TrackingSession
@@ -77,23 +78,18 @@ def cmd_track(args: argparse.Namespace) -> int:
         # the lock is held for the whole run: a second `track` into this folder is refused
         with SigintGuard() as guard, hold(out, "napari-sam2-worms track", lasting=True):
             check_run_folder(out, overwrite=args.overwrite, resume=args.resume)
-            sam2_options = (
-                {
-                    "compile": args.compile,
-                    "cuda_graphs": not args.no_cuda_graphs,
-                    "fast_attention": False if args.no_fast_attention else None,
-                    "image_size": args.input_size,
-                }
-                if args.backend != "classic"
-                else {}
-            )
-            backend = make_backend(
-                args.backend,
-                model=args.model,
-                checkpoint=args.checkpoint,
-                device=args.device,
-                download=not args.no_download,
-                **sam2_options,
+            backend = build_backend(
+                BackendSpec(
+                    name=args.backend,
+                    model=args.model,
+                    checkpoint=args.checkpoint,
+                    device=args.device,
+                    download=not args.no_download,
+                    input_size=args.input_size,
+                    compile=args.compile,
+                    cuda_graphs=not args.no_cuda_graphs,
+                    fast_attention=False if args.no_fast_attention else None,
+                )
             )
             args.backend = getattr(backend, "name", args.backend)
             if args.resume:
@@ -301,6 +297,8 @@ def _input_size(text: str) -> int | str:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .backends.factory import BACKENDS, DEVICES
+    from .backends.sam2.checkpoints import DEFAULT_MODEL
 
     p = _Parser(
         prog="napari-sam2-worms",
@@ -313,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="open napari with the synthetic plate and the tracker widget")
-    d.add_argument("--backend", default="auto", choices=["auto", "sam2", "classic"])
+    d.add_argument("--backend", default="auto", choices=BACKENDS)
     d.add_argument("--no-run", action="store_true", help=argparse.SUPPRESS)
     d.set_defaults(func=cmd_demo)
 
@@ -346,13 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "sam2", "classic"],
+        choices=BACKENDS,
         help="auto (default): SAM 2 when a checkpoint is available, else classic with a notice",
     )
-    t.add_argument("--model", default="sam2.1_hiera_tiny")
+    t.add_argument("--model", default=DEFAULT_MODEL)
     t.add_argument("--checkpoint", help="a local SAM 2 checkpoint file (.pt)")
     t.add_argument("--no-download", action="store_true", help="never download a checkpoint")
-    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    t.add_argument("--device", default="auto", choices=DEVICES)
     t.add_argument("--frames", help="START:STOP, frames to track (inclusive)")
     t.add_argument(
         "--compile",
@@ -426,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     g = sub.add_parser("download", help="download a SAM 2 checkpoint into the cache")
-    g.add_argument("model", nargs="?", default="sam2.1_hiera_tiny")
+    g.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     g.add_argument("--list", action="store_true", help="list the known models")
     g.add_argument(
         "--deadline",

@@ -283,16 +283,18 @@ def test_track_sam2_random_weights_through_local_checkpoint(tmp_path, small_plat
 def test_track_gpu_switches_reach_the_backend(
     tmp_path, plate_tif, small_plate, flags, want, monkeypatch
 ):
-    import napari_sam2_worms.engine.pipeline as pipeline
+    import dataclasses
+
+    import napari_sam2_worms.backends.factory as factory
     from napari_sam2_worms.backends.base import BackendError
 
     seen = {}
 
-    def fake_make_backend(name, **options):
-        seen.update(options)
+    def fake_build_backend(spec, **kwargs):
+        seen.update(dataclasses.asdict(spec))
         raise BackendError("stop here")
 
-    monkeypatch.setattr(pipeline, "make_backend", fake_make_backend)
+    monkeypatch.setattr(factory, "build_backend", fake_build_backend)
     prompts = _prompts(tmp_path, small_plate)
     args = ["track", str(plate_tif), "--prompts", str(prompts), "--out", str(tmp_path / "o")]
     assert main([*args, "--backend", "sam2", *flags]) == 2
