@@ -85,7 +85,7 @@ SAMPLES: dict[str, Sample] = {
 
 
 def sample_info(key: str) -> Sample:
-    """The registry entry of ``key``; a clear ValueError for unknown keys."""
+    """Look up the registry entry of ``key``; a clear ValueError for unknown keys."""
     try:
         return SAMPLES[key]
     except KeyError:
@@ -100,7 +100,7 @@ def sample_cache() -> Path:
 
 
 def sample_path(key: str) -> Path | None:
-    """The cached copy of sample ``key`` when its SHA-256 is the pinned one, else None."""
+    """Find the cached copy of sample ``key`` when its SHA-256 is the pinned one, else None."""
     from .backends.sam2.checkpoints import file_sha256
 
     info = sample_info(key)
@@ -137,7 +137,7 @@ def fetch_sample(
     progress: ProgressCallback | None = None,
     timeout: float = 30.0,
 ) -> Path:
-    """The path of sample ``key``, downloaded and verified on first use.
+    """Return the path of sample ``key``, downloaded and verified on first use.
 
     A cached copy with the pinned SHA-256 is returned without touching the network. A
     download goes to a temporary file beside its place and is renamed only once its

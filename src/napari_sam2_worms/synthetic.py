@@ -71,6 +71,7 @@ class SyntheticPlate:
 
     @property
     def object_ids(self) -> np.ndarray:
+        """The worms' ids, 1..N."""
         return np.arange(1, len(self.specs) + 1)
 
     def head_points(self, frame: int = 0) -> dict[int, tuple[float, float]]:
@@ -80,7 +81,10 @@ class SyntheticPlate:
         """
         n = self.centerlines.shape[2]
         return {
-            i + 1: tuple(float(v) for v in self.centerlines[frame, i, n // 4])
+            i + 1: (
+                float(self.centerlines[frame, i, n // 4, 0]),
+                float(self.centerlines[frame, i, n // 4, 1]),
+            )
             for i in range(len(self.specs))
         }
 

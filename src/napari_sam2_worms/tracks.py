@@ -58,14 +58,17 @@ class SkeletonTracks:
 
     @property
     def n_frames(self) -> int:
+        """Number of frames (rows)."""
         return self.points.shape[0]
 
     @property
     def n_objects(self) -> int:
+        """Number of objects."""
         return self.points.shape[1]
 
     @property
     def n_points(self) -> int:
+        """Number of points per centerline."""
         return self.points.shape[2]
 
     @classmethod

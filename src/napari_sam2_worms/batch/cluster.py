@@ -101,6 +101,7 @@ class PinGpu(_WorkerPlugin):
         self.assignment = dict(assignment)
 
     def setup(self, worker) -> None:
+        """Pin ``worker`` to its GPU (sets ``CUDA_VISIBLE_DEVICES`` in its process)."""
         gpu = self.assignment.get(str(worker.name))
         if gpu is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..video import CONTAINER_SUFFIXES, TIFF_SUFFIXES
+
+if TYPE_CHECKING:
+    import os
 
 VIDEO_SUFFIXES = CONTAINER_SUFFIXES + TIFF_SUFFIXES
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -58,6 +60,7 @@ class VideoJob:
     session: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the job as a JSON-ready dict."""
         return asdict(self)
 
 

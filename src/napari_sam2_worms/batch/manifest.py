@@ -69,9 +69,11 @@ class Manifest:
         return (self.out / str(e.get("output", "")) / "session.json").is_file()
 
     def update(self, key: str, **fields: Any) -> None:
+        """Set ``fields`` on the entry of video ``key`` (in memory; :meth:`save` writes)."""
         self.entries.setdefault(key, {}).update(fields)
 
     def save(self) -> None:
+        """Write the manifest atomically."""
         doc = {"format": FORMAT, "version": VERSION, "videos": self.entries}
         atomic_write_text(self.path, json.dumps(doc, indent=1, default=str))
 

@@ -267,9 +267,10 @@ def _backend(options: dict):
         )
     )
     if options.get("reuse_model", True) and getattr(backend, "name", "") == "sam2":
-        if getattr(backend, "predictor", None) is None:
-            backend.load()
-        _PREDICTORS[key] = backend.predictor
+        sam2: Any = backend  # the SAM 2 adapter (by its name): it has load() and predictor
+        if getattr(sam2, "predictor", None) is None:
+            sam2.load()
+        _PREDICTORS[key] = sam2.predictor
     return backend
 
 
@@ -340,10 +341,8 @@ def trim_host_memory() -> None:
         return
     import ctypes
 
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl...)
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (musl...)
-        pass
 
 
 def _reset_peak_gpu_memory() -> None:

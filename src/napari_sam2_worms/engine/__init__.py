@@ -1,0 +1,1 @@
+"""The tracking engine: a session of prompts, masks and skeletons over a backend."""

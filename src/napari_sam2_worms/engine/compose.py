@@ -8,11 +8,14 @@ else landed. A prompt result (``only``: the user's latest edit) goes first inste
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..backends.base import FrameResult, LabelMasks
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 def compose_frame(

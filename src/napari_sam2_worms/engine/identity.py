@@ -57,6 +57,7 @@ class SwapResult:
 
     @property
     def frames(self) -> range:
+        """The frames of the swap, ``start..stop`` inclusive."""
         return range(self.start, self.stop + 1)
 
 
@@ -180,5 +181,5 @@ def _resend(session: TrackingSession, a: int, b: int) -> None:
     backend = session.backend
     backend.remove_object(a)
     backend.remove_object(b)
-    for frame, obj in sorted(k for k in session.prompts.keys() if k[1] in (a, b)):
+    for frame, obj in sorted(k for k in session.prompts.keys() if k[1] in (a, b)):  # noqa: SIM118
         backend.set_prompts(frame, obj, session.prompts.for_frame_object(frame, obj))

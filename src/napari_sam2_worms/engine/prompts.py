@@ -60,6 +60,7 @@ class PromptStore:
         return sorted({f for f, o in self.keys() if object_id is None or o == object_id})
 
     def objects(self) -> list[int]:
+        """Sorted ids of the objects with prompts."""
         return sorted({o for _, o in self.keys()})
 
     def drop(self, frame: int | None = None, object_id: int | None = None) -> None:
@@ -105,6 +106,54 @@ def _index(entry: dict, key: str, where: str, minimum: int) -> int:
     return value
 
 
+def _parse_entry(
+    store: PromptStore,
+    kind: str,
+    entry: object,
+    where: str,
+    n_frames: int | None,
+    size: tuple[int, int] | None,
+) -> None:
+    """Check one entry of the ``points`` or ``boxes`` list and add it to ``store``."""
+    if not isinstance(entry, dict):
+        raise PromptsFileError(f"{where}: must be an object")
+    obj = _index(entry, "object", where, 1)
+    frame = _index(entry, "frame", where, 0)
+    if n_frames is not None and frame >= n_frames:
+        raise PromptsFileError(
+            f"{where}: frame {frame} is past the video's end ({n_frames} frames)"
+        )
+    if kind == "points":
+        x, y = _number(entry, "x", where), _number(entry, "y", where)
+        _check_inside(where, [(x, y)], size)
+        positive = entry.get("positive", True)
+        if not isinstance(positive, bool):
+            raise PromptsFileError(f"{where}: 'positive' must be true or false")
+        store.points.setdefault((frame, obj), []).append((x, y, positive))
+        return
+    x0, y0, x1, y1 = (_number(entry, k, where) for k in ("x0", "y0", "x1", "y1"))
+    if x1 <= x0 or y1 <= y0:
+        raise PromptsFileError(f"{where}: the box needs x1 > x0 and y1 > y0")
+    _check_inside(where, [(x0, y0), (x1, y1)], size)
+    if (frame, obj) in store.boxes:
+        raise PromptsFileError(f"{where}: object {obj} already has a box on frame {frame}")
+    store.boxes[(frame, obj)] = (x0, y0, x1, y1)
+
+
+def _parse_names(names_raw: object) -> dict[int, str]:
+    """Check the ``names`` mapping (object id -> name); return it with int keys."""
+    if not isinstance(names_raw, dict):
+        raise PromptsFileError("'names' must map object ids to names")
+    names = {}
+    for k, v in names_raw.items():
+        if not str(k).isdigit() or not isinstance(v, str):
+            raise PromptsFileError(f"names[{k!r}]: must map an object id to a string")
+        if not v.strip():
+            raise PromptsFileError(f"names[{k!r}]: a name cannot be empty")
+        names[int(k)] = v.strip()
+    return names
+
+
 def parse_prompts(
     data: dict, n_frames: int | None = None, size: tuple[int, int] | None = None
 ) -> tuple[PromptStore, dict[int, str]]:
@@ -132,42 +181,8 @@ def parse_prompts(
         if not isinstance(entries, list):
             raise PromptsFileError(f"'{kind}' must be a list")
         for i, entry in enumerate(entries):
-            where = f"{kind}[{i}]"
-            if not isinstance(entry, dict):
-                raise PromptsFileError(f"{where}: must be an object")
-            obj = _index(entry, "object", where, 1)
-            frame = _index(entry, "frame", where, 0)
-            if n_frames is not None and frame >= n_frames:
-                raise PromptsFileError(
-                    f"{where}: frame {frame} is past the video's end ({n_frames} frames)"
-                )
-            if kind == "points":
-                x, y = _number(entry, "x", where), _number(entry, "y", where)
-                _check_inside(where, [(x, y)], size)
-                positive = entry.get("positive", True)
-                if not isinstance(positive, bool):
-                    raise PromptsFileError(f"{where}: 'positive' must be true or false")
-                store.points.setdefault((frame, obj), []).append((x, y, positive))
-            else:
-                b = tuple(_number(entry, k, where) for k in ("x0", "y0", "x1", "y1"))
-                if b[2] <= b[0] or b[3] <= b[1]:
-                    raise PromptsFileError(f"{where}: the box needs x1 > x0 and y1 > y0")
-                _check_inside(where, [(b[0], b[1]), (b[2], b[3])], size)
-                if (frame, obj) in store.boxes:
-                    raise PromptsFileError(
-                        f"{where}: object {obj} already has a box on frame {frame}"
-                    )
-                store.boxes[(frame, obj)] = b  # type: ignore[assignment]
-    names_raw = data.get("names", {})
-    if not isinstance(names_raw, dict):
-        raise PromptsFileError("'names' must map object ids to names")
-    names = {}
-    for k, v in names_raw.items():
-        if not str(k).isdigit() or not isinstance(v, str):
-            raise PromptsFileError(f"names[{k!r}]: must map an object id to a string")
-        if not v.strip():
-            raise PromptsFileError(f"names[{k!r}]: a name cannot be empty")
-        names[int(k)] = v.strip()
+            _parse_entry(store, kind, entry, f"{kind}[{i}]", n_frames, size)
+    names = _parse_names(data.get("names", {}))
     if not store.keys():
         raise PromptsFileError("the prompts file holds no points and no boxes")
     check_distinct_names(names, store.objects())

@@ -18,11 +18,14 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _try_os_lock(fd: int) -> bool:
-    if os.name == "nt":  # pragma: no cover - Windows
+    if sys.platform == "win32":  # pragma: no cover - Windows
         import msvcrt
 
         try:
@@ -123,6 +126,7 @@ class RunLock:
 
     @property
     def held(self) -> bool:
+        """Whether this object holds the lock now."""
         return self._fd is not None
 
     def holder(self) -> dict[str, Any]:
@@ -205,9 +209,11 @@ class RunLock:
         os.close(fd)
 
     def __enter__(self) -> RunLock:
+        """Acquire the lock (see :meth:`acquire`)."""
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
+        """Release the lock."""
         self.release()
 
 
@@ -227,17 +233,15 @@ def hold(
     me = threading.get_ident()
     with _HELD_LOCK:
         entry = _HELD.get(key)
-        if entry is not None and entry[1] == me:
-            entry[2] += 1
-            reentered = True
-        else:
-            reentered = False
-    if reentered:
+        mine = entry if entry is not None and entry[1] == me else None
+        if mine is not None:
+            mine[2] += 1
+    if mine is not None:
         try:
-            yield entry[0]
+            yield mine[0]
         finally:
             with _HELD_LOCK:
-                entry[2] -= 1
+                mine[2] -= 1
         return
     lock = RunLock(folder, purpose, lasting)
     deadline = time.monotonic() + max(0.0, timeout)

@@ -13,10 +13,12 @@ still matches the label stack). No Qt, no torch.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 class SkeletonFeed:
@@ -34,6 +36,7 @@ class SkeletonFeed:
 
     @property
     def workers(self) -> int:
+        """Skeleton worker processes (0 = off); setting it starts or stops them."""
         return self._workers
 
     @workers.setter

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .run_lock import RunFolderError, RunFolderExistsError
 from .run_set import pending
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,7 @@ class SigintGuard:
             self._soft = False
 
     def __enter__(self) -> SigintGuard:
+        """Catch Ctrl-C (main thread only; elsewhere a no-op)."""
         if threading.current_thread() is not threading.main_thread():
             return self
         self._old = signal.signal(signal.SIGINT, self._handler)
@@ -153,6 +156,7 @@ class SigintGuard:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Give Ctrl-C its previous handler back."""
         if not self._active:
             return
         self._unpatch_spawn()
@@ -169,7 +173,8 @@ class SigintGuard:
             from multiprocessing import popen_spawn_posix
         except ImportError:  # pragma: no cover - Windows
             return
-        orig = popen_spawn_posix.Popen._launch
+        popen_class: Any = popen_spawn_posix.Popen  # _launch is private: not in the stubs
+        orig = popen_class._launch
         self._launch = orig
 
         def _launch(popen, process_obj):
@@ -181,12 +186,13 @@ class SigintGuard:
             finally:
                 signal.signal(signal.SIGINT, previous)
 
-        popen_spawn_posix.Popen._launch = _launch
+        popen_class._launch = _launch
 
     def _unpatch_spawn(self) -> None:
         if self._launch is None:
             return
         from multiprocessing import popen_spawn_posix
 
-        popen_spawn_posix.Popen._launch = self._launch
+        popen_class: Any = popen_spawn_posix.Popen
+        popen_class._launch = self._launch
         self._launch = None

@@ -11,13 +11,16 @@ Keypoints are ``p00``... head first; individuals are the object names.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import __version__
 from .nwb import CONFIDENCE_DEFINITION, REFERENCE_FRAME, SOURCE_SOFTWARE, read_nwb, write_nwb
 from .selection import ExportTable, feature_unit, scaled_features
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "SOURCE_SOFTWARE",

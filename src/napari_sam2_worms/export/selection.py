@@ -6,12 +6,15 @@ unit conversion and the NaN/confidence policy are the same in every format.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..tracks import SkeletonTracks
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ..tracks import SkeletonTracks
 
 __all__ = ["UNITS", "ExportError", "ExportTable", "prepare", "subset_tracks"]
 
@@ -52,10 +55,12 @@ class ExportTable:
 
     @property
     def keypoint_names(self) -> list[str]:
+        """Names of the centerline points, head first."""
         return keypoint_names(self.tracks.n_points)
 
     @property
     def unit_name(self) -> str:
+        """The length unit's name as exports write it."""
         return UNITS[self.units]
 
 

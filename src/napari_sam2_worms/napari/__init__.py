@@ -1,0 +1,1 @@
+"""The napari adapters: reader, widget, menus and sample data (the only Qt code)."""

@@ -6,9 +6,11 @@ Imports neither napari nor Qt: napari only calls :func:`get_reader`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,8 @@ def read_video(path: str | list[str]) -> list[LayerData]:
 
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     layers: list[LayerData] = []
-    for p in paths:
-        p = Path(p)
+    for item in paths:
+        p = Path(item)
         video = open_video(p)
         meta = {
             "name": p.stem if p.is_file() else p.name,

@@ -144,10 +144,10 @@ def _longest_path(skel: np.ndarray) -> tuple[np.ndarray, bool]:
     start = int(ends[0]) if len(ends) else 0
     a, _ = _farthest(nbrs, wts, start)
     b, parent = _farthest(nbrs, wts, a)
-    path = [b]
-    while parent[path[-1]] >= 0:
-        path.append(parent[path[-1]])
-    path = np.array(path[::-1])
+    chain = [b]
+    while parent[chain[-1]] >= 0:
+        chain.append(parent[chain[-1]])
+    path = np.array(chain[::-1])
     # corner triangles of an 8-connected line add about one extra edge per corner;
     # a real loop adds many more than the endpoints-count allows
     loops = n_edges > m - 1 + int((deg >= 3).sum())
@@ -277,7 +277,7 @@ def _fit_prev(prev: np.ndarray, soft: np.ndarray, dist: np.ndarray, n: int) -> n
     covered = (d2.min(axis=2) <= (half + 1.5) ** 2).mean(axis=1)
     score = covered - outside.mean(axis=1) - 1e-4 * np.abs(shifts)
     best = cand[int(np.argmax(score))]
-    gy, gx = np.gradient(dist.astype(np.float32))
+    gy, gx = (np.asarray(g) for g in np.gradient(dist.astype(np.float32)))
     for _ in range(_FIT_STEPS):
         sx = _bilinear(gx, best[:, 0], best[:, 1])
         sy = _bilinear(gy, best[:, 0], best[:, 1])

@@ -18,14 +18,17 @@ rows, with NaN coordinates and reason ``missing``: rows are never dropped.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..tracks import FEATURE_NAMES, SkeletonTracks
 from ..utils import atomic_path
 from .features import feature_units
+
+if TYPE_CHECKING:
+    import os
 
 __all__ = ["CsvFormatError", "read_csv", "write_csv"]
 
@@ -58,8 +61,8 @@ def unit_columns(pixel_size: float | None) -> list[tuple[str, str, float]]:
 def write_csv(tracks: SkeletonTracks, path: str | os.PathLike) -> None:
     """Write ``tracks`` as a skeleton CSV (atomically)."""
     t_n, k_n, n = tracks.points.shape[:3]
-    tt, kk, pp = np.meshgrid(np.arange(t_n), np.arange(k_n), np.arange(n), indexing="ij")
-    tt, kk, pp = tt.ravel(), kk.ravel(), pp.ravel()
+    grid = np.meshgrid(np.arange(t_n), np.arange(k_n), np.arange(n), indexing="ij")
+    tt, kk, pp = (g.ravel() for g in grid)
     frames = np.asarray(tracks.frames)
     ids = np.asarray(tracks.object_ids)
     names = np.asarray(list(tracks.names), dtype=object)
@@ -142,6 +145,6 @@ def read_csv(path: str | os.PathLike) -> SkeletonTracks:
     tracks.reason[t_idx, k_idx] = get("reason")
     for name in FEATURE_NAMES:
         tracks.features[name][t_idx, k_idx] = get(name).astype(np.float64)
-    if "flipped" in col:
+    if "flipped" in col and tracks.flipped is not None:  # empty() makes it
         tracks.flipped[t_idx, k_idx] = get("flipped").astype(np.int64) != 0
     return tracks

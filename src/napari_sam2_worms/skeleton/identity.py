@@ -17,11 +17,13 @@ kept assignment fits again and the flag goes away.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
-from ..tracks import SkeletonTracks
+if TYPE_CHECKING:
+    from ..tracks import SkeletonTracks
 
 __all__ = ["IDENTITY_SUSPECT", "IdentityEvent", "identity_suspects", "mark_identity_suspects"]
 
@@ -141,7 +143,7 @@ def _window(valid: np.ndarray, first: int, step: int) -> np.ndarray:
 
     Within :data:`HORIZON` rows; nearest first.
     """
-    rows = []
+    rows: list[int] = []
     t = first
     while 0 <= t < len(valid) and abs(t - first) < HORIZON and len(rows) < WINDOW:
         if valid[t]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
@@ -24,6 +24,9 @@ from .centerline import MaskSkeleton, skeletonize_mask
 from .features import compute_features
 from .identity import mark_identity_suspects
 from .orientation import orient_tracks
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
 
 __all__ = ["skeletonize_frame", "skeletonize_labels"]
 
@@ -219,8 +222,9 @@ def merge_streamed(older: Mapping, newer: Mapping) -> StreamedSkeletons:
     out.update((key, v) for key, v in older.items() if key[0] not in touched)
     out.update(newer)
     for cache in (older, newer):
-        frames = getattr(cache, "frames", {})
-        for t, v in frames.items():
+        if not isinstance(cache, StreamedSkeletons):
+            continue  # a plain mapping of items: no frame checks
+        for t, v in cache.frames.items():
             if cache is newer or t not in touched:
                 out.frames[t] = v
                 out.frame_ids[t] = cache.ids_for(t)
@@ -251,9 +255,9 @@ def _signatures(labels: np.ndarray, frames: list[int]) -> dict[int, tuple]:
 
 
 class PrevChain:
-    """Return the previous centerline each object passes on to its next frame.
+    """The previous centerline each object passes on to its next frame.
 
-    As the stack loop does it: the last finite centerline, if at most 2 frames back.
+    As the stack loop keeps it: the last finite centerline, if at most 2 frames back.
     """
 
     def __init__(self) -> None:
@@ -366,23 +370,7 @@ def skeletonize_labels(
         Oriented (head first), with ``good``/``reason`` and features filled.
     """
     labels = np.asarray(labels)
-    if labels.ndim != 3:
-        raise ValueError(
-            f"skeletonize_labels needs a (T, H, W) label stack, got shape {labels.shape}"
-        )
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError("the label stack must be integer (0 = background, ids > 0)")
-    if object_ids is None:
-        if labels.dtype.kind == "u" and labels.dtype.itemsize <= 2:
-            present = np.flatnonzero(np.bincount(labels.ravel()))
-        else:
-            present = np.unique(labels)
-        object_ids = [int(i) for i in present if i != 0]
-    ids = [int(i) for i in object_ids]
-    if names is not None and len(names) != len(ids):
-        raise ValueError(f"got {len(names)} names for {len(ids)} objects")
-    if fps is None or not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+    ids = _checked_ids(labels, object_ids, names, fps)
     t_n = labels.shape[0]
     tracks = SkeletonTracks.empty(
         t_n,
@@ -408,35 +396,24 @@ def skeletonize_labels(
         todo = todo[:0]
     chain = PrevChain()
     reused = 0
-    known = getattr(cache, "frames", None)
-    if known:  # frames checked for every object asked for (others: search them)
+    known: dict[int, tuple] = {}
+    if isinstance(cache, StreamedSkeletons):
+        # frames checked for every object asked for (others: search them)
         want = set(ids)
-        known = {t: v for t, v in known.items() if want <= cache.ids_for(t)}
+        known = {t: v for t, v in cache.frames.items() if want <= cache.ids_for(t)}
     sigs = _signatures(labels, [int(t) for t in todo if int(t) in known]) if known else {}
     for done, t in enumerate(todo, 1):
         frame = labels[t]
-        entry = known.get(int(t)) if known else None
+        entry = known.get(int(t))
         same = entry is not None and sigs.get(int(t)) == entry[0]  # the frame streamed
-        if same:
-            slices = entry[1]
-        else:
-            slices = _object_slices(frame) if frame.any() else {}
+        slices = entry[1] if entry is not None and same else _found_slices(frame)
         for k, oid in enumerate(ids):
             sl = slices.get(oid)
             if sl is None:
                 continue  # missing: the defaults
             p = chain.get(oid, t)
-            item = None
-            hit = cache.get((int(t), oid)) if cache is not None else None
-            if hit is not None:
-                if same:  # same frame, same crop: only the previous centerline can differ
-                    ok = hit[0][6] == prev_key(p) and hit[0][7] == n_points
-                else:
-                    sub, r0, c0, border = _crop(frame, sl)
-                    ok = hit[0] == item_key(sub, r0, c0, border, p, n_points)
-                if ok:
-                    item = hit[1]
-                    reused += 1
+            item = _cached_item(cache, int(t), oid, frame, sl, same, p, n_points)
+            reused += item is not None
             if item is None:
                 sub, r0, c0, border = _crop(frame, sl)
                 item = skeleton_item(sub, oid, r0, c0, border, n_points, p)
@@ -453,6 +430,64 @@ def skeletonize_labels(
     compute_features(tracks)
     mark_identity_suspects(tracks, labels)
     return tracks
+
+
+def _checked_ids(
+    labels: np.ndarray,
+    object_ids: Sequence[int] | None,
+    names: Sequence[str] | None,
+    fps: float,
+) -> list[int]:
+    """Check the arguments of :func:`skeletonize_labels`; return the object ids to follow."""
+    if labels.ndim != 3:
+        raise ValueError(
+            f"skeletonize_labels needs a (T, H, W) label stack, got shape {labels.shape}"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError("the label stack must be integer (0 = background, ids > 0)")
+    if object_ids is None:
+        if labels.dtype.kind == "u" and labels.dtype.itemsize <= 2:
+            present = np.flatnonzero(np.bincount(labels.ravel()))
+        else:
+            present = np.unique(labels)
+        object_ids = [int(i) for i in present if i != 0]
+    ids = [int(i) for i in object_ids]
+    if names is not None and len(names) != len(ids):
+        raise ValueError(f"got {len(names)} names for {len(ids)} objects")
+    if fps is None or not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return ids
+
+
+def _found_slices(frame: np.ndarray) -> dict:
+    """Bounding slices of every object on ``frame`` ({} on an empty frame)."""
+    return _object_slices(frame) if frame.any() else {}
+
+
+def _cached_item(
+    cache: Mapping[tuple[int, int], tuple] | None,
+    t: int,
+    oid: int,
+    frame: np.ndarray,
+    sl,
+    same: bool,
+    p: np.ndarray | None,
+    n_points: int,
+) -> tuple | None:
+    """Return the cached item of ``oid`` on frame ``t`` where its key still matches, else None.
+
+    ``same``: the frame is the one the cache saw (its signature matched), so only the
+    previous centerline can differ.
+    """
+    hit = cache.get((t, oid)) if cache is not None else None
+    if hit is None:
+        return None
+    if same:
+        ok = hit[0][6] == prev_key(p) and hit[0][7] == n_points
+    else:
+        sub, r0, c0, border = _crop(frame, sl)
+        ok = hit[0] == item_key(sub, r0, c0, border, p, n_points)
+    return hit[1] if ok else None
 
 
 def _store(tracks: SkeletonTracks, columns: tuple, t: int, k: int, item) -> None:

@@ -14,10 +14,12 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..tracks import SkeletonTracks
+if TYPE_CHECKING:
+    from ..tracks import SkeletonTracks
 
 __all__ = ["consistent_orientation", "flip_head_tail", "movement_score", "orient_tracks"]
 
@@ -122,24 +124,34 @@ def _orient_object(
     pts: np.ndarray, reliable: np.ndarray, frames: np.ndarray, images, max_gap: int
 ) -> None:
     """Orient one object's (T, N, 2) centerlines in place (see :func:`orient_tracks`)."""
-    t_n = len(pts)
     have = np.isfinite(pts).all(axis=(1, 2))
     consistent_orientation(pts, max_gap=max_gap)
-    # runs of reliable frames with a centerline, split at gaps
+    runs = _reliable_runs(have & reliable, frames, max_gap)
+    decided = _decide_runs(pts, runs, frames, images)
+    _follow_decided(pts, have, decided, frames, max_gap)
+
+
+def _reliable_runs(usable: np.ndarray, frames: np.ndarray, max_gap: int) -> list[np.ndarray]:
+    """Split the rows where ``usable`` holds into runs, also at gaps over ``max_gap`` frames."""
     runs: list[np.ndarray] = []
     cur: list[int] = []
-    for t in range(t_n):
-        if have[t] and reliable[t] and (not cur or frames[t] - frames[cur[-1]] <= max_gap):
+    for t in range(len(usable)):
+        if usable[t] and (not cur or frames[t] - frames[cur[-1]] <= max_gap):
             cur.append(t)
-        elif have[t] and reliable[t]:
+        elif usable[t]:
             runs.append(np.array(cur))
             cur = [t]
-        elif cur and (not have[t] or not reliable[t]):
+        elif cur:
             runs.append(np.array(cur))
             cur = []
     if cur:
         runs.append(np.array(cur))
-    decided = np.zeros(t_n, bool)
+    return runs
+
+
+def _decide_runs(pts: np.ndarray, runs: list[np.ndarray], frames: np.ndarray, images) -> np.ndarray:
+    """Point each run's heads where the worm moves (else the image cue); return the decided rows."""
+    decided = np.zeros(len(pts), bool)
     for rows in runs:
         score = movement_score(pts[rows], frames[rows])
         length = np.nanmedian(np.hypot(*np.diff(pts[rows], axis=1).transpose(2, 0, 1)).sum(-1))
@@ -154,11 +166,20 @@ def _orient_object(
             if score < 0:
                 pts[rows] = pts[rows][:, ::-1]
             decided[rows] = True
-    # everything else follows its nearest decided neighbour in time (forward chain,
-    # then backward for frames before the first decided one)
+    return decided
+
+
+def _follow_decided(
+    pts: np.ndarray, have: np.ndarray, decided: np.ndarray, frames: np.ndarray, max_gap: int
+) -> None:
+    """Align every undecided row to its nearest decided neighbour in time, in place.
+
+    A forward chain first (within ``max_gap`` frames), then backward for the rows before
+    the first decided one.
+    """
     prev = None
     last = -(10**9)
-    for t in range(t_n):
+    for t in range(len(pts)):
         if not have[t]:
             continue
         if decided[t]:
@@ -169,7 +190,7 @@ def _orient_object(
             prev, last = pts[t], frames[t]
             decided[t] = True
     nxt = None
-    for t in range(t_n - 1, -1, -1):
+    for t in range(len(pts) - 1, -1, -1):
         if not have[t]:
             continue
         if decided[t]:

@@ -21,8 +21,7 @@ import logging
 import re
 import weakref
 from collections import deque
-from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +35,9 @@ from .labels import (
     object_boxes,
     skeleton_item,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +202,7 @@ class FrameRing:
             self.frames.fill(0)
 
     def matches(self, shape: tuple[int, ...], dtype: Any, size: int) -> bool:
+        """Tell whether the ring holds ``size`` frames of this shape and type."""
         return (
             tuple(shape) == self.frame_shape
             and np.dtype(dtype) == self.dtype
@@ -236,7 +239,7 @@ def auto_workers(n_frames: int) -> int:
 
 
 #: what a worker sends once it is up (an epoch no stream has)
-_READY = (-1, -1, [], None)
+_READY: tuple[int, int, list, None] = (-1, -1, [], None)
 
 
 def _warm_up(n_points: int) -> None:
@@ -273,12 +276,7 @@ def _worker(conn: Any) -> None:
     frames: np.ndarray | None = None
     pending: deque = deque()
     while True:
-        try:
-            if not pending:
-                pending.append(conn.recv())
-            while conn.poll():  # take what is queued: a newer stream makes frames stale
-                pending.append(conn.recv())
-        except (EOFError, OSError):
+        if not _receive(conn, pending):
             return
         msg = pending.popleft()
         if msg is None:
@@ -307,29 +305,49 @@ def _worker(conn: Any) -> None:
         if frames is None or ep != epoch:
             continue  # a closed stream's frame: nobody waits for it
         frame = np.array(frames[slot])  # own copy: the slot is reused once we reply
-        out = []
-        mine = object_boxes(frame, ids)
-        # the frame's identity and its objects' boxes: the stack loop checks the frame
-        # once instead of searching it again
-        boxes = {
-            oid: (sl[0].start, sl[0].stop, sl[1].start, sl[1].stop) for oid, sl in mine.items()
-        }
-        info = (t, frame_signature(frame), boxes)
-        for oid, sl in mine.items():
-            sub, r0, c0, border = _crop(frame, sl)
-            p = chain.get(oid, t)
-            key = item_key(sub, r0, c0, border, p, n_points)
-            try:
-                item = skeleton_item(sub, oid, r0, c0, border, n_points, p)
-            except Exception:  # the stack loop will compute (and report) it
-                log.debug("streamed skeleton of object %d, frame %d failed", oid, t, exc_info=True)
-                continue
-            chain.update(oid, t, item[1])
-            out.append(((t, oid), key, item))
+        out, info = _skeletonize_frame(frame, t, ids, chain, n_points)
         try:
             conn.send((ep, seq, out, info))
         except OSError:  # the pool was closed without waiting for us
             return
+
+
+def _receive(conn: Any, pending: deque) -> bool:
+    """Queue the next message and whatever else is waiting; False once ``conn`` is gone."""
+    try:
+        if not pending:
+            pending.append(conn.recv())
+        while conn.poll():  # take what is queued: a newer stream makes frames stale
+            pending.append(conn.recv())
+    except (EOFError, OSError):
+        return False
+    return True
+
+
+def _skeletonize_frame(
+    frame: np.ndarray, t: int, ids: set[int], chain: PrevChain, n_points: int
+) -> tuple[list, tuple]:
+    """Skeletonize a worker's objects ``ids`` on frame ``t``; return its items and frame info.
+
+    The info is the frame's identity and its objects' boxes: the stack loop checks the
+    frame once instead of searching it again.
+    """
+    out = []
+    mine = object_boxes(frame, ids)
+    boxes = {oid: (sl[0].start, sl[0].stop, sl[1].start, sl[1].stop) for oid, sl in mine.items()}
+    info = (t, frame_signature(frame), boxes)
+    for oid, sl in mine.items():
+        sub, r0, c0, border = _crop(frame, sl)
+        p = chain.get(oid, t)
+        key = item_key(sub, r0, c0, border, p, n_points)
+        try:
+            item = skeleton_item(sub, oid, r0, c0, border, n_points, p)
+        except Exception:  # the stack loop will compute (and report) it
+            log.debug("streamed skeleton of object %d, frame %d failed", oid, t, exc_info=True)
+            continue
+        chain.update(oid, t, item[1])
+        out.append(((t, oid), key, item))
+    return out, info
 
 
 class SkeletonPool:
@@ -390,7 +408,8 @@ class SkeletonPool:
             left = end - time.monotonic()
             if left <= 0:
                 return False
-            for conn in wait(waiting, timeout=min(left, 1.0)):
+            ready: list[Any] = wait(waiting, timeout=min(left, 1.0))  # our Connections
+            for conn in ready:
                 try:
                     conn.recv()  # its "ready", or a late answer to a closed stream
                 except (EOFError, OSError):
@@ -569,17 +588,17 @@ class SkeletonStream:
         self.pool.broken = True
         self.close()
 
-    def _open_ring(self, frame: np.ndarray) -> bool:
-        """Take the pool's ring for frames like this one (False: none could be made)."""
+    def _open_ring(self, frame: np.ndarray) -> np.ndarray | None:
+        """Take the pool's ring for frames like this one; return its frames (None: no ring)."""
         try:
             ring = self.pool.ring(frame.shape, frame.dtype, self.ring_bytes)
         except OSError as exc:
             self._broken(f"no room for the skeleton workers' frames ({exc}); skeletons come later")
-            return False
+            return None
         self.ring_size = ring.size
         self._ring = ring.frames
         self._ring_msg = ring.msg
-        return True
+        return self._ring
 
     def feed(self, frame_index: int, label_frame: np.ndarray) -> None:
         """Queue one written label frame (one copy into the ring, one message each)."""
@@ -589,10 +608,12 @@ class SkeletonStream:
     def _feed(self, frame_index: int, label_frame: np.ndarray) -> None:
         if self.closed:
             return
-        if self._ring is None:
-            if not self._open_ring(label_frame):
+        frames = self._ring
+        if frames is None:
+            frames = self._open_ring(label_frame)
+            if frames is None:
                 return
-        elif label_frame.shape != self._ring.shape[1:]:
+        elif label_frame.shape != frames.shape[1:]:
             raise ValueError("all frames of a stream must have the same shape")
         seq = self._sent
         while seq - self._done >= self.ring_size:  # the slot's last reader must be done
@@ -600,7 +621,7 @@ class SkeletonStream:
                 self._broken("the skeleton workers stopped answering; streaming stops here")
                 return
         slot = seq % self.ring_size
-        self._ring[slot] = label_frame
+        frames[slot] = label_frame
         msg = (self.epoch, seq, int(frame_index), slot, self._ring_msg)
         try:
             for conn in self._conns:
@@ -625,7 +646,7 @@ class SkeletonStream:
         end = None if timeout is None else time.monotonic() + timeout
         n = len(self._conns)
         while self._done < goal:
-            ready = wait(self._conns, timeout=1.0 if block else 0)
+            ready: list[Any] = wait(self._conns, timeout=1.0 if block else 0)  # Connections
             if not ready:
                 if not block:
                     return True

@@ -8,11 +8,14 @@ offered to users as a model and it says nothing about segmentation quality.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..backends.base import BadPromptError, FrameResult, ObjectPrompts
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 class OracleBackend:
@@ -38,6 +41,7 @@ class OracleBackend:
         self.video = None
 
     def open(self, video) -> None:
+        """Take ``video``, which must have the ground truth's shape."""
         if tuple(video.shape[:3]) != self.truth.shape:
             raise ValueError("the oracle's ground truth does not match the video's shape")
         self.video = video
@@ -93,6 +97,7 @@ class OracleBackend:
         return FrameResult(frame, masks, scores)
 
     def set_prompts(self, frame: int, object_id: int, prompts: ObjectPrompts) -> FrameResult:
+        """Record the prompts and return the ground truth of the prompted objects."""
         self.prompt_calls.append((frame, object_id))
         if prompts.is_empty():
             self.prompts.pop((frame, object_id), None)
@@ -102,17 +107,21 @@ class OracleBackend:
         return self._result(frame)
 
     def remove_object(self, object_id: int) -> None:
+        """Forget the prompts of ``object_id``."""
         for key in [k for k in self.prompts if k[1] == object_id]:
             del self.prompts[key]
 
     def propagate(self, start: int, stop: int, reverse: bool = False) -> Iterator[FrameResult]:
+        """Yield the ground truth of the prompted objects on each frame of the run."""
         step = -1 if reverse else 1
         for f in range(start, stop + step, step):
             self.propagated.append(f)
             yield self._result(f)
 
     def reset(self) -> None:
+        """Forget every prompt."""
         self.prompts.clear()
 
     def close(self) -> None:
+        """Do nothing (the oracle holds no resources)."""
         pass

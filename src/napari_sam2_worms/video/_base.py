@@ -122,7 +122,7 @@ class LazyVideo:
         first, rest = key[0], key[1:]
         n = len(self)
         if first is None:
-            return self[(slice(None), *rest)][None]
+            return self[(slice(None),) + tuple(rest)][None]
         if isinstance(first, np.ndarray) and first.ndim == 0:
             first = first.item()
         if isinstance(first, (int, np.integer)) and not isinstance(first, bool):
@@ -147,8 +147,8 @@ class LazyVideo:
                 raise IndexError(f"unsupported frame index {first!r}")
         flat = np.asarray(indices).ravel()
         out = np.empty((flat.size, *self._shape[1:]), self._dtype)
-        for j, i in enumerate(flat):
-            out[j] = self.get_frame(int(i))
+        for j, index in enumerate(flat):
+            out[j] = self.get_frame(int(index))
         out = out.reshape(np.shape(indices) + self._shape[1:])
         if rest:
             lead = (slice(None),) * np.ndim(indices)

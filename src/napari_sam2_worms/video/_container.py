@@ -212,7 +212,7 @@ class ContainerVideo(LazyVideo):
         self._seek_start()
         try:
             for n, frame in enumerate(self._frames()):
-                idx = n if self._counted else self._pts_index.get(self._ts(frame))
+                idx = n if self._counted else self._index_of(frame)
                 if idx is not None:
                     last = max(last, idx)
         except Exception:
@@ -227,6 +227,11 @@ class ContainerVideo(LazyVideo):
             return int(frame.pts)
         dts = getattr(frame, "dts", None)
         return int(dts) if dts is not None else None
+
+    def _index_of(self, frame: Any) -> int | None:
+        """Return the frame index of a decoded frame by its timestamp (None: unknown)."""
+        ts = self._ts(frame)
+        return None if ts is None else self._pts_index.get(ts)
 
     def _frames(self) -> Any:
         if self._gen is None:
@@ -300,7 +305,7 @@ class ContainerVideo(LazyVideo):
                 counter += 1
                 idx: int | None = counter
             else:
-                idx = self._pts_index.get(self._ts(frame))
+                idx = self._index_of(frame)
             if idx is None:
                 continue
             if idx > index:

@@ -49,7 +49,7 @@ class TiffVideo(LazyVideo):
             fps = 1.0 / float(fi) if fi else 25.0
         super().__init__(path, out_shape, series.dtype, fps, **cache)
         self._memmap: np.ndarray | None = None
-        self._pages = None
+        self._pages: Any = None  # the series' pages where it cannot be memory-mapped
         self._series = series
         try:
             self._memmap = tifffile.memmap(str(path), mode="r").reshape(shape)
