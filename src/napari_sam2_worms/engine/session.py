@@ -190,6 +190,15 @@ class TrackingSession:
             self._require(object_id)
             self.objects[object_id].name = self._free_name(name, object_id)
 
+    def flip_head_tail(self, object_id: int, start: int, stop: int) -> tuple[int, int]:
+        """Swap head and tail of ``object_id`` on frames ``start..stop`` (inclusive, either
+        order) in :meth:`skeletons`; return the (first, last) frame flipped."""
+        a, b = sorted((self._check_frame(start), self._check_frame(stop)))
+        with self._lock:
+            self._require(object_id)
+            self.flips.append((int(object_id), a, b))
+        return a, b
+
     def _name_owner(self, name: str, but: int | None = None) -> int | None:
         """Find the object (other than ``but``) called ``name``, ignoring case, or None."""
         key = name.strip().casefold()

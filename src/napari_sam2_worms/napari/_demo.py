@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from napari.utils.notifications import show_info
 
-from ._model_panel import sam2_available
+from ..backends.factory import sam2_available
 from ._widget import TrackerWidget
 
 

@@ -79,7 +79,7 @@ class SkeletonDisplay:
         shown = _layers.tracks_display(self.tracks, s.objects)
         _layers.show_track_display(self.viewer, shown)
         _style.set_stale(self.viewer, not self.tracks_fresh)
-        _style.set_visible(self.viewer, self.review_panel.show_skeletons.isChecked())
+        _style.set_visible(self.viewer, self.review_panel.skeletons_shown)
 
     def refresh_skeletons(self) -> None:
         """Show or hide the skeleton layers (the tracks are computed when masks change)."""
@@ -119,9 +119,11 @@ class SkeletonDisplay:
         obj = self.current_object
         if s is None or obj is None:
             return
-        a, b = sorted((int(start), int(stop)))
         fresh = self.tracks_fresh
-        s.flips.append((obj, a, b))
+        ok, span = self._session_call(lambda: s.flip_head_tail(obj, start, stop))
+        if not ok:
+            return
+        a, b = span
         self._version += 1
         if fresh and obj in list(self.tracks.object_ids):
             flip_head_tail(self.tracks, obj, a, b)

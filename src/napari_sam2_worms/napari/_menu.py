@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import napari
 from napari.utils.notifications import show_info, show_warning
@@ -30,7 +31,10 @@ from qtpy.QtWidgets import (
     QSpinBox,
 )
 
-from ._widget import TrackerWidget, widget_for
+from ._registry import widget_for
+
+if TYPE_CHECKING:
+    from ._widget import TrackerWidget
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +270,7 @@ def open_session_from(widget: TrackerWidget, folder: str | Path) -> None:
     """
     from ..engine.session_io import find_session_video, load_session, read_session_json
 
-    backend = widget.model_panel.backend_factory()()
+    backend = widget.build_backend()
     video = None
     current = widget.session
     doc = read_session_json(folder)
@@ -274,18 +278,13 @@ def open_session_from(widget: TrackerWidget, folder: str | Path) -> None:
         video = current.video
     session = load_session(folder, backend, video=video)
     session.settings.pop("session_dir", None)  # autosave in its own folder, not this one
+    layer = None
     if video is None:
         path = find_session_video(folder, doc)
-        widget._image_layer = widget.viewer.add_image(
+        layer = widget.viewer.add_image(
             session.video, name=Path(path).stem, metadata={"fps": session.fps}
         )
-    widget.set_session(session)
-    panel = widget.model_panel
-    panel.loaded(
-        panel.choice(),
-        f"{panel.backend_name} ready: session from '{Path(folder).name}' "
-        f"({session.n_frames} frames, {len(session.objects)} objects)",
-    )
+    widget.open_session(session, f"session from '{Path(folder).name}'", layer)
 
 
 def save_session_dialog(viewer: napari.viewer.Viewer) -> None:

@@ -1,12 +1,19 @@
-"""Model panel: backend, SAM 2 model size, checkpoint, device, load / download."""
+"""Model panel: backend, SAM 2 model size, checkpoint, device, load / download.
+
+The panel knows no widget: it says what to build (:meth:`ModelPanel.spec`, a
+:class:`~napari_sam2_worms.backends.factory.BackendSpec` that
+:func:`~napari_sam2_worms.backends.factory.build_backend` builds), emits
+:attr:`ModelPanel.load_requested` / :attr:`ModelPanel.download_requested`, and shows the
+state the widget gives it (:meth:`ModelPanel.busy`, :meth:`ModelPanel.idle`,
+:meth:`ModelPanel.loaded`).
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from napari.utils.notifications import show_info
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -21,30 +28,32 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..backends.factory import DEVICES, BackendSpec, sam2_available
+from ..backends.sam2.checkpoints import DEFAULT_MODEL, MODELS
 from ..backends.sam2.input_size import INPUT_SIZES, check_input_size
-from ..backends.sam2.checkpoints import DEFAULT_MODEL, MODELS, cached_checkpoint
-
-if TYPE_CHECKING:
-    from ._widget import TrackerWidget
 
 log = logging.getLogger(__name__)
 
 SAM2 = "SAM 2"
 CLASSIC = "classic"
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-def sam2_available(model: str = DEFAULT_MODEL, checkpoint: str | None = None) -> bool:
-    """True when a SAM 2 checkpoint is given or cached for ``model``."""
-    return bool(checkpoint) or cached_checkpoint(model) is not None
 
 
 class ModelPanel(QGroupBox):
-    """Choose and load a backend; the load runs in a worker and its state is shown."""
+    """Choose and load a backend; the widget runs the load in a worker, the panel shows it.
 
-    def __init__(self, host: TrackerWidget, parent: QWidget | None = None) -> None:
+    Signals
+    -------
+    load_requested
+        "Load model" (what to build: :meth:`spec`).
+    download_requested(model)
+        "Download checkpoint" of the selected SAM 2 model.
+    """
+
+    load_requested = Signal()
+    download_requested = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("1. Model", parent)
-        self.host = host
         #: extra keyword arguments for Sam2Backend (tests use image_size=256)
         self.sam2_options: dict[str, Any] = {}
         #: the choice (see :meth:`choice`) the loaded session was built with, and its status
@@ -80,9 +89,11 @@ class ModelPanel(QGroupBox):
             "compilation (in the background; the viewer stays live); clicks never do."
         )
         self.load_button = QPushButton("Load model")
-        self.load_button.clicked.connect(lambda: host.load_model())
+        self.load_button.clicked.connect(lambda: self.load_requested.emit())
         self.download_button = QPushButton("Download checkpoint")
-        self.download_button.clicked.connect(self.download)
+        self.download_button.clicked.connect(
+            lambda: self.download_requested.emit(self.model.currentText())
+        )
         buttons = QHBoxLayout()
         buttons.addWidget(self.load_button)
         buttons.addWidget(self.download_button)
@@ -109,10 +120,11 @@ class ModelPanel(QGroupBox):
     # -- state -----------------------------------------------------------------------
     @property
     def backend_name(self) -> str:
+        """The selected backend: ``"sam2"`` or ``"classic"``."""
         return CLASSIC if self.backend.currentText() == CLASSIC else "sam2"
 
     def set_backend(self, name: str) -> None:
-        """Select "sam2" or "classic"."""
+        """Select ``"sam2"`` or ``"classic"``."""
         self.backend.setCurrentText(CLASSIC if name == "classic" else SAM2)
 
     def _backend_changed(self, text: str) -> None:
@@ -123,11 +135,27 @@ class ModelPanel(QGroupBox):
         self._update_status_hint()
 
     def choice(self) -> tuple:
-        """What :meth:`backend_factory` would build now (backend, model, checkpoint, device)."""
+        """Return what :meth:`spec` asks for now, comparable with :attr:`loaded_choice`."""
         if self.backend_name == "classic":
             return ("classic",)
         return ("sam2", self.model.currentText(), self.checkpoint.text().strip(),
                 self.device.currentText(), self.input_size.currentText())  # fmt: skip
+
+    def spec(self) -> BackendSpec:
+        """Return the backend to build (no silent download: "Download checkpoint" is the
+        explicit action; an input size the model cannot take raises ValueError)."""
+        if self.backend_name == "classic":
+            return BackendSpec(name="classic")
+        return BackendSpec(
+            name="sam2",
+            model=self.model.currentText(),
+            checkpoint=self.checkpoint.text().strip() or None,
+            device=self.device.currentText(),
+            download=False,
+            input_size=check_input_size(self.input_size.currentText()),
+            compile=self.compile.isChecked(),
+            options=dict(self.sam2_options),
+        )
 
     def _update_status_hint(self) -> None:
         """The status line says what is loaded and whether the choice differs from it."""
@@ -142,7 +170,7 @@ class ModelPanel(QGroupBox):
                 f"{self.model.currentText()} is not cached: press 'Download checkpoint', "
                 "choose a file, or use the classic backend."
             )
-        if self.host.session is None or self.loaded_choice is None:
+        if self.loaded_choice is None:
             self.status.setText(hint or "no model loaded")
         elif self.choice() != self.loaded_choice:
             self.status.setText(
@@ -154,7 +182,7 @@ class ModelPanel(QGroupBox):
             self.status.setText(self.loaded_text)
 
     def loaded(self, choice: tuple, text: str) -> None:
-        """A session was built with ``choice`` (loaded or opened): say so."""
+        """Say that a session was built with ``choice`` (loaded or opened)."""
         self.loaded_choice, self.loaded_text = choice, text
         self.idle(text)
         self._update_status_hint()
@@ -166,79 +194,20 @@ class ModelPanel(QGroupBox):
         if path:
             self.checkpoint.setText(path)
 
-    # -- building --------------------------------------------------------------------
-    def backend_factory(self):
-        """A zero-argument function building the selected backend (run in a worker)."""
-        name = self.backend_name
-        model = self.model.currentText()
-        checkpoint = self.checkpoint.text().strip() or None
-        device = self.device.currentText()
-        options = {"image_size": check_input_size(self.input_size.currentText())}
-        options.update(self.sam2_options)
-        if self.compile.isChecked():
-            options["compile"] = True
-
-        def build():
-            if name == "classic":
-                from ..backends.classic import ClassicBackend
-
-                return ClassicBackend()
-            from ..backends.sam2.adapter import Sam2Backend
-            from ..backends.sam2.checkpoints import resolve_checkpoint
-
-            # no silent download here: "Download checkpoint" is an explicit action
-            path = resolve_checkpoint(model, checkpoint, download=False)
-            return Sam2Backend(model, path, device, download=False, **options)
-
-        return build
-
-    def download(self) -> None:
-        """Download the selected SAM 2 model with a progress bar."""
-        from ..backends.sam2.checkpoints import download_checkpoint
-
-        panel = self
-        model = panel.model.currentText()
-        panel.busy(f"downloading {model}…", 100)
-
-        def work():
-            state: dict[str, Any] = {"pct": 0}
-
-            def progress(done, total):
-                state["pct"] = int(100 * done / total) if total else 0
-
-            def fetch():
-                try:
-                    state["path"] = download_checkpoint(model, progress=progress)
-                except Exception as exc:
-                    state["error"] = exc
-
-            t = threading.Thread(target=fetch, daemon=True)
-            t.start()
-            while t.is_alive():
-                t.join(0.2)
-                yield state["pct"]
-            if "error" in state:
-                raise state["error"]
-            return state["path"]
-
-        def done(path):
-            panel.idle(f"downloaded {path}")
-            show_info(f"SAM 2 checkpoint ready: {path}")
-
-        self.host.run_work(
-            work,
-            on_yield=panel.progress.setValue,
-            on_return=done,
-            on_error=lambda e: (panel.idle("download failed"), self.host.notify_error(e)),
-        )
-
+    # -- showing work ------------------------------------------------------------------
     def busy(self, text: str, maximum: int = 0) -> None:
+        """Show work in progress (``maximum`` 0: a busy bar); "Load model" waits."""
         self.status.setText(text)
         self.progress.setVisible(True)
         self.progress.setRange(0, maximum)
         self.load_button.setEnabled(False)
 
+    def show_progress(self, value: int) -> None:
+        """Show the percentage done of a download."""
+        self.progress.setValue(int(value))
+
     def idle(self, text: str) -> None:
+        """Show that the work ended, with ``text``."""
         self.status.setText(text)
         self.progress.setVisible(False)
         self.load_button.setEnabled(True)

@@ -1,11 +1,15 @@
-"""Objects panel: add, remove, rename and pick the current object; negative-click toggle."""
+"""Objects panel: add, remove, rename and pick the current object; negative-click toggle.
+
+The panel knows no widget and no session: it shows the objects it is given
+(:meth:`ObjectsPanel.refresh`) and says what the user asked for through Qt signals.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-from qtpy.QtCore import Qt
+from napari.utils.notifications import show_warning
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -22,18 +26,41 @@ from qtpy.QtWidgets import (
 )
 
 if TYPE_CHECKING:
-    from ._widget import TrackerWidget
+    from collections.abc import Mapping
+
+    from ..engine.session import TrackedObject
 
 ANIMALS = ("worm", "fly", "mouse")
 WORM_MIN_ELONGATION = 2.5  # length over width: drops round specks, keeps coiled worms
 
 
 class ObjectsPanel(QGroupBox):
-    """The list of tracked objects, each with its colour."""
+    """The list of tracked objects, each with its colour.
 
-    def __init__(self, host: TrackerWidget, parent: QWidget | None = None) -> None:
+    Signals
+    -------
+    add_requested(name)
+        "Add": the typed name, else ``<animal><next id>`` (None before any session).
+    remove_requested(object_id), rename_requested(object_id, name)
+        "Remove" / "Rename" of the selected object (None when none is selected).
+    detect_requested(filter)
+        "Detect all": the keyword arguments of ``backend.detect`` (areas, elongation).
+    current_changed(object_id)
+        The selected object changed (or the list was rebuilt): None when none.
+    negative_changed(negative)
+        "Negative clicks" was toggled.
+    """
+
+    add_requested = Signal(object)
+    remove_requested = Signal(object)
+    rename_requested = Signal(object, str)
+    detect_requested = Signal(dict)
+    current_changed = Signal(object)
+    negative_changed = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("2. Objects and prompts", parent)
-        self.host = host
+        self._ids: list[int] | None = None  # the objects shown (None: no session yet)
         lay = QVBoxLayout(self)
         self.list = QListWidget()
         self.list.setMaximumHeight(110)
@@ -44,10 +71,12 @@ class ObjectsPanel(QGroupBox):
         self.rename_button = rename = QPushButton("Rename")
         self.detect_button = QPushButton("Detect all (classic)")
         self.detect_button.setToolTip("Add one object with a click per animal found on this frame")
-        add.clicked.connect(lambda: host.add_object(self.name.text().strip() or self.new_name()))
-        remove.clicked.connect(lambda: host.remove_object(self.current()))
-        rename.clicked.connect(lambda: host.rename_object(self.current(), self.name.text()))
-        self.detect_button.clicked.connect(self.detect_all)
+        add.clicked.connect(
+            lambda: self.add_requested.emit(self.name.text().strip() or self.new_name())
+        )
+        remove.clicked.connect(lambda: self.remove_requested.emit(self.current()))
+        rename.clicked.connect(lambda: self.rename_requested.emit(self.current(), self.name.text()))
+        self.detect_button.clicked.connect(self._detect_clicked)
         self.animal = QComboBox()
         self.animal.setEditable(True)
         self.animal.addItems(ANIMALS)
@@ -68,7 +97,7 @@ class ObjectsPanel(QGroupBox):
         for b in (add, remove, rename):
             row.addWidget(b)
         self.negative = QCheckBox("Negative clicks (key n)")
-        self.negative.toggled.connect(lambda _: host.update_point_defaults())
+        self.negative.toggled.connect(self.negative_changed.emit)
         lay.addWidget(self.list)
         lay.addWidget(self.name)
         lay.addLayout(row)
@@ -78,61 +107,63 @@ class ObjectsPanel(QGroupBox):
         lay.addWidget(self.detect_button)
         lay.addLayout(filt)
         lay.addWidget(self.negative)
-        self.list.currentRowChanged.connect(lambda _: host.update_point_defaults())
+        self.list.currentRowChanged.connect(lambda _: self.current_changed.emit(self.current()))
+
+    # -- values --------------------------------------------------------------------------
+    @property
+    def negative_clicks(self) -> bool:
+        """True when new clicks are negative ("Negative clicks" checked)."""
+        return self.negative.isChecked()
+
+    def toggle_negative(self) -> None:
+        """Flip "Negative clicks" (the key n)."""
+        self.negative.setChecked(not self.negative.isChecked())
 
     def animal_name(self) -> str:
-        """The animal name for new objects ("worm" when the combo is empty)."""
+        """Return the animal name for new objects ("worm" when the combo is empty)."""
         return self.animal.currentText().strip() or "worm"
 
     def new_name(self) -> str | None:
-        """``<animal><next id>`` (None without a session: the host reports that)."""
-        s = self.host.session
-        if s is None:
+        """Return ``<animal><next id>`` (None before any session: the widget says so)."""
+        if self._ids is None:
             return None
-        return f"{self.animal_name()}{max(s.objects, default=0) + 1}"
+        return f"{self.animal_name()}{max(self._ids, default=0) + 1}"
 
-    def detect_all(self) -> None:
-        """One object and one click per animal on this frame, filtered by size/shape."""
-        from napari.utils.notifications import show_info, show_warning
-
-        host = self.host
-        s = host._require_session()
-        if s is None:
-            return
-        if not hasattr(s.backend, "detect"):
-            show_warning("Detection needs the classic backend; click on each animal instead.")
-            return
+    def detect_filter(self) -> dict | None:
+        """Return the size/shape filter of "Detect all", or None (with a message) when the
+        max area is below the min area."""
         lo, hi = self.min_area.value() or None, self.max_area.value() or None
         if lo is not None and hi is not None and hi < lo:
             show_warning(f"Detect all: the max area ({hi} px) is below the min area ({lo} px).")
-            return
-        kw = {"min_area": lo, "max_area": hi}
+            return None
+        kw: dict = {"min_area": lo, "max_area": hi}
         if self.animal_name() == "worm":
             kw["min_elongation"] = WORM_MIN_ELONGATION
-        frame = host.current_frame()
-        found = s.backend.detect(frame, **kw)
-        if not found:
-            show_info(f"Detect all: no {self.animal_name()} on frame {frame} in this size range.")
-            return
-        points = host._layer("prompts")
-        for x, y in found:
-            host.add_object(self.new_name())
-            points.add(np.array([frame, y, x], float))  # same path as a click
+        return kw
+
+    def _detect_clicked(self) -> None:
+        kw = self.detect_filter()
+        if kw is not None:
+            self.detect_requested.emit(kw)
 
     def current(self) -> int | None:
-        """The id of the selected object, or None."""
+        """Return the id of the selected object, or None."""
         item = self.list.currentItem()
         return None if item is None else int(item.data(Qt.ItemDataRole.UserRole))
 
+    # -- showing -------------------------------------------------------------------------
     def select(self, object_id: int) -> None:
+        """Select ``object_id`` in the list (nothing when it is not listed)."""
         for i in range(self.list.count()):
             if int(self.list.item(i).data(Qt.ItemDataRole.UserRole)) == object_id:
                 self.list.setCurrentRow(i)
                 return
 
-    def refresh(self, objects: dict) -> None:
-        """Rebuild the list from ``session.objects``, keeping the selection."""
+    def refresh(self, objects: Mapping[int, TrackedObject]) -> None:
+        """Rebuild the list from ``session.objects``, keeping the selection; then emit
+        :attr:`current_changed` (the colours or the selection may be new)."""
         keep = self.current()
+        self._ids = [int(o) for o in objects]
         self.list.blockSignals(True)
         self.list.clear()
         for oid, obj in sorted(objects.items()):
@@ -146,4 +177,4 @@ class ObjectsPanel(QGroupBox):
             self.select(keep)
         elif objects:
             self.select(max(objects))
-        self.host.update_point_defaults()
+        self.current_changed.emit(self.current())

@@ -1,9 +1,15 @@
-"""Review panel: flag events with next / previous, head-tail flips, skeleton display."""
+"""Review panel: flag events with next / previous, head-tail flips, skeleton display.
+
+Like movement's napari sub-widgets, the panel takes only the viewer (for the frame on
+screen); it knows no widget: it lists the flag events it is given
+(:meth:`ReviewPanel.set_flags`) and its buttons emit signals.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QGroupBox,
@@ -16,22 +22,42 @@ from qtpy.QtWidgets import (
 )
 
 from ._identity_panel import SwapIdentities
-from ._layers import FlagEvent
 
 if TYPE_CHECKING:
-    from ._widget import TrackerWidget
+    from collections.abc import Mapping
+
+    import napari
+
+    from ._layers import FlagEvent
 
 
 class ReviewPanel(QGroupBox):
-    """Flag events to check (runs of flagged frames of one object and kind), head/tail flips."""
+    """Flag events to check (runs of flagged frames of one object and kind), head/tail flips.
 
-    def __init__(self, host: TrackerWidget, parent: QWidget | None = None) -> None:
+    Signals
+    -------
+    update_requested
+        "Update flags".
+    goto_requested(frame, object_id)
+        An event was picked (list, Next, Previous): show that frame and object.
+    flip_requested(start, stop)
+        "Flip head/tail" of the current object over frames start..stop.
+    skeletons_toggled(shown)
+        "Show centerlines and heads" was toggled.
+    """
+
+    update_requested = Signal()
+    goto_requested = Signal(int, object)
+    flip_requested = Signal(int, int)
+    skeletons_toggled = Signal(bool)
+
+    def __init__(self, viewer: napari.Viewer, parent: QWidget | None = None) -> None:
         super().__init__("4. Review", parent)
-        self.host = host
+        self.viewer = viewer
         self.flags: list[FlagEvent] = []
         lay = QVBoxLayout(self)
         self.update_button = update = QPushButton("Update flags")
-        update.clicked.connect(lambda: host.update_flags())
+        update.clicked.connect(lambda: self.update_requested.emit())
         self.list = QListWidget()
         self.list.setMaximumHeight(120)
         self.list.itemDoubleClicked.connect(lambda _: self.goto(self.list.currentRow()))
@@ -48,7 +74,7 @@ class ReviewPanel(QGroupBox):
         self.flip_button = flip = QPushButton("Flip head/tail")
         flip.setToolTip("Swap head and tail of the current object over frames start..stop")
         flip.clicked.connect(
-            lambda: host.flip_head_tail(self.flip_start.value(), self.flip_stop.value())
+            lambda: self.flip_requested.emit(self.flip_start.value(), self.flip_stop.value())
         )
         frow = QHBoxLayout()
         frow.addWidget(self.flip_start)
@@ -59,31 +85,43 @@ class ReviewPanel(QGroupBox):
             "The skeleton tracks the export writes (oriented over time, with your flips)"
         )
         self.show_skeletons.setChecked(True)
-        self.show_skeletons.toggled.connect(lambda _: host.refresh_skeletons())
+        self.show_skeletons.toggled.connect(self.skeletons_toggled.emit)
         lay.addWidget(update)
         lay.addWidget(self.list)
         lay.addLayout(nav)
         lay.addLayout(frow)
-        self.swap = SwapIdentities(host)  # two objects exchange identities
+        self.swap = SwapIdentities()  # two objects exchange identities
         lay.addWidget(self.swap)
         lay.addWidget(self.show_skeletons)
 
+    @property
+    def skeletons_shown(self) -> bool:
+        """True when "Show centerlines and heads" is checked."""
+        return self.show_skeletons.isChecked()
+
     def set_frames(self, n_frames: int) -> None:
+        """Let the flip range span the video's ``n_frames`` frames (the whole video chosen)."""
         for s in (self.flip_start, self.flip_stop):
             s.setRange(0, max(n_frames - 1, 0))
         self.flip_stop.setValue(max(n_frames - 1, 0))
 
-    def set_flags(self, flags: list[FlagEvent], names: dict) -> None:
+    def set_flags(self, flags: list[FlagEvent], names: Mapping[int, str]) -> None:
+        """List the flag ``events`` (object names from ``names``: id -> name)."""
         self.flags = list(flags)
         self.list.blockSignals(True)
         self.list.clear()
-        self.list.addItems([f.text(names) for f in self.flags])
+        self.list.addItems([f.text(dict(names)) for f in self.flags])
         self.list.blockSignals(False)
 
     def goto(self, row: int) -> None:
+        """Emit :attr:`goto_requested` for the event on ``row`` (nothing off the list)."""
         if 0 <= row < len(self.flags):
             flag = self.flags[row]
-            self.host.goto(flag.frame, flag.object_id)
+            self.goto_requested.emit(flag.frame, flag.object_id)
+
+    def _frame(self) -> int:
+        step = self.viewer.dims.current_step
+        return int(step[0]) if len(step) else 0
 
     def step(self, delta: int) -> None:
         """Go to the next (+1) / previous (-1) event: the first one starting after / before
@@ -92,7 +130,7 @@ class ReviewPanel(QGroupBox):
             return
         n = len(self.flags)
         row = self.list.currentRow()
-        frame = self.host.current_frame()
+        frame = self._frame()
         if not (0 <= row < n and self.flags[row].frame == frame):
             # nothing selected here: the first event after (before) the frame on screen
             starts = [e.frame for e in self.flags]

@@ -1,94 +1,78 @@
-"""The dock widget: a thin container wiring the panels, the session and the layers.
+"""The dock widget: it wires the panels, owns the session's lifecycle and the layers.
+
+The panels (:mod:`._model_panel`, :mod:`._objects_panel`, :mod:`._propagate_panel`,
+:mod:`._review_panel` with :mod:`._identity_panel`) know no widget: they emit Qt signals,
+which :meth:`TrackerWidget._connect_panels` connects to the methods here, and show what
+they are given. The widget's halves live in focused mixins: objects and identities
+(:mod:`._object_actions`), the prompts layer (:mod:`._prompt_sync`), propagation
+(:mod:`._propagation`), painted corrections (:mod:`._painting`) and the skeletons on
+screen (:mod:`._display`).
 
 Long work (loading a model, SAM 2 clicks, propagation, skeletons of all frames) runs in
 ``napari.qt.threading.thread_worker``s; layers are only touched in main-thread handlers.
 Set ``TrackerWidget.synchronous = True`` (or pass ``synchronous=True``) to run the
-generators inline (scripts); the GUI tests use the real workers.
-
-What the skeleton layers show is :meth:`TrackingSession.skeletons` (the tracks every
-export writes: oriented over time, with the user's flips), computed once in a worker after
-each change of the masks and cached; a flip is applied to the cached tracks at once.
+generators inline (scripts); the GUI tests use the real workers. Session data changes
+only through the session's API.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
+from ..backends.factory import build_backend, sam2_available
 from ..engine.session import TrackingSession
 from . import _layers, _style
 from ._display import SkeletonDisplay
-from ._model_panel import ModelPanel, sam2_available
+from ._model_panel import ModelPanel
+from ._object_actions import ObjectActions
 from ._objects_panel import ObjectsPanel
 from ._painting import Painting
+from ._prompt_sync import MASKS, PROMPTS, PromptSync
 from ._propagate_panel import PropagatePanel
+from ._propagation import Propagation
+from ._registry import real_viewer, register, unregister, widget_for
 from ._review_panel import ReviewPanel
-from ._workers import run_work, start_skeleton_workers
+from ._workers import download_steps, run_work, start_skeleton_workers
+
+if TYPE_CHECKING:
+    from ..backends.base import Backend
+    from ..video._base import LazyVideo
 
 log = logging.getLogger(__name__)
 
-PROMPTS, MASKS = "prompts", "masks"
 SKELETONS, HEADS, TAILS = _style.SKELETONS, _style.HEADS, _style.TAILS
-
-#: Main-thread refresh intervals while a propagation runs (seconds): the progress bar, and
-#: the masks of the frames done (the frame on screen sooner).
-PROGRESS_EVERY = 0.1
-LABELS_EVERY = 0.5
-CURRENT_FRAME_EVERY = 0.15
-
-#: viewer id -> the viewer's (last opened) widget, for the menu commands
-_REGISTRY: dict[int, weakref.ref] = {}
+__all__ = ["HEADS", "MASKS", "PROMPTS", "SKELETONS", "TAILS", "TrackerWidget", "widget_for"]
 
 
-def real_viewer(viewer):
-    """The viewer behind napari's ``PublicOnlyProxy`` (napari hands commands and widgets
-    a new proxy of the viewer at each call, so the proxy's id is no key)."""
-    while hasattr(viewer, "__wrapped__"):
-        viewer = viewer.__wrapped__
-    return viewer
-
-
-def widget_for(viewer) -> TrackerWidget:
-    """The tracker widget docked in ``viewer``; a clear error when there is none."""
-    ref = _REGISTRY.get(id(real_viewer(viewer)))
-    widget = ref() if ref is not None else None
-    if widget is None:
-        raise LookupError(
-            "open the tracker first: Plugins > SAM 2 worm tracker (SAM 2 Worm Tracker)"
-        )
-    return widget
-
-
-class TrackerWidget(SkeletonDisplay, Painting, QWidget):
+class TrackerWidget(ObjectActions, SkeletonDisplay, Painting, PromptSync, Propagation, QWidget):
     """SAM 2 / classic worm tracker dock widget.
 
     Parameters
     ----------
-    napari_viewer : the viewer (napari passes it, possibly behind a ``PublicOnlyProxy``).
-    synchronous : run long work inline instead of in worker threads (scripts).
+    napari_viewer : napari.Viewer
+        The viewer (napari passes it, possibly behind a ``PublicOnlyProxy``).
+    synchronous : bool, optional
+        Run long work inline instead of in worker threads (scripts).
     """
 
     synchronous = False
 
-    def __init__(self, napari_viewer, synchronous: bool | None = None) -> None:
+    def __init__(self, napari_viewer: Any, synchronous: bool | None = None) -> None:
         super().__init__()
         self.viewer = real_viewer(napari_viewer)
         if synchronous is not None:
             self.synchronous = synchronous
         self.session: TrackingSession | None = None
-        self._image_layer = None
+        self.video_layer = None  # the image layer the session tracks
         self._cancel = threading.Event()
         self._workers: set = set()
-        self._syncing_points = False
-        self._prompt_busy = False
         self.running = False
         self._closed = False
         # napari deletes a docked widget with its viewer without closeEvent: a worker that
@@ -101,10 +85,10 @@ class TrackerWidget(SkeletonDisplay, Painting, QWidget):
         self._tracks_version = -1
         self._tracks_busy = False
         self._tracks_wanted = False
-        self.model_panel = ModelPanel(self)
-        self.objects_panel = ObjectsPanel(self)
-        self.propagate_panel = PropagatePanel(self)
-        self.review_panel = ReviewPanel(self)
+        self.model_panel = ModelPanel()
+        self.objects_panel = ObjectsPanel()
+        self.propagate_panel = PropagatePanel()
+        self.review_panel = ReviewPanel(self.viewer)
         inner = QWidget()
         lay = QVBoxLayout(inner)
         for p in (self.model_panel, self.objects_panel, self.propagate_panel, self.review_panel):
@@ -118,12 +102,35 @@ class TrackerWidget(SkeletonDisplay, Painting, QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
-        _REGISTRY[id(self.viewer)] = weakref.ref(self)
+        self._connect_panels()
+        register(self.viewer, self)
         if not sam2_available():
             self.model_panel.set_backend("classic")
 
+    def _connect_panels(self) -> None:
+        """Connect the panels' signals to what they ask for."""
+        m, o, p, r = self.model_panel, self.objects_panel, self.propagate_panel, self.review_panel
+        m.load_requested.connect(lambda: self.load_model())
+        m.download_requested.connect(self.download_checkpoint)
+        o.add_requested.connect(self.add_object)
+        o.remove_requested.connect(self.remove_object)
+        o.rename_requested.connect(self.rename_object)
+        o.detect_requested.connect(self.detect_objects)
+        o.current_changed.connect(self._current_object_changed)
+        o.negative_changed.connect(lambda _: self.update_point_defaults())
+        p.propagate_requested.connect(lambda: self.propagate())
+        p.cancel_requested.connect(self.cancel)
+        p.paint_requested.connect(self.use_painted_mask)
+        p.repropagate_requested.connect(lambda: self.repropagate())
+        r.update_requested.connect(self.update_flags)
+        r.goto_requested.connect(self.goto)
+        r.flip_requested.connect(self.flip_head_tail)
+        r.skeletons_toggled.connect(lambda _: self.refresh_skeletons())
+        r.swap.swap_requested.connect(self.swap_identities)
+
     # -- lifecycle ------------------------------------------------------------------
-    def closeEvent(self, event) -> None:
+    def closeEvent(self, event: Any) -> None:
+        """Disconnect from the viewer when the dock widget is closed (Qt's handler)."""
         self.disconnect_viewer()
         super().closeEvent(event)
 
@@ -136,33 +143,27 @@ class TrackerWidget(SkeletonDisplay, Painting, QWidget):
                 w.quit()
             except RuntimeError:
                 pass
-        for name, event, cb in (
-            (PROMPTS, "data", self._on_points_data),
-            (MASKS, "paint", self._on_paint),
-        ):
-            layer = self._layer(name)
-            if layer is not None:
-                try:
-                    getattr(layer.events, event).disconnect(cb)
-                except (TypeError, ValueError, RuntimeError):
-                    pass
-        points = self._layer(PROMPTS)
-        if points is not None and self._on_press in points.mouse_drag_callbacks:
-            points.mouse_drag_callbacks.remove(self._on_press)
-        if _REGISTRY.get(id(self.viewer)) is not None and _REGISTRY[id(self.viewer)]() is self:
-            del _REGISTRY[id(self.viewer)]
+        labels = self._layer(MASKS)
+        if labels is not None:
+            try:
+                labels.events.paint.disconnect(self._on_paint)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        self._disconnect_prompts_layer()
+        unregister(self.viewer, self)
 
-    # -- workers --------------------------------------------------------------------
-    def run_work(self, func: Callable[[], Any], **handlers) -> None:
-        """Run ``func`` in a worker (or inline when :attr:`synchronous`); see
-        :func:`._workers.run_work` for the handlers (they run on the main thread)."""
+    def run_work(self, func: Callable[[], Any], **handlers: Any) -> None:
+        """Run ``func`` in a worker (or inline when :attr:`synchronous`).
+
+        See :func:`._workers.run_work` for the handlers (they run on the main thread and
+        are skipped once the widget is closed); errors default to :meth:`notify_error`.
+        """
         handlers.setdefault("on_error", self.notify_error)
         guarded = {k: self._unless_closed(h) for k, h in handlers.items() if h is not None}
         run_work(func, synchronous=self.synchronous, workers=self._workers, **guarded)
 
     def _unless_closed(self, handler: Callable) -> Callable:
-        """``handler``, skipped once the widget is closed (a worker may finish later)."""
-
+        """Return ``handler``, skipped once the widget is closed (a worker may finish later)."""
         alive = self._alive
 
         def call(*args):
@@ -190,38 +191,32 @@ class TrackerWidget(SkeletonDisplay, Painting, QWidget):
             self.notify_error(exc)
             return False, None
 
-    # -- layers ---------------------------------------------------------------------
-    def _layer(self, name: str):
+    def _require_session(self) -> TrackingSession | None:
+        if self.session is None:
+            show_warning("Load a model first (section 1, 'Load model').")
+        return self.session
+
+    # -- layers and viewer ----------------------------------------------------------
+    def _layer(self, name: str) -> Any:
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
-    def image_layer(self):
-        """The video layer: the selected image layer, else the first one."""
+    def image_layer(self) -> Any:
+        """Return the video layer: the selected image layer, else the first one."""
         from napari.layers import Image
 
         active = self.viewer.layers.selection.active
         if isinstance(active, Image):
             return active
-        for layer in self.viewer.layers:
-            if isinstance(layer, Image):
-                return layer
-        return None
-
-    def _video_of(self, layer):
-        from ..video import ArrayVideo
-        from ..video._base import LazyVideo
-
-        data = layer.data
-        if isinstance(data, LazyVideo):
-            return data
-        fps = float(layer.metadata.get("fps", 25.0) or 25.0)
-        return ArrayVideo(np.asarray(data), fps=fps)
+        return next((layer for layer in self.viewer.layers if isinstance(layer, Image)), None)
 
     def current_frame(self) -> int:
+        """Return the frame on screen."""
         step = self.viewer.dims.current_step
         return int(step[0]) if len(step) else 0
 
     @property
     def current_object(self) -> int | None:
+        """The object selected in the objects list (None when none is)."""
         return self.objects_panel.current()
 
     def _ensure_layers(self) -> None:
@@ -245,93 +240,9 @@ class TrackerWidget(SkeletonDisplay, Painting, QWidget):
             if old is not None and old._type_string != kind:  # an older version's layer
                 self.viewer.layers.remove(old)
         _style.add_display_layers(self.viewer)
-        points = self._layer(PROMPTS)
-        if points is None:
-            points = self.viewer.add_points(
-                ndim=3,
-                name=PROMPTS,
-                size=8,
-                border_width=0.3,
-                features={"object": np.zeros(0, int), "positive": np.zeros(0, bool)},
-            )
-        else:  # clicks on top of the skeletons
-            self.viewer.layers.move(self.viewer.layers.index(points), len(self.viewer.layers))
-        points.events.data.disconnect(self._on_points_data)
-        points.events.data.connect(self._on_points_data)
-        points.bind_key("n", self._toggle_negative, overwrite=True)
-        if self._on_press not in points.mouse_drag_callbacks:
-            # before the add-mode callback, which adds the point on release
-            points.mouse_drag_callbacks.insert(0, self._on_press)
-        self._rebuild_points()
-        self._prompts_ready()
+        self._ensure_prompts_layer()
 
-    def _prompts_ready(self) -> None:
-        """The prompts layer selected, in add mode: the next click is a prompt."""
-        points = self._layer(PROMPTS)
-        if points is None:
-            return
-        self.viewer.layers.selection.active = points
-        points.mode = "add"
-
-    def _toggle_negative(self, _layer=None) -> None:
-        self.objects_panel.negative.setChecked(not self.objects_panel.negative.isChecked())
-
-    def _on_press(self, layer, event) -> None:
-        """Shift-click adds a negative point (positive when 'Negative clicks' is on)."""
-        if event.type == "mouse_press" and str(layer.mode) == "add":
-            self.update_point_defaults(invert="Shift" in event.modifiers)
-
-    def update_point_defaults(self, invert: bool = False) -> None:
-        """New clicks and paint get the current object (and clicks the polarity;
-        ``invert``: Shift held)."""
-        points = self._layer(PROMPTS)
-        obj = self.current_object
-        if points is None or obj is None or self.session is None:
-            return
-        labels = self._layer(MASKS)
-        if labels is not None and labels.selected_label != obj:
-            labels.selected_label = obj  # painting is for the current object
-        positive = self.objects_panel.negative.isChecked() == invert
-        # "current" colours also recolour selected points: never those of another object
-        points.selected_data = set()
-        points.feature_defaults = {"object": obj, "positive": positive}
-        face, border, _ = _layers.point_styles(
-            np.array([obj]), np.array([positive]), self.session.objects
-        )
-        points.current_face_color = face[0]
-        points.current_border_color = border[0]
-
-    def _rebuild_points(self) -> None:
-        """Show the session's clicks in the prompts layer (after a failure, load, removal)."""
-        points = self._layer(PROMPTS)
-        if points is None or self.session is None:
-            return
-        data, objs, pos = _layers.prompts_to_points(self.session)
-        self._syncing_points = True
-        try:
-            points.selected_data = set()
-            points.data = data
-            points.features = {"object": objs, "positive": pos}
-            self._style_points()
-        finally:
-            self._syncing_points = False
-        self.update_point_defaults()
-
-    def _style_points(self) -> None:
-        points = self._layer(PROMPTS)
-        feats = points.features
-        if len(points.data) == 0:
-            return
-        face, border, symbols = _layers.point_styles(
-            np.asarray(feats["object"], int),
-            np.asarray(feats["positive"], bool),
-            self.session.objects,
-        )
-        points.face_color = face
-        points.border_color = border
-        points.symbol = symbols
-
-    def refresh_labels(self, frames=None, skeletons: bool = True) -> None:
+    def refresh_labels(self, frames: Any = None, skeletons: bool = True) -> None:
         """Copy session labels into the masks layer (all frames, or the given ones); the
         masks changed, so the skeletons are recomputed (unless ``skeletons`` is False)."""
         labels = self._layer(MASKS)
@@ -351,27 +262,34 @@ class TrackerWidget(SkeletonDisplay, Painting, QWidget):
         if skeletons:
             self.masks_changed()
 
-    # -- model ----------------------------------------------------------------------
+    # -- session lifecycle ----------------------------------------------------------
+    def build_backend(self) -> Backend:
+        """Build the backend the model panel asks for (call it in a worker: SAM 2 loads
+        for seconds). A missing SAM 2 checkpoint raises the checkpoint's own
+        ``CheckpointError`` (the factory's hint names a command-line flag)."""
+        from ..backends.sam2.checkpoints import CheckpointError
+
+        try:
+            return build_backend(self.model_panel.spec())
+        except CheckpointError as exc:
+            if isinstance(exc.__cause__, CheckpointError):
+                raise exc.__cause__ from None
+            raise
+
     def load_model(self, on_loaded: Callable[[], None] | None = None) -> None:
         """Build the chosen backend on the video layer in a worker, then start a session."""
         layer = self.image_layer()
         if layer is None:
             show_warning("Open a video first (File > Open, drag and drop, or File > Open Sample).")
             return
-        video = self._video_of(layer)
+        video = _video_of(layer)
         panel = self.model_panel
-        build = panel.backend_factory()
-        name = panel.backend_name
-        chosen = panel.choice()
+        name, chosen = panel.backend_name, panel.choice()
         panel.busy(f"loading {name}…")
 
-        def work():
-            return TrackingSession(video, build())
-
         def done(session):
-            self._image_layer = layer
             start_skeleton_workers(session)  # here: see _main_script_hidden
-            self.set_session(session)
+            self.set_session(session, layer)
             panel.loaded(chosen, f"{name} ready on '{layer.name}' ({session.n_frames} frames)")
             if on_loaded:
                 on_loaded()
@@ -388,12 +306,28 @@ class TrackerWidget(SkeletonDisplay, Painting, QWidget):
             panel.idle(f"loading failed: {exc}")
             self.notify_error(exc)
 
-        self.run_work(work, on_return=done, on_error=failed)
+        self.run_work(
+            lambda: TrackingSession(video, self.build_backend()), on_return=done, on_error=failed
+        )
 
-    def set_session(self, session: TrackingSession) -> None:
-        """Show ``session`` in the layers and panels (replaces the current one)."""
+    def open_session(self, session: TrackingSession, source: str, video_layer: Any = None) -> None:
+        """Show a session opened from a folder (``source``: how the status names it);
+        ``video_layer``: its video's layer when one was added for it."""
+        self.set_session(session, video_layer)
+        panel = self.model_panel
+        panel.loaded(
+            panel.choice(),
+            f"{panel.backend_name} ready: {source} "
+            f"({session.n_frames} frames, {len(session.objects)} objects)",
+        )
+
+    def set_session(self, session: TrackingSession, video_layer: Any = None) -> None:
+        """Show ``session`` in the layers and panels (replaces and closes the current one);
+        ``video_layer``: the image layer it tracks (default: the one it had)."""
         old = self.session
         self.session = session
+        if video_layer is not None:
+            self.video_layer = video_layer
         if old is not None and old is not session:
             try:
                 old.close()
@@ -404,203 +338,37 @@ class TrackerWidget(SkeletonDisplay, Painting, QWidget):
         self.review_panel.set_frames(session.n_frames)
         self.review_panel.set_flags([], {})
         self._ensure_layers()
-        self.objects_panel.refresh(session.objects)
+        self._show_objects()
         self.masks_changed()
 
-    def _require_session(self) -> TrackingSession | None:
-        if self.session is None:
-            show_warning("Load a model first (section 1, 'Load model').")
-        return self.session
+    def download_checkpoint(self, model: str) -> None:
+        """Download the SAM 2 checkpoint of ``model`` in a worker, with a progress bar."""
+        panel = self.model_panel
+        panel.busy(f"downloading {model}…", 100)
 
-    # -- objects --------------------------------------------------------------------
-    def add_object(self, name: str | None = None) -> int | None:
-        s = self._require_session()
-        if s is None:
-            return None
-        ok, oid = self._session_call(lambda: s.add_object(name))
-        if not ok:
-            return None
-        self._objects_changed()
-        self.objects_panel.select(oid)
-        return oid
-
-    def remove_object(self, object_id: int | None) -> None:
-        s = self._require_session()
-        if s is None or object_id is None:
-            return
-        if not self._session_call(lambda: s.remove_object(object_id))[0]:
-            return
-        self._objects_changed()
-        self._rebuild_points()
-        self.refresh_labels()
-
-    def rename_object(self, object_id: int | None, name: str) -> None:
-        s = self._require_session()
-        if s is None or object_id is None:
-            return
-        if self._session_call(lambda: s.rename_object(object_id, name))[0]:
-            self._version += 1  # names are in the tracks
-            self.masks_changed()
-        self.objects_panel.refresh(s.objects)
-
-    def _objects_changed(self) -> None:
-        s = self.session
-        self.objects_panel.refresh(s.objects)
-        labels = self._layer(MASKS)
-        if labels is not None:
-            labels.colormap = _layers.labels_colormap(s.objects)
-        points = self._layer(PROMPTS)
-        if points is not None and len(points.data):
-            self._style_points()
-
-    def detect_objects(self) -> None:
-        """Classic backend: one object and one positive click per animal on this frame."""
-        s = self._require_session()
-        if s is None:
-            return
-        if not hasattr(s.backend, "detect"):
-            show_warning("Detection needs the classic backend; click on each animal instead.")
-            return
-        frame = self.current_frame()
-        points = self._layer(PROMPTS)
-        for x, y in s.backend.detect(frame):
-            if self.add_object() is None:
-                return
-            points.add(np.array([frame, y, x], float))  # same path as a click
-
-    # -- prompts --------------------------------------------------------------------
-    def _on_points_data(self, event) -> None:
-        action = str(getattr(getattr(event, "action", None), "value", getattr(event, "action", "")))
-        if self._syncing_points or action not in ("added", "removed", "changed"):
-            return
-        s = self.session
-        if s is None:
-            return
-        if action == "added":
-            self._style_points()
-            self.update_point_defaults()  # a Shift-click's polarity is for one point
-        self._sync_prompts()
-
-    def _sync_prompts(self) -> None:
-        """Send (frame, object) groups whose clicks changed to the session."""
-        s = self.session
-        points = self._layer(PROMPTS)
-        if s is None or points is None or self._prompt_busy or self.running:
-            return
-        feats = points.features
-        wanted = _layers.points_to_prompts(
-            points.data, np.asarray(feats["object"], int), np.asarray(feats["positive"], bool)
-        )
-        wanted = {k: v for k, v in wanted.items() if k[1] in s.objects}
-        keys = _layers.changed_prompt_keys(s, wanted)
-        if not keys:
-            return
-
-        def work():
-            for frame, obj in keys:
-                pts = wanted.get((frame, obj), [])
-                xy = np.array([p[:2] for p in pts], float).reshape(-1, 2)
-                s.set_points(frame, obj, xy, np.array([p[2] for p in pts], bool))
-            return [f for f, _ in keys]
-
-        def done(frames):
-            self.refresh_labels(sorted(set(frames)))
+        def done(path):
+            panel.idle(f"downloaded {path}")
+            show_info(f"SAM 2 checkpoint ready: {path}")
 
         def failed(exc):
+            panel.idle("download failed")
             self.notify_error(exc)
-            self._rebuild_points()  # the session kept the previous clicks
-            self.refresh_labels(sorted({f for f, _ in keys}))
 
-        def finish():
-            self._prompt_busy = False
-            # clicks made while SAM 2 was busy
-            if not self.synchronous:
-                self._sync_prompts()
+        self.run_work(
+            lambda: download_steps(model),
+            on_yield=panel.show_progress,
+            on_return=done,
+            on_error=failed,
+        )
 
-        # in a worker for every backend (a classic click takes ~50-150 ms on a small
-        # machine: the viewer stays live); clicks made meanwhile follow in ``finish``
-        self._prompt_busy = True
-        self.run_work(work, on_return=done, on_error=failed, on_finish=finish)
 
-    # -- propagation ----------------------------------------------------------------
-    def propagate(self, direction: str | None = None, start=None, stop=None) -> None:
-        """Propagate (forward, backward, both or range) in a worker; layers fill as it goes."""
-        s = self._require_session()
-        if s is None or self.running:
-            return
-        panel = self.propagate_panel
-        direction = direction or panel.direction.currentText()
-        if direction == "range":
-            a, b = panel.start.value(), panel.stop.value()
-            direction, start, stop = ("forward", a, b) if b >= a else ("backward", a, b)
-        self._run_steps(lambda cancel: s.propagate(direction, start, stop, cancel=cancel))
+def _video_of(layer: Any) -> LazyVideo:
+    """Return the video of an image layer (its lazy video, or its array wrapped)."""
+    from ..video import ArrayVideo
+    from ..video._base import LazyVideo
 
-    def repropagate(self, direction: str | None = None) -> None:
-        """Re-run tracking from the current frame after a correction."""
-        s = self._require_session()
-        if s is None or self.running:
-            return
-        direction = direction or self.propagate_panel.direction.currentText()
-        if direction == "range":
-            direction = "forward"
-        frame = self.current_frame()
-        self._run_steps(lambda cancel: s.repropagate_from(frame, direction, cancel=cancel))
-
-    def _run_steps(self, make_gen) -> None:
-        """Run a propagation generator in a worker. The main-thread handler is cheap and
-        throttled (progress every :data:`PROGRESS_EVERY` s, masks every
-        :data:`LABELS_EVERY` s), so the viewer stays responsive however fast frames come."""
-        panel = self.propagate_panel
-        self._cancel = cancel = threading.Event()
-        self.running = True
-        panel.running(True)
-        panel.progress.setRange(0, 0)
-        _style.set_stale(self.viewer, True)
-        pending: set[int] = set()
-        last = {"ui": 0.0, "labels": time.monotonic(), "step": None}
-
-        def work():
-            from ..engine.session_io import autosave
-
-            try:
-                yield from make_gen(cancel)
-            finally:
-                if self.session is not None:  # a crash now loses nothing already tracked
-                    autosave(self.session)
-
-        def on_step(step):
-            pending.add(step.frame)
-            last["step"] = step
-            now = time.monotonic()
-            if now - last["ui"] >= PROGRESS_EVERY:
-                if not cancel.is_set():
-                    panel.show_progress(step.done, step.total)
-                last["ui"] = now
-            due = now - last["labels"] >= LABELS_EVERY
-            here = step.frame == self.current_frame()
-            if due or (here and now - last["labels"] >= CURRENT_FRAME_EVERY):
-                self.refresh_labels(pending, skeletons=False)
-                pending.clear()
-                last["labels"] = time.monotonic()
-
-        def finish():
-            self.running = False
-            step = last["step"]
-            panel.running(False)
-            if step is not None:
-                panel.show_progress(step.done, step.total)
-            else:
-                panel.show_progress(0, 1)
-            # every layer consistent with the session, also after an error or a cancel
-            self.refresh_labels()
-            if cancel.is_set():
-                show_info("Propagation cancelled; the frames done so far are kept.")
-            self._sync_prompts()  # clicks made while it ran
-
-        self.run_work(work, on_yield=on_step, on_finish=finish)
-
-    def cancel(self) -> None:
-        """Stop the propagation after the frame in flight ("Cancelling…" until it has)."""
-        if self.running:
-            self._cancel.set()
-            self.propagate_panel.cancelling()
+    data = layer.data
+    if isinstance(data, LazyVideo):
+        return data
+    fps = float(layer.metadata.get("fps", 25.0) or 25.0)
+    return ArrayVideo(np.asarray(data), fps=fps)

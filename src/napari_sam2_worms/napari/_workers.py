@@ -6,7 +6,9 @@ import contextlib
 import inspect
 import logging
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -155,3 +157,30 @@ def start_skeleton_workers(session) -> None:
         from napari.utils.notifications import show_info
 
         show_info(f"Skeletons are computed in this process (workers did not start: {exc}).")
+
+
+def download_steps(model: str) -> Generator[int, None, Path]:
+    """Download the SAM 2 checkpoint of ``model``, yielding the percentage done (about
+    every 0.2 s); return the file. Runs in a worker (the download in a thread of its own,
+    so that the worker can report progress)."""
+    from ..backends.sam2.checkpoints import download_checkpoint
+
+    state: dict[str, Any] = {"pct": 0}
+
+    def progress(done: int, total: int) -> None:
+        state["pct"] = int(100 * done / total) if total else 0
+
+    def fetch() -> None:
+        try:
+            state["path"] = download_checkpoint(model, progress=progress)
+        except Exception as exc:
+            state["error"] = exc
+
+    t = threading.Thread(target=fetch, daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(0.2)
+        yield state["pct"]
+    if "error" in state:
+        raise state["error"]
+    return Path(state["path"])
