@@ -35,15 +35,13 @@ class UsageError(ValueError):
 OUTPUTS: dict[str, dict[str, str]] = {
     "track": {"out": "dir"},
     "skeletonize": {"out": "file"},
-    "export": {"out": "file"},  # masks-png: a folder (see _output_kind)
+    "export": {"out": "file"},  # a folder format (masks-png): a folder (see _output_kind)
     "batch": {"out": "dir"},
 }
 
 #: every float option must be finite and > 0 when given (see check_numbers);
 #: int options and their smallest value
 INT_MINIMUM = {"points": 2, "stride": 1, "workers": 0, "skeleton_workers": 0, "frames_per_save": 1}
-
-FOLDER_FORMATS = {"masks-png"}
 
 
 def _flag(name: str) -> str:
@@ -166,8 +164,12 @@ def check_label_ids(labels, path: str | os.PathLike) -> None:
 
 
 def _output_kind(args: argparse.Namespace, name: str, kind: str) -> str:
-    if args.command == "export" and getattr(args, "format", None) in FOLDER_FORMATS:
-        return "dir"
+    if args.command == "export" and name == "out":
+        from .export import FORMATS
+
+        fmt = FORMATS.get(getattr(args, "format", None) or "")
+        if fmt is not None and fmt.folder:
+            return "dir"
     return kind
 
 

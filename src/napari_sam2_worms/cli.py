@@ -17,8 +17,6 @@ import numpy as np
 
 log = logging.getLogger("napari_sam2_worms")
 
-MASK_FORMATS = {"masks-tiff": "label stack TIFF", "masks-png": "folder of per-object PNG masks"}
-
 
 def _frames(text: str | None) -> tuple[int | None, int | None]:
     """Parse START:STOP (both inclusive, either may be empty); UsageError otherwise."""
@@ -193,15 +191,14 @@ def cmd_skeletonize(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_tracks
-    from .export.run_dir import load_run_tracks
+    from .export import FORMATS, export_tracks
+    from .export.run_dir import check_run, load_run_tracks
 
     run = Path(args.run_dir)
-    from .export.run_dir import check_run, check_run_video
-
     doc = check_run(run)  # session.json valid, masks.tif as it records (else: named, exit 2)
     objects = _objects(args.objects)
-    if args.format in MASK_FORMATS:
+    kind = FORMATS[args.format].kind
+    if kind == "masks":
         from .export.masks import export_run_masks
 
         out = export_run_masks(
@@ -209,19 +206,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
         print(f"wrote {out}")
         return 0
-    if args.format == "overlay-mp4":
+    if kind == "overlay":
         from .export.overlay import write_overlay_from_run
 
-        check_run_video(run, doc)  # the saved video path must still hold the session's video
         a, b = _frames(args.frames)
-        write_overlay_from_run(run, args.out, start=a, stop=b, scale=args.scale, stride=args.stride)
+        write_overlay_from_run(
+            run, args.out, start=a, stop=b, scale=args.scale, stride=args.stride, session=doc
+        )
         print(f"wrote {args.out}")
         return 0
     from .export.nwb import NwbSubject
-    from .export.run_dir import read_session_json
 
     tracks = load_run_tracks(run)
-    video_path = (read_session_json(run).get("video") or {}).get("path")
+    video_path = (doc.get("video") or {}).get("path")
     a, b = _frames(args.frames)
     frames = None
     if a is not None or b is not None:
@@ -395,10 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .export import FORMATS
 
-    fmts = [*FORMATS, *MASK_FORMATS, "overlay-mp4"]
     e = sub.add_parser("export", help="export a run folder (what track wrote, or a saved session)")
     e.add_argument("run_dir")
-    e.add_argument("--format", required=True, choices=fmts)
+    e.add_argument("--format", required=True, choices=list(FORMATS))
     e.add_argument("--out", required=True)
     e.add_argument("--pixel-size", type=float, help="micrometres per pixel")
     e.add_argument("--fps", type=float)

@@ -86,7 +86,7 @@ def test_resolve_spec_decides_auto_without_building(empty_cache, checkpoint_file
     spec, reason = resolve_spec(BackendSpec(name="auto", checkpoint=str(checkpoint_file)))
     assert (spec.name, spec.checkpoint, reason) == ("sam2", str(checkpoint_file), None)
     missing = str(checkpoint_file.with_name("gone.pt"))
-    with pytest.raises(CheckpointError, match="gone.pt does not exist"):
+    with pytest.raises(CheckpointError, match=r"gone\.pt does not exist"):
         resolve_spec(BackendSpec(name="sam2", checkpoint=missing))
 
 

@@ -9,8 +9,8 @@ import pytest
 import tifffile
 
 from napari_sam2_worms.cli import main
-from napari_sam2_worms.engine.session import object_color
 from napari_sam2_worms.export.overlay import write_overlay
+from napari_sam2_worms.palette import hex_to_rgb, object_color
 from napari_sam2_worms.video import ArrayVideo, open_video
 
 
@@ -35,7 +35,7 @@ def test_overlay_frames_size_and_colour(tmp_path, small_plate):
     frame = np.asarray(back[0])
     assert frame.ndim == 3
     r, c = _deep_pixel(small_plate.labels[2] == 1)
-    expected = np.array([int(object_color(1)[i : i + 2], 16) for i in (1, 3, 5)])
+    expected = np.array(hex_to_rgb(object_color(1)))
     assert np.abs(frame[r, c].astype(int) - expected).max() < 40
     bg = np.asarray(small_plate.video[2])[5, 5]
     assert np.abs(frame[5, 5].astype(int) - int(bg)).max() < 25

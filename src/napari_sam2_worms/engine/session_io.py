@@ -31,22 +31,22 @@ import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..run_files import CORE_FILES, DERIVED_FILES, MASKS, PAINTED, SCORES, SESSION
 from .prompts import parse_prompts
 from .run_lock import hold
-from .run_set import commit_files, file_record, pending, recover
+from .run_set import commit_files, file_record, recover
 from .session import TrackedObject, TrackingSession
+from .session_file import check_files, read_session_json, settle
 from .session_schema import (
     SESSION_FORMAT,
     SESSION_VERSION,
     SessionFileError,
-    validate_session_doc,
 )
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,6 @@ __all__ = [
     "video_fingerprint",
 ]
 
-CORE_FILES = ("masks.tif", "scores.npy", "painted.npz")
-DERIVED_FILES = ("skeletons.csv",)
 #: how long a save waits for another save into the same folder (seconds)
 LOCK_TIMEOUT = 30.0
 
@@ -133,7 +131,7 @@ def _session_fingerprint(session: TrackingSession) -> dict[str, Any]:
 
 def _current_generation(folder: Path) -> int:
     try:
-        doc = json.loads((folder / "session.json").read_text(encoding="utf-8"))
+        doc = json.loads((folder / SESSION).read_text(encoding="utf-8"))
         g = doc.get("generation", 0) if isinstance(doc, dict) else 0
         return int(g) if isinstance(g, int) else 0
     except (OSError, ValueError):
@@ -215,11 +213,11 @@ def save_session(
             path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
 
         writers: dict[str, Callable[[Path], None]] = {
-            "masks.tif": write_masks,
-            "scores.npy": write_scores,
-            "painted.npz": write_painted,
+            MASKS: write_masks,
+            SCORES: write_scores,
+            PAINTED: write_painted,
             **derived,
-            "session.json": write_json,
+            SESSION: write_json,
         }
         commit_files(folder, writers, remove=[n for n in DERIVED_FILES if n not in derived])
     log.info("session saved to %s (generation %d)", folder, generation)
@@ -256,7 +254,7 @@ def add_derived(
                 records[n] = {"generation": generation, **file_record(path.parent / n)}
             path.write_text(json.dumps({**doc, "derived": records}, indent=1), encoding="utf-8")
 
-        commit_files(folder, {**derived, "session.json": write_json})
+        commit_files(folder, {**derived, SESSION: write_json})
 
 
 def _session_doc(
@@ -290,75 +288,6 @@ def _session_doc(
         "score_objects": [int(i) for i in ids],
         "settings": session.settings,
     }
-
-
-def settle(folder: str | os.PathLike, wait: float = 10.0) -> None:
-    """Make sure no save is half-applied in ``folder`` before reading it.
-
-    A save running in another process is waited for (up to ``wait`` seconds); a save
-    that a crash interrupted after its commit is finished (:func:`.run_set.recover`).
-    """
-    folder = Path(folder)
-    deadline = time.monotonic() + wait
-    while pending(folder) and time.monotonic() < deadline:
-        try:
-            with hold(folder, "napari-sam2-worms recovery", timeout=0.0):
-                recover(folder)
-            return
-        except OSError as exc:
-            if getattr(exc, "errno", None) in (13, 30):  # EACCES, EROFS
-                raise SessionFileError(
-                    f"a save into {folder} was interrupted and the folder is not writable, "
-                    "so it cannot be finished; make the folder writable and open it again"
-                ) from exc
-            time.sleep(0.05)  # a live writer is applying its save
-    if pending(folder):
-        raise SessionFileError(f"{folder} is being saved by another process; try again")
-
-
-def read_session_json(folder: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate ``session.json`` of a session folder (raises SessionFileError)."""
-    settle(folder)
-    path = Path(folder) / "session.json"
-    if not path.is_file():
-        raise SessionFileError(f"{folder} is not a session folder: session.json is missing")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SessionFileError(f"{path} is damaged: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise SessionFileError(f"{path} must hold a JSON object, not {type(doc).__name__}")
-    return validate_session_doc(doc, str(path))
-
-
-def check_files(
-    folder: str | os.PathLike, doc: dict[str, Any], names: tuple[str, ...] = CORE_FILES
-) -> None:
-    """Check that the files ``session.json`` records have the recorded size and hash.
-
-    Raises SessionFileError naming the first file that is missing or differs. Folders
-    saved before records were kept are not checked here (their readers check counts).
-    """
-    folder = Path(folder)
-    records = doc.get("files", {})
-    for name in names:
-        if name not in records:
-            continue
-        path = folder / name
-        if not path.is_file():
-            raise SessionFileError(f"{path} is missing; session.json lists it")
-        rec = records[name]
-        actual = file_record(path)
-        if actual["size"] != rec["size"]:
-            raise SessionFileError(
-                f"{path} is damaged: {actual['size']} bytes, session.json recorded "
-                f"{rec['size']} (a truncated copy or a full disk?)"
-            )
-        if actual["sha256"] != rec["sha256"]:
-            raise SessionFileError(
-                f"{path} is damaged or was changed outside napari-sam2-worms: its content "
-                "differs from what session.json recorded"
-            )
 
 
 def find_session_video(folder: str | os.PathLike, doc: dict[str, Any]) -> Path:
@@ -420,7 +349,7 @@ def _read_arrays(folder: Path, doc: dict[str, Any], shape: tuple[int, int, int])
     import tifffile
 
     check_files(folder, doc)
-    path = folder / "masks.tif"
+    path = folder / MASKS
     if not path.is_file():
         raise SessionFileError(f"{path} is missing: the session's masks are gone")
     try:
@@ -434,7 +363,7 @@ def _read_arrays(folder: Path, doc: dict[str, Any], shape: tuple[int, int, int])
             f"{path} holds {labels.dtype} {labels.shape}; the session needs integer labels "
             f"of shape {shape}"
         )
-    path = folder / "scores.npy"
+    path = folder / SCORES
     n_obj = len(doc.get("score_objects", []))
     try:
         scores = np.load(path, allow_pickle=False)
@@ -451,7 +380,7 @@ def _read_arrays(folder: Path, doc: dict[str, Any], shape: tuple[int, int, int])
         )
     painted: dict[tuple[int, int], np.ndarray] = {}
     if doc.get("painted"):
-        path = folder / "painted.npz"
+        path = folder / PAINTED
         try:
             with np.load(path, allow_pickle=False) as npz:
                 for i, p in enumerate(doc["painted"]):
@@ -525,7 +454,7 @@ def load_session(
         if prompts.get("points") or prompts.get("boxes"):
             store, _ = parse_prompts(prompts, t)
     except (ValueError, TypeError, KeyError) as exc:
-        raise SessionFileError(f"{folder / 'session.json'}: prompts: {exc}") from exc
+        raise SessionFileError(f"{folder / SESSION}: prompts: {exc}") from exc
     session = TrackingSession(video, backend, fps=doc.get("fps"), pixel_size=doc.get("pixel_size"))
     for o in doc["objects"]:
         oid = int(o["id"])

@@ -1,7 +1,9 @@
-"""Export skeleton tracks (csv, DeepLabCut, SLEAP, NWB, netCDF, WCON) and masks.
+"""Export skeleton tracks (csv, DeepLabCut, SLEAP, NWB, netCDF, WCON), masks and overlays.
 
-Use :func:`export_tracks` with a format name from :data:`FORMATS`. Every write is
-atomic: the target appears complete or not at all. See ``docs/export.md``.
+:data:`FORMATS` is the one registry of every export format (name, suffix, what it is
+made from, whether it writes a folder); :func:`export_tracks` writes the skeleton-track
+formats, :mod:`.masks` the label stacks and :mod:`.overlay` the overlay video. Every
+write is atomic: the target appears complete or not at all. See ``docs/export.md``.
 
 Importing this package is cheap: ``movement``, ``pynwb`` and ``tifffile`` are imported
 by the writers that need them.
@@ -14,7 +16,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..tracks import SkeletonTracks
 from ..utils import atomic_path
@@ -28,6 +30,8 @@ __all__ = [
     "UNITS",
     "ExportError",
     "ExportFormat",
+    "ExportKind",
+    "export_formats",
     "export_tracks",
     "format_for_path",
     "keypoint_names",
@@ -37,29 +41,78 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+#: What an export is made from: skeleton tracks (:func:`export_tracks`), the label
+#: stack (:mod:`.masks`) or the video with masks and skeletons (:mod:`.overlay`).
+ExportKind = Literal["tracks", "masks", "overlay"]
+
+
 @dataclass(frozen=True)
 class ExportFormat:
-    """One export format: its file extension and what it is."""
+    """One export format.
 
+    Attributes
+    ----------
+    name : the format's name (a key of :data:`FORMATS`, the ``--format`` value).
+    extension : the output's file suffix; empty for a folder.
+    description : what it is, for help texts and the export dialog.
+    kind : ``"tracks"`` (written by :func:`export_tracks`), ``"masks"`` (the label
+        stack: :func:`.masks.write_label_tiff`, :func:`.masks.write_mask_pngs`,
+        :func:`.masks.export_run_masks`) or ``"overlay"`` (needs the video:
+        :func:`.overlay.write_overlay`, :func:`.overlay.write_overlay_from_run`).
+    folder : the output is a folder, not a file.
+    """
+
+    name: str
     extension: str
     description: str
+    kind: ExportKind = "tracks"
+    folder: bool = False
+
+    @property
+    def label(self) -> str:
+        """Return the text an export dialog lists: the name and the suffix or what it is."""
+        if self.kind == "tracks":
+            return f"{self.name} ({self.extension})"
+        return f"{self.name} ({self.description})"
 
 
-#: Format name -> extension and description of the skeleton-track formats. The overlay
-#: video needs the video and the masks as well: see :mod:`.overlay` (``overlay-mp4`` in
-#: the ``export`` command and the export dialog).
-FORMATS: dict[str, ExportFormat] = {
-    "csv": ExportFormat(
-        ".csv", "napari-sam2-worms skeleton table (points, widths, flags, features)"
+_FORMATS = (
+    ExportFormat(
+        "csv", ".csv", "napari-sam2-worms skeleton table (points, widths, flags, features)"
     ),
-    "dlc": ExportFormat(".h5", "DeepLabCut multi-animal predictions (HDF5)"),
-    "dlc-csv": ExportFormat(".csv", "DeepLabCut multi-animal predictions (CSV)"),
-    "sleap": ExportFormat(".h5", "SLEAP analysis file (HDF5)"),
-    "nwb": ExportFormat(".nwb", "Neurodata Without Borders with ndx-pose"),
-    "nc": ExportFormat(".nc", "movement poses dataset (netCDF) with widths, flags, features"),
-    "wcon": ExportFormat(".wcon", "WCON (Worm tracker Commons Object Notation, JSON)"),
-    "wcon-zip": ExportFormat(".wcon.zip", "WCON in a zip archive"),
-}
+    ExportFormat("dlc", ".h5", "DeepLabCut multi-animal predictions (HDF5)"),
+    ExportFormat("dlc-csv", ".csv", "DeepLabCut multi-animal predictions (CSV)"),
+    ExportFormat("sleap", ".h5", "SLEAP analysis file (HDF5)"),
+    ExportFormat("nwb", ".nwb", "Neurodata Without Borders with ndx-pose"),
+    ExportFormat("nc", ".nc", "movement poses dataset (netCDF) with widths, flags, features"),
+    ExportFormat("wcon", ".wcon", "WCON (Worm tracker Commons Object Notation, JSON)"),
+    ExportFormat("wcon-zip", ".wcon.zip", "WCON in a zip archive"),
+    ExportFormat(
+        "overlay-mp4", ".mp4", "overlay video: masks, skeletons, names (H.264)", "overlay"
+    ),
+    ExportFormat("masks-tiff", ".tif", "label stack TIFF", "masks"),
+    ExportFormat("masks-png", "", "folder of per-object PNG masks", "masks", folder=True),
+)
+
+#: Format name -> :class:`ExportFormat`: every export, the skeleton-track formats first,
+#: then the overlay video and the masks. The command line's ``export --format`` and the
+#: export dialog offer these.
+FORMATS: dict[str, ExportFormat] = {f.name: f for f in _FORMATS}
+
+
+def export_formats(kind: ExportKind | None = None) -> dict[str, ExportFormat]:
+    """Return the export formats, or those of one kind, in :data:`FORMATS`' order.
+
+    Parameters
+    ----------
+    kind : ``"tracks"``, ``"masks"`` or ``"overlay"``; None: all.
+
+    Returns
+    -------
+    dict
+        Format name -> :class:`ExportFormat`.
+    """
+    return {n: f for n, f in FORMATS.items() if kind is None or f.kind == kind}
 
 
 def _write_csv(table: ExportTable, tmp: Path, final: Path, **opts: Any) -> None:
@@ -139,7 +192,8 @@ def format_for_path(path: str | os.PathLike) -> str:
         if name.endswith(FORMATS[fmt].extension):
             return fmt
     raise ExportError(
-        f"Cannot tell the export format of {Path(path).name}; give one of {sorted(FORMATS)}."
+        f"Cannot tell the export format of {Path(path).name}; give one of "
+        f"{sorted(export_formats('tracks'))}."
     )
 
 
@@ -164,7 +218,7 @@ def export_tracks(
     tracks : the skeleton tracks.
     path : output file. Its extension should be the format's (see :data:`FORMATS`);
         DeepLabCut and SLEAP need ``.h5`` / ``.csv``, the others are written as given.
-    fmt : a key of :data:`FORMATS`.
+    fmt : a ``"tracks"`` format of :data:`FORMATS`.
     pixel_size : micrometres per pixel; overrides ``tracks.pixel_size``.
     fps : frames per second; overrides ``tracks.fps``.
     objects : object ids to export (default all).
@@ -192,7 +246,14 @@ def export_tracks(
         The file cannot be written (read-only folder...). Nothing is replaced.
     """
     if fmt not in _WRITERS:
-        raise ExportError(f"Unknown export format {fmt!r}; choose one of {sorted(FORMATS)}.")
+        raise ExportError(
+            f"Unknown export format {fmt!r}; choose one of {sorted(export_formats('tracks'))}."
+            + (
+                f" ({fmt} is written from the masks or the video, not the tracks.)"
+                if fmt in FORMATS
+                else ""
+            )
+        )
     path = Path(path)
     px = pixel_size if pixel_size is not None else tracks.pixel_size
     if fmt in ("wcon", "wcon-zip") and units == "px" and px is not None:

@@ -257,13 +257,16 @@ def export_run_masks(
     -------
     The written path.
     """
-    from .run_dir import MASKS_FILE, read_session_json
+    from . import export_formats
+    from .run_dir import read_run_masks, read_session_json
 
-    if fmt not in ("masks-tiff", "masks-png"):
-        raise ValueError(f"Unknown mask format {fmt!r}; use masks-tiff or masks-png.")
+    if fmt not in export_formats("masks"):
+        raise ValueError(
+            f"Unknown mask format {fmt!r}; use {' or '.join(export_formats('masks'))}."
+        )
     run_dir = Path(run_dir)
     session = read_session_json(run_dir)
-    labels = read_label_tiff(run_dir / MASKS_FILE)
+    labels = read_run_masks(run_dir, session)
     stack, ids, first = select_labels(labels, objects, frames)
     if objects is None and session.get("objects"):  # every object, also one without masks
         ids = sorted(int(o["id"]) for o in session["objects"])

@@ -11,20 +11,17 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ..palette import hex_to_rgb, object_color
 from ..tracks import SkeletonTracks
 from ..utils import atomic_path
 
 log = logging.getLogger(__name__)
 
 __all__ = ["render_overlay_frame", "write_overlay", "write_overlay_from_run"]
-
-
-def _rgb(color: str) -> np.ndarray:
-    color = color.lstrip("#")
-    return np.array([int(color[i : i + 2], 16) for i in (0, 2, 4)], np.float32)
 
 
 def render_overlay_frame(
@@ -58,7 +55,7 @@ def render_overlay_frame(
     for obj, col in colors.items():
         m = labels == obj
         if m.any():
-            out[m] = (1 - alpha) * out[m] + alpha * _rgb(col)
+            out[m] = (1 - alpha) * out[m] + alpha * np.array(hex_to_rgb(col), np.float32)
     pil = Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
     if scale != 1.0:
         size = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
@@ -66,7 +63,7 @@ def render_overlay_frame(
     draw = ImageDraw.Draw(pil)
     r = max(2.0, 2.5 * scale)
     for obj, col in colors.items():
-        fill = tuple(int(v) for v in _rgb(col))
+        fill = hex_to_rgb(col)
         anchor = None
         pts = None if skeletons is None else skeletons.get(obj)
         if pts is not None:
@@ -176,31 +173,56 @@ def write_overlay_from_run(
     stop: int | None = None,
     stride: int = 1,
     scale: float = 1.0,
+    session: dict[str, Any] | None = None,
 ) -> Path:
-    """Overlay video of a run folder (its video, masks.tif and skeletons)."""
-    from ..engine.session import object_color
-    from ..engine.session_io import find_session_video
-    from ..video import open_video
-    from .masks import read_label_tiff
-    from .run_dir import load_run_tracks, read_session_json
+    """Write the overlay video of a run folder (its video, masks and skeletons).
 
-    doc = read_session_json(run_dir)
-    video = open_video(find_session_video(run_dir, doc))
-    labels = read_label_tiff(Path(run_dir) / "masks.tif")
+    Parameters
+    ----------
+    run_dir : the run folder.
+    path : the ``.mp4`` to write.
+    start, stop : inclusive frame range (default: all frames).
+    stride : draw every ``stride``-th frame.
+    scale : output scale factor.
+    session : the folder's ``session.json`` as :func:`.run_dir.check_run` returned it
+        (read and checked here when None).
+
+    Returns
+    -------
+    Path
+        The written path.
+
+    Raises
+    ------
+    RunDirError
+        ``session.json`` or ``masks.tif`` is missing or damaged, or the video at the
+        saved path is not the session's.
+    """
+    from ..video import open_video
+    from .run_dir import check_run, check_run_video, load_run_tracks, read_run_masks
+
+    doc = check_run(run_dir) if session is None else session
+    labels = read_run_masks(run_dir, doc)
     tracks = load_run_tracks(run_dir)
     objs = doc.get("objects", [])
     colors = {int(o["id"]): o.get("color") or object_color(int(o["id"])) for o in objs}
     names = {int(o["id"]): o.get("name", str(o["id"])) for o in objs}
-    return write_overlay(
-        video,
-        labels,
-        path,
-        colors,
-        tracks=tracks,
-        names=names,
-        fps=doc.get("fps"),
-        start=start,
-        stop=stop,
-        stride=stride,
-        scale=scale,
-    )
+    video = open_video(check_run_video(run_dir, doc))
+    try:
+        return write_overlay(
+            video,
+            labels,
+            path,
+            colors,
+            tracks=tracks,
+            names=names,
+            fps=doc.get("fps"),
+            start=start,
+            stop=stop,
+            stride=stride,
+            scale=scale,
+        )
+    finally:
+        close = getattr(video, "close", None)
+        if close is not None:
+            close()

@@ -12,13 +12,13 @@ Folders written by hand (no ``format`` in ``session.json``) get the count checks
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..run_files import MASKS, SESSION, SKELETONS
 from ..tracks import SkeletonTracks
 
 __all__ = [
@@ -32,63 +32,27 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SESSION_FILE = "session.json"
-MASKS_FILE = "masks.tif"
-SKELETONS_FILE = "skeletons.csv"
-
 
 class RunDirError(ValueError):
     """A run folder is missing or lacks what is needed; the message says what."""
 
 
 def read_session_json(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The ``session.json`` of a run folder, checked for the keys the exporters use."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirError(
-            f"{run_dir} is not a folder. Give the run folder written by "
-            "`napari-sam2-worms track` or a saved session."
-        )
-    session_path = run_dir / SESSION_FILE
-    from ..engine.session_io import SessionFileError, settle
+    """Read the ``session.json`` of a run folder (also one written by hand), checked.
+
+    The one reader (:func:`~napari_sam2_worms.engine.session_file.read_session_json`)
+    with ``hand_written=True``; its errors become :class:`RunDirError`.
+    """
+    from ..engine.session_file import read_session_json as read
+    from ..engine.session_schema import SessionFileError
 
     try:
-        settle(run_dir)  # a save interrupted after its commit is finished first
+        return read(run_dir, hand_written=True)
     except SessionFileError as exc:
         raise RunDirError(str(exc)) from exc
-    if not session_path.is_file():
-        raise RunDirError(
-            f"{run_dir} has no {SESSION_FILE}: it is not a run folder written by "
-            "`napari-sam2-worms track` or a saved session."
-        )
-    try:
-        session = json.loads(session_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunDirError(f"{session_path} cannot be read as JSON: {exc}") from exc
-    if not isinstance(session, dict):
-        raise RunDirError(f"{session_path} must hold a JSON object.")
-    if "format" in session:  # written by this program: the full schema
-        from ..engine.session_schema import validate_session_doc
-
-        try:
-            return validate_session_doc(session, str(session_path))
-        except SessionFileError as exc:
-            raise RunDirError(str(exc)) from exc
-    objects = session.get("objects", [])
-    if not isinstance(objects, list) or not all(
-        isinstance(o, dict) and isinstance(o.get("id"), int) for o in objects
-    ):
-        raise RunDirError(
-            f"{session_path}: 'objects' must be a list of {{'id': int, 'name': str}}."
-        )
-    for key in ("fps", "pixel_size"):
-        v = session.get(key)
-        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0):
-            raise RunDirError(f"{session_path}: {key!r} must be a positive number, got {v!r}.")
-    return session
 
 
-def check_run(run_dir: str | os.PathLike, files: tuple[str, ...] = (MASKS_FILE,)) -> dict[str, Any]:
+def check_run(run_dir: str | os.PathLike, files: tuple[str, ...] = (MASKS,)) -> dict[str, Any]:
     """Check a run folder before exporting from it; returns its ``session.json``.
 
     Validates ``session.json`` and checks that ``files`` have the size and hash it
@@ -99,7 +63,8 @@ def check_run(run_dir: str | os.PathLike, files: tuple[str, ...] = (MASKS_FILE,)
     RunDirError
         Naming the file that is missing, malformed or damaged.
     """
-    from ..engine.session_io import SessionFileError, check_files
+    from ..engine.session_file import check_files
+    from ..engine.session_schema import SessionFileError
 
     for attempt in range(3):
         session = read_session_json(run_dir)
@@ -126,7 +91,8 @@ def check_run_video(run_dir: str | os.PathLike, session: dict[str, Any] | None =
         The video is not found, or the file at its saved path is another video (the
         message names both).
     """
-    from ..engine.session_io import SessionFileError, check_video, find_session_video
+    from ..engine.session_io import check_video, find_session_video
+    from ..engine.session_schema import SessionFileError
     from ..video import open_video
 
     session = check_run(run_dir) if session is None else session
@@ -158,7 +124,7 @@ def read_run_masks(run_dir: str | os.PathLike, session: dict[str, Any] | None = 
 
     run_dir = Path(run_dir)
     session = check_run(run_dir) if session is None else session
-    path = run_dir / MASKS_FILE
+    path = run_dir / MASKS
     if not path.is_file():
         raise RunDirError(f"{path} is missing: there are no masks to export")
     try:
@@ -180,15 +146,15 @@ def _skeletons_status(run_dir: Path, session: dict[str, Any]) -> str:
         return "legacy"
     from ..engine.run_set import file_record
 
-    rec = (session.get("derived") or {}).get(SKELETONS_FILE)
+    rec = (session.get("derived") or {}).get(SKELETONS)
     if rec is None or rec.get("generation") != session["generation"]:
         return "stale"
-    actual = file_record(run_dir / SKELETONS_FILE)
+    actual = file_record(run_dir / SKELETONS)
     if actual != {"size": rec["size"], "sha256": rec["sha256"]}:
         raise RunDirError(
-            f"{run_dir / SKELETONS_FILE} is damaged: its "
+            f"{run_dir / SKELETONS} is damaged: its "
             f"{'size' if actual['size'] != rec['size'] else 'content'} differs from what "
-            f"{SESSION_FILE} recorded. Delete it to skeletonize {MASKS_FILE} again."
+            f"{SESSION} recorded. Delete it to skeletonize {MASKS} again."
         )
     return "current"
 
@@ -199,7 +165,7 @@ def _check_counts(path: Path, tracks: SkeletonTracks, session: dict[str, Any]) -
     if n_frames is not None and tracks.n_frames != n_frames:
         raise RunDirError(
             f"{path} has {tracks.n_frames} of the session's {n_frames} frames: it is "
-            f"damaged or stale. Delete it to skeletonize {MASKS_FILE} again."
+            f"damaged or stale. Delete it to skeletonize {MASKS} again."
         )
     with open(path, "rb") as fh:
         rows = sum(1 for _ in fh) - 1
@@ -208,14 +174,14 @@ def _check_counts(path: Path, tracks: SkeletonTracks, session: dict[str, Any]) -
         raise RunDirError(
             f"{path} has {rows} rows where {tracks.n_frames} frames of {tracks.n_objects} "
             f"objects need {expected}: it is damaged. Delete it to skeletonize "
-            f"{MASKS_FILE} again."
+            f"{MASKS} again."
         )
     known = {int(o["id"]) for o in session.get("objects", [])}
     extra = sorted(set(int(i) for i in tracks.object_ids) - known) if known else []
     if extra:
         raise RunDirError(
             f"{path} lists objects {extra} that the session does not have: it is stale. "
-            f"Delete it to skeletonize {MASKS_FILE} again."
+            f"Delete it to skeletonize {MASKS} again."
         )
 
 
@@ -239,8 +205,8 @@ def load_run_tracks(run_dir: str | os.PathLike) -> SkeletonTracks:
     pixel_size = session.get("pixel_size")
     objects = session.get("objects", [])
     names_by_id = {int(o["id"]): str(o.get("name") or f"worm{o['id']}") for o in objects}
-    csv_path = run_dir / SKELETONS_FILE
-    masks_path = run_dir / MASKS_FILE
+    csv_path = run_dir / SKELETONS
+    masks_path = run_dir / MASKS
     status = _skeletons_status(run_dir, session) if csv_path.is_file() else "absent"
     if status == "stale":
         log.warning(
@@ -248,7 +214,7 @@ def load_run_tracks(run_dir: str | os.PathLike) -> SkeletonTracks:
             "skeletonizing %s instead",
             csv_path,
             session.get("generation"),
-            MASKS_FILE,
+            MASKS,
         )
     if status in ("current", "legacy"):
         from ..skeleton import read_csv
@@ -268,7 +234,7 @@ def load_run_tracks(run_dir: str | os.PathLike) -> SkeletonTracks:
         )
     if not masks_path.is_file():
         raise RunDirError(
-            f"{run_dir} has neither {SKELETONS_FILE} nor {MASKS_FILE}: there is nothing to "
+            f"{run_dir} has neither {SKELETONS} nor {MASKS}: there is nothing to "
             "export. Run tracking first (or save the session) so that the masks are written."
         )
     from ..skeleton import skeletonize_labels
@@ -276,7 +242,7 @@ def load_run_tracks(run_dir: str | os.PathLike) -> SkeletonTracks:
     labels = read_run_masks(run_dir, check_run(run_dir))
     ids = sorted(names_by_id) if names_by_id else None
     names = [names_by_id[i] for i in ids] if ids else None
-    log.info("No current %s in %s: skeletonizing %s", SKELETONS_FILE, run_dir, MASKS_FILE)
+    log.info("No current %s in %s: skeletonizing %s", SKELETONS, run_dir, MASKS)
     kwargs: dict[str, Any] = {"object_ids": ids, "names": names, "pixel_size": pixel_size}
     if fps is not None:
         kwargs["fps"] = float(fps)
