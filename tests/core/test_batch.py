@@ -7,7 +7,6 @@ import json
 import multiprocessing
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import tifffile
 
 pytest.importorskip("distributed", reason="the batch extra (dask[distributed]) is not installed")
 
-import napari_sam2_worms
+from fixtures.cli import cli_command, cli_env
 from napari_sam2_worms.batch.cluster import gpu_assignment, local_cluster, parse_gpus
 from napari_sam2_worms.batch.runner import BatchOptions, run_batch
 from napari_sam2_worms.synthetic import make_plate
@@ -50,15 +49,11 @@ def _prompts(plate, path: Path, *, x_shift: float = 0.0) -> Path:
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     """The installed command as a user runs it (the package this test imported)."""
-    env = dict(os.environ)
-    src = str(Path(napari_sam2_worms.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
-    env["TQDM_DISABLE"] = "1"
     return subprocess.run(
-        [sys.executable, "-m", "napari_sam2_worms.cli", "batch", *args],
+        cli_command("batch", *args),
         capture_output=True,
         text=True,
-        env=env,
+        env=cli_env(TQDM_DISABLE="1"),
         timeout=600,
     )
 

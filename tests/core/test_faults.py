@@ -23,27 +23,17 @@ import numpy as np
 import pytest
 import tifffile
 
-import napari_sam2_worms
+from fixtures.cli import cli_command, cli_env
 from tmpfs import tmpfs
 
-PKG_ROOT = str(Path(napari_sam2_worms.__file__).resolve().parents[1])
 RING_FOLDERS = sorted({"/dev/shm", tempfile.gettempdir()})
 
 
-def _env(cache: Path | None = None) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (PKG_ROOT, env.get("PYTHONPATH")) if p)
-    if cache is not None:
-        env["NAPARI_SAM2_WORMS_CACHE"] = str(cache)
-    return env
-
-
 def _cli(*args: str, cwd: Path, **kw) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "napari_sam2_worms.cli", *args]
     return subprocess.Popen(
-        cmd,
+        cli_command(*args),
         cwd=cwd,
-        env=_env(cwd / "cache"),
+        env=cli_env(cwd / "cache"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -125,7 +115,7 @@ time.sleep(600)
 
 def test_a_killed_sessions_ring_is_removed_by_the_next_start():
     proc = subprocess.Popen(
-        [sys.executable, "-c", _RING_OWNER], env=_env(), stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _RING_OWNER], env=cli_env(), stdout=subprocess.PIPE, text=True
     )
     try:
         path = proc.stdout.readline().strip()
@@ -342,7 +332,7 @@ def _download(url: str, cache: Path, deadline: str) -> subprocess.Popen:
     sha = hashlib.sha256(PAYLOAD).hexdigest()
     return subprocess.Popen(
         [sys.executable, "-c", _DOWNLOAD, url, sha, deadline],
-        env=_env(cache),
+        env=cli_env(cache),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fixtures.plates import swapped
 from napari_sam2_worms.backends.classic import ClassicBackend
 from napari_sam2_worms.engine.session import TrackingSession
 from napari_sam2_worms.engine.session_io import load_session, save_session
@@ -19,27 +20,6 @@ from napari_sam2_worms.skeleton.identity import (
     identity_suspects,
 )
 from napari_sam2_worms.testing.oracle import OracleBackend
-
-
-def swapped(labels: np.ndarray, a: int, b: int, start: int, stop: int | None = None):
-    """``labels`` with ids ``a`` and ``b`` exchanged on frames start..stop."""
-    out = labels.copy()
-    part = out[start : (None if stop is None else stop + 1)]
-    ma, mb = part == a, part == b
-    part[ma], part[mb] = b, a
-    return out
-
-
-@pytest.fixture(scope="module")
-def crossing():
-    """70 frames of the synthetic plate in which worms 2 and 3 touch on frames 18-49."""
-    from napari_sam2_worms.synthetic import make_plate
-
-    plate = make_plate(n_frames=120, height=150, width=200, n_worms=3)
-    video, labels = plate.video[30:100], plate.labels[30:100]
-    touching = np.flatnonzero(plate.touching[30:100, 1])
-    assert touching[0] > 5 and touching[-1] < 60  # the crossing is inside, with room
-    return video, labels, int(touching[-1]) + 1
 
 
 def _tracked(video_stub, video, truth, frame=0):
