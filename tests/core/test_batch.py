@@ -241,7 +241,7 @@ def test_local_cluster_pins_one_gpu_per_worker():
         assert sorted(env.values()) == ["0", "1"]
         # workers may start the skeleton processes of their video
         daemon = client.run(lambda: multiprocessing.current_process().daemon)
-        assert not any(daemon.values())
+        assert len(daemon) == 2 and not any(daemon.values())
     assert gpu_assignment(3, ["0"]) == {"0": "0", "1": "0", "2": "0"}  # two share one GPU
     assert gpu_assignment(3, ["2", "5"]) == {"0": "2", "1": "5", "2": "2"}
     assert parse_gpus("none") == [] and parse_gpus("0, 1") == ["0", "1"]

@@ -92,6 +92,7 @@ def test_synthetic_plate_accuracy_and_head(plate, plate_tracks):
     assert np.median(np.minimum(e, er)[apart]) <= 1.5
     assert np.mean((e <= er)[apart]) >= 0.95
     # touching worms are flagged, coiled frames are not marked good
+    assert plate.touching.any()  # the plate has contacts to flag
     assert (plate_tracks.reason[plate.touching] == "touching").all()
     coil = plate.coiled & ~plate.touching
     assert coil.any() and not plate_tracks.good[coil].any()
