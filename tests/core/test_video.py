@@ -409,3 +409,30 @@ def test_the_viewer_gets_the_trackers_8_bit_frames(tmp_path, small_plate):
     [(layer_data, _meta, kind)] = get_reader(str(path))(str(path))
     assert kind == "image" and layer_data.dtype == np.uint8
     np.testing.assert_array_equal(np.asarray(layer_data), np.asarray(open_video(path)))
+
+
+def test_napari_reader_patterns_are_the_video_suffixes():
+    """napari.yaml's reader patterns list every suffix open_video opens, and no other."""
+    from importlib.resources import files
+
+    from npe2 import PluginManifest
+
+    from napari_sam2_worms.video import VIDEO_SUFFIXES
+
+    manifest = PluginManifest.from_file(str(files("napari_sam2_worms") / "napari.yaml"))
+    (reader,) = manifest.contributions.readers
+    patterns = [p for p in reader.filename_patterns if p != "*"]  # "*": image folders
+    assert sorted(patterns) == sorted(f"*{s}" for s in VIDEO_SUFFIXES)
+    assert reader.accepts_directories
+
+
+def test_reader_takes_each_video_suffix(tmp_path):
+    from napari_sam2_worms.napari._reader import get_reader
+    from napari_sam2_worms.video import VIDEO_SUFFIXES
+
+    for suffix in VIDEO_SUFFIXES:
+        path = tmp_path / f"clip{suffix.upper()}"
+        path.write_bytes(b"x")
+        assert get_reader(str(path)) is not None, suffix
+    (tmp_path / "notes.txt").write_text("x")
+    assert get_reader(str(tmp_path / "notes.txt")) is None

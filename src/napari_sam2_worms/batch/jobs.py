@@ -23,13 +23,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..video import CONTAINER_SUFFIXES, TIFF_SUFFIXES
+from ..video import IMAGE_SUFFIXES, TIFF_SUFFIXES, VIDEO_SUFFIXES
 
 if TYPE_CHECKING:
     import os
 
-VIDEO_SUFFIXES = CONTAINER_SUFFIXES + TIFF_SUFFIXES
-FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+#: a folder with these images (not TIFFs: those are videos of their own) is one video
+FRAME_SUFFIXES = tuple(s for s in IMAGE_SUFFIXES if s not in TIFF_SUFFIXES)
 PROMPTS_SUFFIX = ".prompts.json"
 INITS = ("prompts", "detect")
 

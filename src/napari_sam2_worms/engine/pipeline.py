@@ -30,6 +30,7 @@ def write_run(
 
     The session is saved first, so a failure or interrupt while skeletonizing keeps it;
     the folder then has no ``skeletons.csv`` (``export`` skeletonizes the masks)."""
+    from ..run_files import SKELETONS
     from ..skeleton import write_csv
     from .run_lock import hold
     from .session_io import add_derived, save_session
@@ -39,14 +40,14 @@ def write_run(
         save_session(session, out, purpose="napari-sam2-worms track")
         generation = _generation(out)
         tracks = session.skeletons(n_points=n_points, progress=progress, workers=workers)
-        add_derived(out, {"skeletons.csv": lambda p: write_csv(tracks, p)}, generation)
+        add_derived(out, {SKELETONS: lambda p: write_csv(tracks, p)}, generation)
     return out
 
 
 def _generation(folder: Path) -> int:
-    import json
+    from .session_file import read_session_json
 
-    return int(json.loads((folder / "session.json").read_text(encoding="utf-8"))["generation"])
+    return int(read_session_json(folder)["generation"])
 
 
 # -- tracking into a run folder, with autosaves and resume ---------------------------------

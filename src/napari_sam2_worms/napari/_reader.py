@@ -9,25 +9,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 log = logging.getLogger(__name__)
-
-_SUFFIXES = (
-    ".mp4",
-    ".avi",
-    ".mov",
-    ".mkv",
-    ".m4v",
-    ".webm",
-    ".mpg",
-    ".mpeg",
-    ".wmv",
-    ".tif",
-    ".tiff",
-)
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 LayerData = tuple[Any, dict, str]
 
@@ -35,10 +22,10 @@ LayerData = tuple[Any, dict, str]
 def _supported(path: Path) -> bool:
     if path.is_dir():
         return any(
-            p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".")
+            p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
             for p in path.iterdir()
         )
-    return path.suffix.lower() in _SUFFIXES and path.is_file()
+    return path.suffix.lower() in VIDEO_SUFFIXES and path.is_file()
 
 
 def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:

@@ -18,7 +18,9 @@ from ._scale import ScaledVideo, as_uint8, intensity_range, to_uint8
 
 __all__ = [
     "CONTAINER_SUFFIXES",
+    "IMAGE_SUFFIXES",
     "TIFF_SUFFIXES",
+    "VIDEO_SUFFIXES",
     "ArrayVideo",
     "LazyVideo",
     "ScaledVideo",
@@ -30,8 +32,15 @@ __all__ = [
     "to_uint8",
 ]
 
+#: Video files PyAV opens (:class:`._container.ContainerVideo`).
 CONTAINER_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
+#: TIFF stacks (:class:`._tiff.TiffVideo`).
 TIFF_SUFFIXES = (".tif", ".tiff")
+#: Every video file :func:`open_video` opens; the napari reader's ``filename_patterns``
+#: in ``napari.yaml`` list the same (a test checks).
+VIDEO_SUFFIXES = CONTAINER_SUFFIXES + TIFF_SUFFIXES
+#: The frame images of a folder video (:class:`._folder.FolderVideo`).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 def open_video(

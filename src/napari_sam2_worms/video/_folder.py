@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from . import IMAGE_SUFFIXES
 from ._base import LazyVideo, VideoError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _GREY_MODES = {"L", "I;16", "I;16B", "I;16L", "I", "F", "1"}
 
 
