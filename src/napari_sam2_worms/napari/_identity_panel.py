@@ -1,7 +1,7 @@
-"""The review panel's "Swap identities" control: two objects exchange identities from the
-current frame (to the end, or to a chosen frame).
+"""The review panel's "Swap identities" control.
 
-The control knows no widget and no session: it lists the objects it is given
+Two objects exchange identities from the current frame (to the end, or to a chosen
+frame). The control knows no widget and no session: it lists the objects it is given
 (:meth:`SwapIdentities.set_objects`), follows the current object
 (:meth:`SwapIdentities.follow`, with the partner :func:`suspect_partner` finds) and emits
 :attr:`SwapIdentities.swap_requested`; the widget runs
@@ -112,14 +112,20 @@ class SwapIdentities(QWidget):
         self._show()
 
     def follow(self, current: int | None, partner: int | None = None) -> None:
-        """The current object became ``current``: it is the first pick; ``partner`` (the
-        object flagged "identity suspect" with it here) the second."""
+        """Make ``current`` (the new current object) the first pick.
+
+        ``partner`` (the object flagged "identity suspect" with it here), when given, is
+        the second.
+        """
         self._current = current
         self._show(follow=True, partner=partner)
 
     def _show(self, follow: bool = False, partner: int | None = None) -> None:
-        """List the objects; the first pick is the current object (with ``follow``, or
-        when none is picked), the second ``partner`` or another one."""
+        """List the objects and pick two.
+
+        The first pick is the current object (with ``follow``, or when none is picked),
+        the second ``partner`` or another one.
+        """
         first = self._current if (follow or self.first.object_id() is None) else None
         self.first.show_objects(self._names, first)
         second = partner if partner is not None else self.second.object_id()
@@ -144,8 +150,11 @@ def suspect_partner(
     flags: Iterable[FlagEvent] = (),
     tracks: SkeletonTracks | None = None,
 ) -> int | None:
-    """Return the other object flagged "identity suspect" with ``obj`` on ``frame`` (from
-    the listed ``flags``, else from the ``tracks`` on screen), or None."""
+    """Return the other object flagged "identity suspect" with ``obj`` on ``frame``.
+
+    It is looked up in the listed ``flags``, then in the ``tracks`` on screen; None when
+    there is none.
+    """
     from ..skeleton.identity import IDENTITY_SUSPECT
 
     if obj is None:

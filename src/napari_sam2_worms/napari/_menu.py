@@ -11,11 +11,11 @@ after a propagation, which keeps to its own folder (see ``engine.session_io.auto
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import napari
+# napari resolves the commands' type hints at run time (it injects the viewer)
+import napari  # noqa: TC002
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -34,6 +34,8 @@ from qtpy.QtWidgets import (
 from ._registry import widget_for
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ._widget import TrackerWidget
 
 log = logging.getLogger(__name__)
@@ -80,10 +82,12 @@ def export_tracks_to(
     age: str | None = None,
     sex: str | None = None,
 ) -> Path:
-    """Write the widget's session to ``path`` in ``fmt``: a skeleton format of
-    :data:`napari_sam2_worms.export.FORMATS` or one of :data:`EXTRA_FORMATS`.
-    ``species``, ``age``, ``sex`` describe the subject of an NWB file (see
-    :class:`napari_sam2_worms.export.nwb.NwbSubject`; empty: the honest defaults)."""
+    """Write the widget's session to ``path`` in ``fmt``.
+
+    ``fmt`` is a skeleton format of :data:`napari_sam2_worms.export.FORMATS` or one of
+    :data:`EXTRA_FORMATS`. ``species``, ``age``, ``sex`` describe the subject of an NWB file (see
+    :class:`napari_sam2_worms.export.nwb.NwbSubject`; empty: the honest defaults).
+    """
     from ..export import export_tracks
     from ..export.nwb import NwbSubject
 
@@ -232,7 +236,7 @@ class ExportDialog(QDialog):
 
 
 def export_tracks_dialog(viewer: napari.viewer.Viewer) -> None:
-    """Menu command: Export skeleton tracks…"""
+    """Export skeleton tracks… (menu command)."""
     widget = _session_widget(viewer)
     if widget is None:
         return
@@ -288,7 +292,7 @@ def open_session_from(widget: TrackerWidget, folder: str | Path) -> None:
 
 
 def save_session_dialog(viewer: napari.viewer.Viewer) -> None:
-    """Menu command: Save tracking session…"""
+    """Save tracking session… (menu command)."""
     widget = _session_widget(viewer)
     if widget is None:
         return
@@ -311,7 +315,7 @@ def save_session_dialog(viewer: napari.viewer.Viewer) -> None:
 
 
 def open_session_dialog(viewer: napari.viewer.Viewer) -> None:
-    """Menu command: Open tracking session…"""
+    """Open tracking session… (menu command)."""
     try:
         widget = widget_for(viewer)
     except LookupError as exc:

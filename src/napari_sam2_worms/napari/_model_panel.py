@@ -142,8 +142,11 @@ class ModelPanel(QGroupBox):
                 self.device.currentText(), self.input_size.currentText())  # fmt: skip
 
     def spec(self) -> BackendSpec:
-        """Return the backend to build (no silent download: "Download checkpoint" is the
-        explicit action; an input size the model cannot take raises ValueError)."""
+        """Return the backend to build.
+
+        No silent download: "Download checkpoint" is the explicit action. An input size
+        the model cannot take raises ValueError.
+        """
         if self.backend_name == "classic":
             return BackendSpec(name="classic")
         return BackendSpec(
@@ -158,7 +161,7 @@ class ModelPanel(QGroupBox):
         )
 
     def _update_status_hint(self) -> None:
-        """The status line says what is loaded and whether the choice differs from it."""
+        """Say in the status line what is loaded and whether the choice differs from it."""
         if self.progress.isVisible():  # loading / downloading: that status stays
             return
         missing = self.backend_name == "sam2" and not sam2_available(

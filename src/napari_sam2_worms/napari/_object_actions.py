@@ -79,16 +79,22 @@ class ObjectActions:
             self._style_points()
 
     def _current_object_changed(self: Any, object_id: int | None) -> None:
-        """New clicks are for ``object_id``; the swap control follows it (and picks the
-        object flagged "identity suspect" with it on this frame)."""
+        """Make ``object_id`` the object of new clicks and of the swap control.
+
+        The swap control also picks the object flagged "identity suspect" with it on this
+        frame.
+        """
         self.update_point_defaults()
         flags, frame = self.review_panel.flags, self.current_frame()
         partner = suspect_partner(frame, object_id, flags, self.tracks)
         self.review_panel.swap.follow(object_id, partner)
 
     def detect_objects(self: Any, filters: dict | None = None) -> None:
-        """Add one object and one positive click per animal found on this frame (a backend
-        that can detect: classic); ``filters``: keyword arguments of ``backend.detect``."""
+        """Add one object and one positive click per animal found on this frame.
+
+        Only a backend that declares detection can (the classic one); ``filters`` are
+        keyword arguments of ``backend.detect``.
+        """
         s = self._require_session()
         if s is None:
             return
@@ -109,8 +115,11 @@ class ObjectActions:
 
     # -- identities -----------------------------------------------------------------
     def swap_identities(self: Any, a: int | None, b: int | None, stop: int | None = None) -> None:
-        """Swap objects ``a`` and ``b`` from the current frame to ``stop`` (None: the end)
-        in a worker, then show the new masks and prompts; a refusal is a notification."""
+        """Swap objects ``a`` and ``b`` from the current frame to ``stop`` (None: the end).
+
+        The swap runs in a worker; the new masks and prompts are shown when it is done. A
+        refusal is a notification.
+        """
         s = self._require_session()
         if s is None:
             return

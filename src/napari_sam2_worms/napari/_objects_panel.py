@@ -130,8 +130,10 @@ class ObjectsPanel(QGroupBox):
         return f"{self.animal_name()}{max(self._ids, default=0) + 1}"
 
     def detect_filter(self) -> dict | None:
-        """Return the size/shape filter of "Detect all", or None (with a message) when the
-        max area is below the min area."""
+        """Return the size/shape filter of "Detect all".
+
+        None (with a message) when the max area is below the min area.
+        """
         lo, hi = self.min_area.value() or None, self.max_area.value() or None
         if lo is not None and hi is not None and hi < lo:
             show_warning(f"Detect all: the max area ({hi} px) is below the min area ({lo} px).")
@@ -160,8 +162,10 @@ class ObjectsPanel(QGroupBox):
                 return
 
     def refresh(self, objects: Mapping[int, TrackedObject]) -> None:
-        """Rebuild the list from ``session.objects``, keeping the selection; then emit
-        :attr:`current_changed` (the colours or the selection may be new)."""
+        """Rebuild the list from ``session.objects``, keeping the selection.
+
+        Then :attr:`current_changed` is emitted (the colours or the selection may be new).
+        """
         keep = self.current()
         self._ids = [int(o) for o in objects]
         self.list.blockSignals(True)

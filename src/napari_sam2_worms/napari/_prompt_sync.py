@@ -16,6 +16,7 @@ Shift is held) through the layer's feature defaults.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -57,10 +58,8 @@ class PromptSync:
         points = self._layer(PROMPTS)
         if points is None:
             return
-        try:
+        with contextlib.suppress(TypeError, ValueError, RuntimeError):
             points.events.data.disconnect(self._on_points_data)
-        except (TypeError, ValueError, RuntimeError):
-            pass
         if self._on_press in points.mouse_drag_callbacks:
             points.mouse_drag_callbacks.remove(self._on_press)
 
@@ -81,8 +80,10 @@ class PromptSync:
             self.update_point_defaults(invert="Shift" in event.modifiers)
 
     def update_point_defaults(self: Any, invert: bool = False) -> None:
-        """Give new clicks and paint the current object (and clicks the polarity;
-        ``invert``: Shift held)."""
+        """Give new clicks and paint the current object, and clicks the polarity.
+
+        ``invert``: Shift is held (the polarity is the other one).
+        """
         points = self._layer(PROMPTS)
         obj = self.current_object
         if points is None or obj is None or self.session is None:

@@ -99,8 +99,10 @@ class PropagatePanel(QGroupBox):
         return ("forward", a, b) if b >= a else ("backward", a, b)
 
     def repropagate_direction(self, direction: str | None = None) -> str:
-        """Return the direction of "Re-propagate from here" (default: the chosen one; a
-        range re-propagates forward)."""
+        """Return the direction of "Re-propagate from here".
+
+        Default: the chosen one; a range re-propagates forward.
+        """
         direction = direction or self.direction.currentText()
         return "forward" if direction == "range" else direction
 

@@ -124,8 +124,11 @@ class ReviewPanel(QGroupBox):
         return int(step[0]) if len(step) else 0
 
     def step(self, delta: int) -> None:
-        """Go to the next (+1) / previous (-1) event: the first one starting after / before
-        the selected one (or the current frame), wrapping around."""
+        """Go to the next (+1) / previous (-1) event.
+
+        That is the first one starting after / before the selected one (or the current
+        frame), wrapping around.
+        """
         if not self.flags:
             return
         n = len(self.flags)

@@ -17,9 +17,10 @@ only through the session's API.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,6 +43,8 @@ from ._review_panel import ReviewPanel
 from ._workers import download_steps, run_work, start_skeleton_workers
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..backends.base import Backend
     from ..video._base import LazyVideo
 
@@ -139,16 +142,12 @@ class TrackerWidget(ObjectActions, SkeletonDisplay, Painting, PromptSync, Propag
         self._closed = True
         self._cancel.set()
         for w in list(self._workers):
-            try:
+            with contextlib.suppress(RuntimeError):
                 w.quit()
-            except RuntimeError:
-                pass
         labels = self._layer(MASKS)
         if labels is not None:
-            try:
+            with contextlib.suppress(TypeError, ValueError, RuntimeError):
                 labels.events.paint.disconnect(self._on_paint)
-            except (TypeError, ValueError, RuntimeError):
-                pass
         self._disconnect_prompts_layer()
         unregister(self.viewer, self)
 
@@ -198,7 +197,7 @@ class TrackerWidget(ObjectActions, SkeletonDisplay, Painting, PromptSync, Propag
 
     # -- layers and viewer ----------------------------------------------------------
     def _layer(self, name: str) -> Any:
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401 (a LayerList has no get)
 
     def image_layer(self) -> Any:
         """Return the video layer: the selected image layer, else the first one."""
@@ -243,8 +242,10 @@ class TrackerWidget(ObjectActions, SkeletonDisplay, Painting, PromptSync, Propag
         self._ensure_prompts_layer()
 
     def refresh_labels(self, frames: Any = None, skeletons: bool = True) -> None:
-        """Copy session labels into the masks layer (all frames, or the given ones); the
-        masks changed, so the skeletons are recomputed (unless ``skeletons`` is False)."""
+        """Copy session labels into the masks layer (all frames, or the given ones).
+
+        The masks changed, so the skeletons are recomputed (unless ``skeletons`` is False).
+        """
         labels = self._layer(MASKS)
         if labels is None or self.session is None:
             return
@@ -264,9 +265,12 @@ class TrackerWidget(ObjectActions, SkeletonDisplay, Painting, PromptSync, Propag
 
     # -- session lifecycle ----------------------------------------------------------
     def build_backend(self) -> Backend:
-        """Build the backend the model panel asks for (call it in a worker: SAM 2 loads
-        for seconds). A missing SAM 2 checkpoint raises the checkpoint's own
-        ``CheckpointError`` (the factory's hint names a command-line flag)."""
+        """Build the backend the model panel asks for.
+
+        Call it in a worker: SAM 2 loads for seconds. A missing SAM 2 checkpoint raises
+        the checkpoint's own ``CheckpointError`` (the factory's hint names a command-line
+        flag).
+        """
         from ..backends.sam2.checkpoints import CheckpointError
 
         try:
@@ -311,8 +315,11 @@ class TrackerWidget(ObjectActions, SkeletonDisplay, Painting, PromptSync, Propag
         )
 
     def open_session(self, session: TrackingSession, source: str, video_layer: Any = None) -> None:
-        """Show a session opened from a folder (``source``: how the status names it);
-        ``video_layer``: its video's layer when one was added for it."""
+        """Show a session opened from a folder.
+
+        ``source``: how the status names it; ``video_layer``: its video's layer when one
+        was added for it.
+        """
         self.set_session(session, video_layer)
         panel = self.model_panel
         panel.loaded(
@@ -322,8 +329,10 @@ class TrackerWidget(ObjectActions, SkeletonDisplay, Painting, PromptSync, Propag
         )
 
     def set_session(self, session: TrackingSession, video_layer: Any = None) -> None:
-        """Show ``session`` in the layers and panels (replaces and closes the current one);
-        ``video_layer``: the image layer it tracks (default: the one it had)."""
+        """Show ``session`` in the layers and panels (replaces and closes the current one).
+
+        ``video_layer``: the image layer it tracks (default: the one it had).
+        """
         old = self.session
         self.session = session
         if video_layer is not None:
@@ -355,7 +364,7 @@ class TrackerWidget(ObjectActions, SkeletonDisplay, Painting, PromptSync, Propag
             self.notify_error(exc)
 
         self.run_work(
-            lambda: download_steps(model),
+            functools.partial(download_steps, model),  # a generator function: yields go on
             on_yield=panel.show_progress,
             on_return=done,
             on_error=failed,

@@ -7,9 +7,11 @@ import inspect
 import logging
 import sys
 import threading
-from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +24,11 @@ class _Failed:
 
 
 def _catching(func: Callable[[], Any]) -> Callable[[], Any]:
-    """``func`` returning :class:`_Failed` instead of raising. superqt's worker swallows a
-    ``RuntimeError`` (our ``BadPromptError`` is one) without its errored *or* finished
-    signals, which would leave the widget "running" for ever."""
+    """Return ``func`` returning :class:`_Failed` instead of raising.
+
+    superqt's worker swallows a ``RuntimeError`` (our ``BadPromptError`` is one) without
+    its errored *or* finished signals, which would leave the widget "running" for ever.
+    """
     if inspect.isgeneratorfunction(func):
 
         def gen():
@@ -66,30 +70,56 @@ def run_work(
         ``on_finish`` runs after success, error or cancel.
     """
     if synchronous:
-        try:
-            if inspect.isgeneratorfunction(func):
-                gen = func()
-                while True:
-                    try:
-                        value = next(gen)
-                    except StopIteration as stop:
-                        result = stop.value
-                        break
-                    if on_yield:
-                        on_yield(value)
-            else:
-                result = func()
-        except Exception as exc:
-            if on_error is None:
-                raise
-            on_error(exc)
+        _run_inline(func, on_yield, on_return, on_error, on_finish)
+    else:
+        _start_worker(func, workers, on_yield, on_return, on_error, on_finish)
+
+
+def _run_inline(
+    func: Callable[[], Any],
+    on_yield: Callable[[Any], None] | None,
+    on_return: Callable[[Any], None] | None,
+    on_error: Callable[[Exception], None] | None,
+    on_finish: Callable[[], None] | None,
+) -> None:
+    """Run ``func`` here, calling the handlers as a worker would.
+
+    An error is raised when there is no ``on_error``.
+    """
+    try:
+        if inspect.isgeneratorfunction(func):
+            gen = func()
+            while True:
+                try:
+                    value = next(gen)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                if on_yield:
+                    on_yield(value)
         else:
-            if on_return:
-                on_return(result)
-        finally:
-            if on_finish:
-                on_finish()
-        return
+            result = func()
+    except Exception as exc:
+        if on_error is None:
+            raise
+        on_error(exc)
+    else:
+        if on_return:
+            on_return(result)
+    finally:
+        if on_finish:
+            on_finish()
+
+
+def _start_worker(
+    func: Callable[[], Any],
+    workers: set | None,
+    on_yield: Callable[[Any], None] | None,
+    on_return: Callable[[Any], None] | None,
+    on_error: Callable[[Exception], None] | None,
+    on_finish: Callable[[], None] | None,
+) -> None:
+    """Start ``func`` in a ``napari.qt.threading`` worker with the handlers connected."""
     from napari.qt.threading import create_worker
 
     worker = create_worker(_catching(func))
@@ -123,10 +153,12 @@ def run_work(
 
 @contextlib.contextmanager
 def _main_script_hidden():
-    """Hide the ``__main__`` module's file and spec while worker processes start (spawn):
-    they then do not re-import the user's script (which re-runs a script without
+    """Hide the ``__main__`` module's file and spec while worker processes start (spawn).
+
+    They then do not re-import the user's script (which re-runs a script without
     ``if __name__ == "__main__":`` and fails with multiprocessing's bootstrapping error).
-    The workers only need this package's functions."""
+    The workers only need this package's functions.
+    """
     main = sys.modules.get("__main__")
     saved = {a: getattr(main, a) for a in ("__file__", "__spec__") if hasattr(main, a)}
     try:
@@ -141,8 +173,10 @@ def _main_script_hidden():
 
 
 def start_skeleton_workers(session) -> None:
-    """Start the session's skeleton worker processes for long videos (none for short
-    ones); where they cannot start, skeletons are computed here with a one-line notice."""
+    """Start the session's skeleton worker processes for long videos (none for short ones).
+
+    Where they cannot start, skeletons are computed here with a one-line notice.
+    """
     from ..skeleton.stream import auto_workers
 
     n = auto_workers(session.n_frames)
@@ -160,9 +194,11 @@ def start_skeleton_workers(session) -> None:
 
 
 def download_steps(model: str) -> Generator[int, None, Path]:
-    """Download the SAM 2 checkpoint of ``model``, yielding the percentage done (about
-    every 0.2 s); return the file. Runs in a worker (the download in a thread of its own,
-    so that the worker can report progress)."""
+    """Download the SAM 2 checkpoint of ``model``; yield the percentage done, return the file.
+
+    It runs in a worker, the download in a thread of its own so that the worker can
+    report progress (about every 0.2 s).
+    """
     from ..backends.sam2.checkpoints import download_checkpoint
 
     state: dict[str, Any] = {"pct": 0}
