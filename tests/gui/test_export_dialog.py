@@ -115,3 +115,40 @@ def test_mask_pngs_of_one_object_and_a_frame_range(viewer, qtbot, monkeypatch, r
     qtbot.waitUntil(out.is_dir, timeout=TIMEOUT)
     assert [p.name for p in out.iterdir()] == ["bob"]
     assert sorted(p.name for p in (out / "bob").iterdir()) == [f"{i:05d}.png" for i in range(3, 7)]
+
+
+def test_dialog_lists_the_one_registry_and_follows_its_suffixes(
+    viewer, qtbot, monkeypatch, run, tmp_path
+):
+    from napari_sam2_worms.export import FORMATS
+
+    _open(viewer, qtbot, monkeypatch, run)
+    seen = {}
+
+    def fill(dialog):
+        seen["items"] = [
+            (dialog.fmt.itemData(i), dialog.fmt.itemText(i)) for i in range(dialog.fmt.count())
+        ]
+        dialog.path.setText(str(tmp_path / "tracks.csv"))
+        for fmt in ("nwb", "overlay-mp4", "masks-png", "masks-tiff"):
+            dialog.fmt.setCurrentIndex(dialog.fmt.findData(fmt))
+            seen[fmt] = dialog.path.text()
+        out = tmp_path / "labels.tif"
+        dialog.path.setText(str(out))
+        seen["out"] = out
+        dialog.accept()
+
+    _export(viewer, qtbot, fill)
+    # every format once, in the registry's order (tracks, then the overlay and the masks)
+    assert seen["items"] == [(name, f.label) for name, f in FORMATS.items()]
+    assert seen["items"][-3:] == [
+        ("overlay-mp4", "overlay-mp4 (overlay video: masks, skeletons, names (H.264))"),
+        ("masks-tiff", "masks-tiff (label stack TIFF)"),
+        ("masks-png", "masks-png (folder of per-object PNG masks)"),
+    ]
+    assert seen["nwb"] == str(tmp_path / "tracks.nwb")
+    assert seen["overlay-mp4"] == str(tmp_path / "tracks.mp4")
+    assert seen["masks-png"] == str(tmp_path / "tracks")  # a folder: no suffix
+    assert seen["masks-tiff"] == str(tmp_path / "tracks.tif")
+    qtbot.waitUntil(seen["out"].is_file, timeout=TIMEOUT)
+    assert tifffile.imread(seen["out"]).shape[0] == 12  # the whole label stack

@@ -36,6 +36,7 @@ from ._registry import widget_for
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from ..engine.session import TrackingSession
     from ._widget import TrackerWidget
 
 log = logging.getLogger(__name__)
@@ -54,20 +55,6 @@ def _session_widget(viewer) -> TrackerWidget | None:
 
 
 # -- export -------------------------------------------------------------------------------
-#: Exports of the masks and the overlay video, next to the skeleton formats.
-EXTRA_FORMATS = {
-    "overlay-mp4": (".mp4", "overlay video: masks, skeletons, names (H.264)"),
-    "masks-tiff": (".tif", "label stack TIFF"),
-    "masks-png": ("", "folder of per-object PNG masks"),
-}
-
-
-def _extension(fmt: str) -> str:
-    from ..export import FORMATS
-
-    return EXTRA_FORMATS[fmt][0] if fmt in EXTRA_FORMATS else FORMATS[fmt].extension
-
-
 def export_tracks_to(
     widget: TrackerWidget,
     path: str | Path,
@@ -84,30 +71,22 @@ def export_tracks_to(
 ) -> Path:
     """Write the widget's session to ``path`` in ``fmt``.
 
-    ``fmt`` is a skeleton format of :data:`napari_sam2_worms.export.FORMATS` or one of
-    :data:`EXTRA_FORMATS`. ``species``, ``age``, ``sex`` describe the subject of an NWB file (see
-    :class:`napari_sam2_worms.export.nwb.NwbSubject`; empty: the honest defaults).
+    ``fmt`` is a format of :data:`napari_sam2_worms.export.FORMATS` (skeleton tracks,
+    masks or the overlay video). ``species``, ``age``, ``sex`` describe the subject of an
+    NWB file (see :class:`napari_sam2_worms.export.nwb.NwbSubject`; empty: the honest
+    defaults).
     """
-    from ..export import export_tracks
+    from ..export import FORMATS, export_tracks
     from ..export.nwb import NwbSubject
 
     s = widget.session
     if s is None:
         raise LookupError("there is no tracking session to export; load a model and track first")
     ids = sorted(objects) if objects else sorted(s.objects)
-    if fmt == "masks-tiff":
-        from ..export.masks import write_label_tiff
-
-        return write_label_tiff(s.labels, path, fps=s.fps)
-    if fmt == "masks-png":
-        from ..export.masks import select_labels, write_mask_pngs
-
-        # objects given: only those (each must have a mask); else every object, also
-        # one without a mask in the range (a folder of empty masks)
-        stack, _, first = select_labels(s.labels, ids if objects else None, frames)
-        names = [s.objects[o].name for o in ids]
-        return write_mask_pngs(stack, path, object_ids=ids, names=names, first_frame=first)
-    if fmt == "overlay-mp4":
+    kind = FORMATS[fmt].kind if fmt in FORMATS else "tracks"  # unknown: export_tracks says so
+    if kind == "masks":
+        return _export_masks(s, path, fmt, ids, bool(objects), frames)
+    if kind == "overlay":
         from ..export.overlay import write_overlay
 
         a, b = frames if frames else (0, s.n_frames - 1)
@@ -136,6 +115,26 @@ def export_tracks_to(
     )
 
 
+def _export_masks(
+    s: TrackingSession,
+    path: str | Path,
+    fmt: str,
+    ids: list[int],
+    chosen: bool,
+    frames: tuple[int, int] | None,
+) -> Path:
+    """Write the session's label stack as ``fmt`` (``masks-tiff`` or ``masks-png``)."""
+    from ..export.masks import select_labels, write_label_tiff, write_mask_pngs
+
+    if fmt == "masks-tiff":
+        return write_label_tiff(s.labels, path, fps=s.fps)
+    # objects chosen: only those (each must have a mask); else every object, also one
+    # without a mask in the range (a folder of empty masks)
+    stack, _, first = select_labels(s.labels, ids if chosen else None, frames)
+    names = [s.objects[o].name for o in ids]
+    return write_mask_pngs(stack, path, object_ids=ids, names=names, first_frame=first)
+
+
 class ExportDialog(QDialog):
     """Format, file, pixel size, objects and frames of an export."""
 
@@ -147,10 +146,8 @@ class ExportDialog(QDialog):
         s = widget.session
         form = QFormLayout(self)
         self.fmt = QComboBox()
-        for name, f in FORMATS.items():
-            self.fmt.addItem(f"{name} ({f.extension})", name)
-        for name, (_ext, desc) in EXTRA_FORMATS.items():
-            self.fmt.addItem(f"{name} ({desc})", name)
+        for name, f in FORMATS.items():  # the one registry: tracks, overlay, masks
+            self.fmt.addItem(f.label, name)
         self.units = QComboBox()
         self.units.addItems(["px", "um", "mm"])
         self.path = QLineEdit(str(Path.home() / "tracks.csv"))
@@ -209,7 +206,9 @@ class ExportDialog(QDialog):
         self.fmt.currentIndexChanged.connect(self._fix_suffix)
 
     def _fix_suffix(self) -> None:
-        ext = _extension(self.fmt.currentData())
+        from ..export import FORMATS
+
+        ext = FORMATS[self.fmt.currentData()].extension
         p = self.path.text()
         stem = p.split(".")[0] if "." in Path(p).name else p
         self.path.setText(stem + ext)
