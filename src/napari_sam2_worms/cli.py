@@ -56,6 +56,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     from .engine.run_lock import hold
     from .engine.session import TrackingSession
     from .engine.track_job import SigintGuard, check_run_folder, resume_session
+    from .run_files import MASKS, SKELETONS
     from .video import open_video
 
     if args.prompts is None and not args.resume:
@@ -149,7 +150,7 @@ def cmd_track(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    print(f"wrote {out / 'masks.tif'}, {out / 'skeletons.csv'} and the session to {out}")
+    print(f"wrote {out / MASKS}, {out / SKELETONS} and the session to {out}")
     return 0
 
 

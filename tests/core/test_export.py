@@ -301,3 +301,27 @@ def test_fps_override_rescales_speeds(tracks, tmp_path):
         length = ds.length.values
     np.testing.assert_allclose(speed, 2 * tracks.features["centroid_speed"], rtol=1e-6)
     np.testing.assert_allclose(length, tracks.features["length"], rtol=1e-6)
+
+
+def test_one_registry_for_every_export():
+    """FORMATS holds the track, mask and overlay formats; the export command offers them all."""
+    from napari_sam2_worms.cli import build_parser
+    from napari_sam2_worms.export import _WRITERS, export_formats
+
+    assert set(export_formats("tracks")) == set(_WRITERS)  # each track format has a writer
+    assert list(export_formats("masks")) == ["masks-tiff", "masks-png"]
+    assert list(export_formats("overlay")) == ["overlay-mp4"]
+    assert [n for n, f in FORMATS.items() if f.folder] == ["masks-png"]
+    assert FORMATS["masks-png"].extension == "" and FORMATS["overlay-mp4"].extension == ".mp4"
+    assert FORMATS["csv"].label == "csv (.csv)"
+    assert FORMATS["masks-tiff"].label == "masks-tiff (label stack TIFF)"
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if a.dest == "command"]
+    (fmt,) = [a for a in sub.choices["export"]._actions if a.dest == "format"]
+    assert list(fmt.choices) == list(FORMATS)
+
+
+def test_mask_format_is_not_a_track_format(tracks, tmp_path):
+    with pytest.raises(ExportError, match="written from the masks or the video"):
+        export_tracks(tracks, tmp_path / "m.tif", "masks-tiff")
+    assert not (tmp_path / "m.tif").exists()

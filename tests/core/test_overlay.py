@@ -83,3 +83,25 @@ def test_overlay_from_run_cli(tmp_path, small_plate):
         == 0
     )
     assert len(open_video(out)) == 6
+
+
+def test_overlay_reads_the_run_through_run_dir_only():
+    """export/overlay.py imports neither the session module nor session_io (palette instead)."""
+    import ast
+    import inspect
+
+    import napari_sam2_worms.export.overlay as overlay
+
+    tree = ast.parse(inspect.getsource(overlay))
+    imported = {
+        node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+    } | {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    assert "palette" in {m.rsplit(".", 1)[-1] for m in imported}
+    assert not {m for m in imported if "session" in m or m.split(".")[0] == "engine"}
+
+
+def test_palette_colours():
+    assert object_color(1) == "#1f77b4" and object_color(21) == object_color(1)
+    assert hex_to_rgb("#ff7f0e") == (255, 127, 14)
+    with pytest.raises(ValueError, match="rrggbb"):
+        hex_to_rgb("#fff")

@@ -173,3 +173,32 @@ def test_session_saved_with_duplicate_names_opens_with_unique_ones(tmp_path, tra
     r = load_session(folder, OracleBackend(small_plate.labels))
     assert [o.name for o in r.objects.values()] == ["worm1", "WORM1-2"]
     assert r.objects[2].color == s.objects[2].color
+
+
+def test_one_reader_for_sessions_and_exports(tmp_path, tracked, small_plate):
+    """Opening a session and exporting a run read session.json the same, strict way."""
+    from napari_sam2_worms.engine.session_file import read_session_json
+    from napari_sam2_worms.export.run_dir import RunDirError, load_run_tracks
+
+    s, _ = tracked
+    folder = save_session(s, tmp_path / "sess")
+    doc = json.loads((folder / "session.json").read_text())
+    doc["flips"][0]["object"] = 99  # a cross-check the JSON Schema cannot say
+    (folder / "session.json").write_text(json.dumps(doc))
+    message = r"flips\[0\]\.object: there is no object 99"
+    with pytest.raises(SessionFileError, match=message):
+        load_session(folder, OracleBackend(small_plate.labels))
+    with pytest.raises(RunDirError, match=message):
+        load_run_tracks(folder)
+    # a file, not a folder; a folder written by hand (no "format"): only export takes it
+    with pytest.raises(SessionFileError, match="is not a folder"):
+        load_session(folder / "masks.tif", OracleBackend(small_plate.labels))
+    hand = tmp_path / "hand"
+    hand.mkdir()
+    (hand / "session.json").write_text(json.dumps({"fps": 5, "objects": [{"id": 1}]}))
+    assert read_session_json(hand, hand_written=True)["fps"] == 5
+    with pytest.raises(SessionFileError, match="not a napari-sam2-worms session"):
+        read_session_json(hand)
+    (hand / "session.json").write_text(json.dumps({"fps": 0, "objects": []}))
+    with pytest.raises(SessionFileError, match="'fps' must be a positive number"):
+        read_session_json(hand, hand_written=True)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..run_files import PAINTED, SESSION
 from ..video import IMAGE_SUFFIXES, TIFF_SUFFIXES, VIDEO_SUFFIXES
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class VideoJob:
 
 
 def _is_session(path: Path) -> bool:
-    return path.is_dir() and (path / "session.json").is_file()
+    return path.is_dir() and (path / SESSION).is_file()
 
 
 def _is_video_file(path: Path) -> bool:
@@ -196,11 +197,11 @@ def job_inputs(job: VideoJob, settings: dict[str, Any]) -> dict[str, Any]:
     doc: dict[str, Any] = {"init": job.init, "settings": settings}
     if job.init == "session":
         folder = Path(job.session or job.video)
-        doc["session"] = file_digest(folder / "session.json")
-        painted = folder / "painted.npz"
+        doc["session"] = file_digest(folder / SESSION)
+        painted = folder / PAINTED
         doc["painted"] = file_digest(painted) if painted.is_file() else None
         try:
-            video_doc = json.loads((folder / "session.json").read_text(encoding="utf-8"))
+            video_doc = json.loads((folder / SESSION).read_text(encoding="utf-8"))
             doc["fingerprint"] = (video_doc.get("video") or {}).get("fingerprint")
         except (ValueError, AttributeError):
             doc["fingerprint"] = None  # the worker says what is wrong with the file

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..run_files import SESSION
 from ..utils import OutputError, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class Manifest:
         e = self.entries.get(key)
         if not e or e.get("status") != "done" or e.get("inputs", {}).get("digest") != digest:
             return False
-        return (self.out / str(e.get("output", "")) / "session.json").is_file()
+        return (self.out / str(e.get("output", "")) / SESSION).is_file()
 
     def update(self, key: str, **fields: Any) -> None:
         """Set ``fields`` on the entry of video ``key`` (in memory; :meth:`save` writes)."""

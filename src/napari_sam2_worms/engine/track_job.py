@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..run_files import SESSION
 from .run_lock import RunFolderError, RunFolderExistsError
 from .run_set import pending
 
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 def has_run(folder: str | os.PathLike) -> bool:
     """Tell whether ``folder`` holds a saved session (or a save in progress)."""
     folder = Path(folder)
-    return (folder / "session.json").is_file() or pending(folder)
+    return (folder / SESSION).is_file() or pending(folder)
 
 
 def check_run_folder(folder: str | os.PathLike, *, overwrite: bool, resume: bool) -> None:
