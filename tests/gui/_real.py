@@ -128,28 +128,56 @@ def worm_centres(truth_frame: np.ndarray) -> dict[int, tuple[float, float]]:
     return out
 
 
-def heads_by_frame(layer) -> dict[tuple[int, int], np.ndarray]:
-    """(frame, object) -> (row, col) of the Points layer ``layer`` (heads or tails)."""
-    data = np.asarray(layer.data)
-    objs = np.asarray(layer.features["object"], int)
-    return {(int(round(d[0])), int(o)): d[1:] for d, o in zip(data, objs)}
+def on_screen(viewer, frames=None) -> tuple[dict, dict, dict]:
+    """Step the viewer through ``frames`` (default: all) and read the overlay layers.
+
+    Returns three dicts keyed by (frame, object): head (row, col), tail (row, col) and
+    the centerline (N, 2) rebuilt from its segments, as shown on each frame.
+    """
+    from napari_sam2_worms.napari._style import ENDS, SKELETONS
+
+    here = viewer.dims.current_step[0]
+    frames = range(viewer.dims.nsteps[0]) if frames is None else frames
+    heads, tails, lines = {}, {}, {}
+    for t in frames:
+        viewer.dims.set_current_step(0, int(t))
+        ends = viewer.layers[ENDS]
+        kinds = np.asarray(ends.features["end"], object)
+        for rc, o, kind in zip(np.asarray(ends.data), ends.features["object"], kinds):
+            (heads if kind == "head" else tails)[(int(t), int(o))] = rc
+        line = viewer.layers[SKELETONS]
+        seg = np.asarray(line.data).reshape(-1, 2, 2)
+        objs = np.asarray(line.features["object"], int)
+        for o in dict.fromkeys(objs.tolist()):
+            s = seg[objs == o]
+            lines[(int(t), int(o))] = np.vstack([s[:, 0], s[-1:, 0] + s[-1:, 1]])
+    viewer.dims.set_current_step(0, here)
+    return heads, tails, lines
 
 
-def assert_heads_match(layer, tracks, frames=None) -> int:
-    """Every (frame, object) head of ``tracks`` (x, y, head first) is on the layer at
-    the same place, and nothing else is; returns how many were compared."""
-    shown = heads_by_frame(layer)
+def shown_ends(viewer, end: str = "head", frames=None) -> dict[tuple[int, int], np.ndarray]:
+    """(frame, object) -> (row, col) of the heads (or tails) on screen on ``frames``."""
+    heads, tails, _ = on_screen(viewer, frames)
+    return heads if end == "head" else tails
+
+
+def assert_heads_match(viewer, tracks, frames=None) -> int:
+    """On every frame, the heads, tails and centerlines on screen are those of ``tracks``
+    (x, y, head first) and nothing else is shown; returns how many were compared."""
+    frames = np.asarray(tracks.frames, int) if frames is None else frames
+    heads, tails, lines = on_screen(viewer, frames)
     want = {}
     for ti, t in enumerate(np.asarray(tracks.frames, int)):
-        if frames is not None and t not in frames:
+        if t not in frames:
             continue
         for k, oid in enumerate(tracks.object_ids):
             pts = np.asarray(tracks.points[ti, k], float)
             if np.isfinite(pts).all():
-                want[(int(t), int(oid))] = pts[0, ::-1]
-    if frames is not None:
-        shown = {k: v for k, v in shown.items() if k[0] in frames}
-    assert set(shown) == set(want), (sorted(set(shown) ^ set(want)))[:10]
+                want[(int(t), int(oid))] = pts[:, ::-1]
+    assert set(heads) == set(want), (sorted(set(heads) ^ set(want)))[:10]
+    assert set(tails) == set(want) and set(lines) == set(want)
     for key, rc in want.items():
-        np.testing.assert_allclose(shown[key], rc, atol=0.01, err_msg=str(key))
+        np.testing.assert_allclose(heads[key], rc[0], atol=0.01, err_msg=str(key))
+        np.testing.assert_allclose(tails[key], rc[-1], atol=0.01, err_msg=str(key))
+        np.testing.assert_allclose(lines[key], rc, atol=0.01, err_msg=str(key))
     return len(want)

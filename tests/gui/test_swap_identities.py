@@ -12,7 +12,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QPushButton
 
 from napari_sam2_worms.engine.session import TrackingSession
-from napari_sam2_worms.napari._widget import HEADS, MASKS
+from napari_sam2_worms.napari._widget import MASKS
 from napari_sam2_worms.skeleton import read_csv, skeletonize_labels
 from napari_sam2_worms.skeleton.identity import IDENTITY_SUSPECT
 from napari_sam2_worms.testing.oracle import OracleBackend
@@ -86,7 +86,7 @@ def test_swap_button_swaps_masks_and_exported_tracks(make_napari_viewer, qtbot, 
 
     # the heads on screen are those of the swapped tracks; the File menu exports them
     qtbot.waitUntil(lambda: widget.tracks_fresh and not widget._workers, timeout=TIMEOUT)
-    assert assert_heads_match(viewer.layers[HEADS], widget.tracks) > 0
+    assert assert_heads_match(viewer, widget.tracks) > 0
     path = tmp_path / "tracks.csv"
 
     def fill(dialog):

@@ -118,7 +118,7 @@ def test_classic_workflow(make_napari_viewer, plate, tmp_path):
 
     # skeletons: the session's tracks (what the export writes) on every frame
     assert widget.tracks_fresh
-    assert assert_heads_match(viewer.layers[HEADS], s.skeletons()) >= 0.9 * 3 * s.n_frames
+    assert assert_heads_match(viewer, s.skeletons()) >= 0.9 * 3 * s.n_frames
     assert set(viewer.layers[SKELETONS].features["object"]) == {1, 2, 3}
 
     # correction: go to frame 5 (where the propagation left the view depends on the
@@ -159,7 +159,7 @@ def test_classic_workflow(make_napari_viewer, plate, tmp_path):
     widget.objects_panel.select(2)  # the review step selected its event's object
     widget.flip_head_tail(2, 4)
     assert s.flips[-1] == (2, 2, 4)
-    assert_heads_match(viewer.layers[HEADS], s.skeletons())
+    assert_heads_match(viewer, s.skeletons())
 
     # export and save/open session
     out = _menu.export_tracks_to(widget, tmp_path / "tracks.csv", "csv")
@@ -229,7 +229,7 @@ def test_threaded_propagation(make_napari_viewer, plate, qtbot):
     s = widget.session
     assert len(s.computed_frames()) == s.n_frames
     np.testing.assert_array_equal(viewer.layers[MASKS].data, s.labels)
-    assert_heads_match(viewer.layers[HEADS], s.skeletons())
+    assert_heads_match(viewer, s.skeletons())
 
 
 @pytest.mark.slow
@@ -268,7 +268,7 @@ def test_random_sam2(make_napari_viewer, tmp_path, qtbot):
     np.testing.assert_array_equal(labels, s.labels)
     assert set(np.unique(labels)) <= {0, 1, 2}
     assert len(s.computed_frames()) == 4
-    assert_heads_match(viewer.layers[HEADS], s.skeletons())
+    assert_heads_match(viewer, s.skeletons())
     # Cancel once the first frame is in: the frame in flight is the last
     for o in s.scores:
         s.scores[o][1:] = np.nan

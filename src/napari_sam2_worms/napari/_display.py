@@ -2,17 +2,20 @@
 
 A mixin of :class:`~napari_sam2_worms.napari._widget.TrackerWidget`. The skeleton layers
 show :meth:`TrackingSession.skeletons` (the tracks every export writes: oriented over time,
-with the user's flips) on every frame at once, computed in a worker after each change of
-the masks (never while a propagation runs) and cached; a flip is applied to the cached
-tracks at once, with the very function ``skeletons()`` applies. Stepping through frames
-costs nothing extra: napari slices the layers.
+with the user's flips), computed in a worker after each change of the masks (never while a
+propagation runs) and cached; a flip is applied to the cached tracks at once, with the very
+function ``skeletons()`` applies. The layers are 2D and hold the frame on screen only
+(:mod:`._overlay`): at each frame step its centerlines, heads and tails are put in them
+(a few milliseconds), which costs less than napari slicing layers of every frame.
 """
 
 from __future__ import annotations
 
+import weakref
+
 from napari.utils.notifications import show_info
 
-from . import _layers, _style
+from . import _layers, _overlay, _style
 
 SKELETONS, HEADS, TAILS = _style.SKELETONS, _style.HEADS, _style.TAILS
 
@@ -23,14 +26,21 @@ TRACKS_DELAY_MS = 250
 class SkeletonDisplay:
     """The skeleton and review half of the tracker widget."""
 
+    _overlay: _overlay.TrackOverlay | None = None  # the tracks on screen, frame by frame
+    _overlay_stale = True  # the layers do not show the frame on screen (hidden meanwhile)
+    _frames_followed = False
+
     @property
     def tracks_fresh(self) -> bool:
         """True when :attr:`tracks` (on screen) are those of the current masks and flips."""
         return self.tracks is not None and self._tracks_version == self._version
 
     def masks_changed(self) -> None:
-        """The masks (or the flips) changed: recompute the skeleton tracks in a worker,
-        once the propagation has finished; the layers show them when they arrive."""
+        """Recompute the skeleton tracks in a worker: the masks (or the flips) changed.
+
+        The work starts once the propagation has finished; the layers show the tracks
+        when they arrive.
+        """
         self._version += 1
         _style.set_stale(self.viewer, True)
         if self.synchronous:
@@ -72,21 +82,64 @@ class SkeletonDisplay:
         self.run_work(s.skeletons, on_return=done, on_finish=finish)
 
     def show_tracks(self) -> None:
-        """Put :attr:`tracks` (every frame) into the skeleton layers."""
+        """Show :attr:`tracks` in the skeleton layers.
+
+        The layers show the frame on screen now, then each frame the viewer steps to.
+        """
         s = self.session
         if s is None or self.tracks is None:
             return
-        shown = _layers.tracks_display(self.tracks, s.objects)
-        _layers.show_track_display(self.viewer, shown)
+        self._overlay = _overlay.TrackOverlay(self.tracks, s.objects)
+        self._follow_frames()
+        visible = self.review_panel.skeletons_shown
+        if visible:
+            shown = self._overlay.frame(_overlay.current_frame(self.viewer))
+            _overlay.show_frame(self.viewer, shown, thumbnail=True)
+        self._overlay_stale = not visible
         _style.set_stale(self.viewer, not self.tracks_fresh)
-        _style.set_visible(self.viewer, self.review_panel.skeletons_shown)
+        _style.set_visible(self.viewer, visible)
+
+    def _follow_frames(self) -> None:
+        """Connect the viewer's frame steps to the overlay, once.
+
+        The connection holds a weak reference to the widget and ends with it.
+        """
+        if self._frames_followed:
+            return
+        self._frames_followed = True
+        ref = weakref.ref(self)
+        dims = self.viewer.dims
+
+        def on_step(_event: object = None) -> None:
+            widget = ref()
+            if widget is None or widget._closed or not widget._alive["ok"]:
+                dims.events.current_step.disconnect(on_step)
+                return
+            widget._show_current_frame()
+
+        dims.events.current_step.connect(on_step)
+
+    def _show_current_frame(self, force: bool = False) -> None:
+        """Put the centerlines, heads and tails of the frame on screen into the layers."""
+        overlay = self._overlay
+        if overlay is None:
+            return
+        if not (force or self.review_panel.skeletons_shown):
+            self._overlay_stale = True  # hidden: shown again when the box is ticked
+            return
+        shown = overlay.frame(_overlay.current_frame(self.viewer))
+        _overlay.show_frame(self.viewer, shown)
 
     def refresh_skeletons(self) -> None:
         """Show or hide the skeleton layers (the tracks are computed when masks change)."""
         if self.tracks is None:
             self._schedule_tracks()
-        else:
-            self.show_tracks()
+            return
+        visible = self.review_panel.skeletons_shown
+        if visible and self._overlay_stale:
+            self._show_current_frame(force=True)
+            self._overlay_stale = False
+        _style.set_visible(self.viewer, visible)
 
     def update_flags(self) -> None:
         """List the flag events (from the cached tracks; computed first if needed)."""
@@ -111,8 +164,10 @@ class SkeletonDisplay:
             self.objects_panel.select(object_id)
 
     def flip_head_tail(self, start: int, stop: int) -> None:
-        """Flip head and tail of the current object over frames start..stop (inclusive);
-        shown at once (the cached tracks get the same flip ``session.skeletons()`` applies)."""
+        """Flip head and tail of the current object over frames start..stop (inclusive).
+
+        Shown at once: the cached tracks get the same flip ``session.skeletons()`` applies.
+        """
         from ..skeleton import flip_head_tail
 
         s = self._require_session()

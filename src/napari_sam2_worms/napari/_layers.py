@@ -7,7 +7,6 @@ between napari's (row, col) and our (x, y) go through :mod:`napari_sam2_worms.co
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +38,7 @@ def label_colors(objects: dict) -> dict:
 
 
 def labels_colormap(objects: dict):
-    """A napari ``DirectLabelColormap`` painting each object in its colour."""
+    """Return a napari ``DirectLabelColormap`` painting each object in its colour."""
     from napari.utils.colormaps import DirectLabelColormap
 
     return DirectLabelColormap(color_dict=label_colors(objects))
@@ -110,102 +109,6 @@ def point_styles(objects_of_points: np.ndarray, positive: np.ndarray, session_ob
 
 
 @dataclass
-class TrackDisplay:
-    """What the skeleton layers show for :class:`SkeletonTracks`: every frame at once.
-
-    Built from the very tracks the export writes (``session.skeletons()``: oriented over
-    time, with the user's flips), so the head on screen is the exported head.
-    """
-
-    segments: np.ndarray  # (S, 2, 3) vectors: (t, row, col) start and (0, drow, dcol)
-    segment_colors: np.ndarray  # (S, 4)
-    segment_objects: np.ndarray  # (S,) object id of each segment
-    heads: np.ndarray  # (M, 3) (t, row, col) of point 0 of each centerline
-    tails: np.ndarray  # (M, 3) last point
-    colors: np.ndarray  # (M, 4) object colour of each head
-    objects: np.ndarray  # (M,) object id of each head / tail
-
-
-def tracks_display(tracks, session_objects: dict) -> TrackDisplay:
-    """The display of every (frame, object) centerline of ``tracks`` (vectorised).
-
-    A centerline is shown where all its points are finite; its head is point 0 and its
-    tail the last point, exactly as in ``tracks.points`` (and so in every export).
-    """
-    pts = np.asarray(tracks.points, float)  # (T, K, N, 2) (x, y)
-    frames = np.asarray(tracks.frames, int)
-    ids = [int(o) for o in tracks.object_ids]
-    known = np.array([o in session_objects for o in ids], bool)
-    ok = np.isfinite(pts).all(axis=(2, 3)) & known[None, :]  # (T, K)
-    ti, ki = np.nonzero(ok)
-    lines = pts[ti, ki]  # (M, N, 2)
-    obj = np.array(ids, int)[ki] if len(ids) else np.zeros(0, int)
-    palette = np.array(
-        [hex_to_rgba(session_objects[o].color) if o in session_objects else np.ones(4) for o in ids]
-    ).reshape(-1, 4)
-    colors = palette[ki] if len(ki) else np.zeros((0, 4))
-    t = frames[ti].astype(float)
-    n = lines.shape[1] if lines.ndim == 3 else 0
-    rc = lines[..., ::-1]  # (row, col)
-    heads = np.column_stack([t, rc[:, 0]]) if len(ti) else np.zeros((0, 3))
-    tails = np.column_stack([t, rc[:, -1]]) if len(ti) else np.zeros((0, 3))
-    if len(ti) and n >= 2:
-        start = rc[:, :-1].reshape(-1, 2)
-        step = np.diff(rc, axis=1).reshape(-1, 2)
-        tt = np.repeat(t, n - 1)
-        seg = np.stack(
-            [np.column_stack([tt, start]), np.column_stack([np.zeros_like(tt), step])], axis=1
-        )
-        seg_col = np.repeat(colors, n - 1, axis=0)
-        seg_obj = np.repeat(obj, n - 1)
-    else:
-        seg, seg_col, seg_obj = np.zeros((0, 2, 3)), np.zeros((0, 4)), np.zeros(0, int)
-    return TrackDisplay(seg, seg_col, seg_obj, heads, tails, colors, obj)
-
-
-@contextlib.contextmanager
-def _thumbnail_once(*layers):
-    """Compute each layer's thumbnail once, at the end, instead of at every data and colour
-    change (a vectors thumbnail over every frame's segments is the slow part)."""
-    patched = []
-    for layer in layers:
-        if hasattr(layer, "_update_thumbnail"):
-            layer._update_thumbnail = lambda *a, **k: None
-            patched.append(layer)
-    try:
-        yield
-    finally:
-        for layer in patched:
-            del layer._update_thumbnail  # the class's method again
-            layer._update_thumbnail()
-
-
-def show_track_display(viewer, shown: TrackDisplay) -> None:
-    """Put ``shown`` into the centerline, head and tail layers of ``viewer``."""
-    from . import _style
-
-    layers = viewer.layers
-    if not all(n in layers for n in _style.LAYERS):
-        return
-    line = layers[_style.SKELETONS]
-    heads, tails = layers[_style.HEADS], layers[_style.TAILS]
-    with _thumbnail_once(line, heads, tails):
-        line.data = shown.segments
-        line.features = {"object": shown.segment_objects}
-        if len(shown.segments):
-            line.edge_color = _style.lighten(shown.segment_colors)
-        heads.data = shown.heads
-        heads.features = {"object": shown.objects}
-        tails.data = shown.tails
-        tails.features = {"object": shown.objects}
-        if len(shown.heads):
-            heads.face_color = shown.colors
-            heads.border_color = _style.HEAD_BORDER
-            tails.face_color = _style.TAIL_FACE
-            tails.border_color = _style.HEAD_BORDER
-
-
-@dataclass
 class Flag:
     """One flagged (frame, object) for review."""
 
@@ -262,7 +165,7 @@ def flagged_frames(session, tracks) -> list[Flag]:
 
 
 def reason_kind(reason: str) -> str:
-    """The kind of one reason ("low score -0.31" -> "low score")."""
+    """Return the kind of one reason ("low score -0.31" -> "low score")."""
     reason = reason.strip()
     return "low score" if reason.startswith("low score") else reason
 
@@ -292,8 +195,10 @@ class FlagEvent:
 
 
 def group_flags(flags: list[Flag], computed=None, max_gap: int = 1) -> list[FlagEvent]:
-    """Group flags into events: runs of one object and kind whose frames follow each other
-    (at most ``max_gap`` computed frames apart), sorted by first frame then object.
+    """Group flags into events, sorted by first frame then object.
+
+    An event is a run of one object and kind whose frames follow each other (at most
+    ``max_gap`` computed frames apart).
 
     ``computed``: the frames with a result (frames in between that were never computed do
     not break an event); default: every frame.

@@ -1,24 +1,32 @@
 """How centerlines, heads and tails look on top of the masks (one place for the style).
 
-A centerline is drawn in a light tone of the object's colour, wider than the mask's edge,
-so it reads over its own mask (drawn at half opacity in the plain colour) and over the
-plate. The head is a large disc in the object's colour with a white rim; the tail a small
-dark dot with a white rim. (A dark outline under each centerline reads even better, but it
-is one more layer to slice at every frame step: stepping cost counts more.)
+The centerlines, heads and tails of the frame on screen are in two 2D layers (see
+:mod:`._overlay`): a Vectors layer for the centerlines and one Points layer for the heads
+and the tails. A centerline is drawn in a light tone of the object's colour, wider than
+the mask's edge, so it reads over its own mask (drawn at half opacity in the plain colour)
+and over the plate. The head is a large disc in the object's colour with a white rim; the
+tail a small dark dot with a white rim. (A dark outline under each centerline reads even
+better, but it is one more layer to draw at every frame step: stepping cost counts more.)
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import napari
 
 #: Layer names (the widget finds its layers by these).
 SKELETONS = "skeletons"
-HEADS = "heads"
-TAILS = "tails"
-LAYERS = (SKELETONS, TAILS, HEADS)  # bottom to top
+ENDS = "heads and tails"
+#: The heads and the tails share the :data:`ENDS` layer (feature ``end``: "head" / "tail").
+HEADS = TAILS = ENDS
+LAYERS = (SKELETONS, ENDS)  # bottom to top
 
-#: Centerline width (screen pixels: readable at any zoom) and how much lighter than the
-#: object's colour it is drawn.
+#: Centerline width (data pixels, as the masks) and how much lighter than the object's
+#: colour it is drawn.
 CENTERLINE_WIDTH = 3.0
 CENTERLINE_LIGHTEN = 0.55
 
@@ -35,48 +43,52 @@ STALE_OPACITY = 0.35
 
 
 def lighten(rgba: np.ndarray, amount: float = CENTERLINE_LIGHTEN) -> np.ndarray:
-    """The colours ``rgba`` (..., 4) moved towards white by ``amount`` (alpha kept): the
-    centerline stands out from its mask, drawn in the plain colour."""
+    """Move the colours ``rgba`` (..., 4) towards white by ``amount``, alpha kept.
+
+    The centerline, drawn in the lightened colour, stands out from its mask, drawn in the
+    plain colour.
+    """
     out = np.array(rgba, float, copy=True)
     out[..., :3] = out[..., :3] + (1.0 - out[..., :3]) * amount
     return out
 
 
-def add_display_layers(viewer) -> None:
-    """Add the centerline, tail and head layers (in this order: heads on top) where they
-    are missing. Nothing is added twice."""
-    names = {layer.name for layer in viewer.layers}
-    if SKELETONS not in names:
+def _is_ours(layer: object, kind: str) -> bool:
+    return getattr(layer, "_type_string", None) == kind and getattr(layer, "ndim", 0) == 2
+
+
+def add_display_layers(viewer: napari.Viewer) -> None:
+    """Add the centerline layer and the heads-and-tails layer (on top) where missing.
+
+    Nothing is added twice; a layer of these names from an older version (3D, or another
+    kind) is replaced.
+    """
+    for name, kind in ((SKELETONS, "vectors"), (ENDS, "points")):
+        if name in viewer.layers and not _is_ours(viewer.layers[name], kind):
+            viewer.layers.remove(name)
+    if SKELETONS not in viewer.layers:
         viewer.add_vectors(
-            np.zeros((0, 2, 3)),
+            np.zeros((0, 2, 2)),
+            ndim=2,
             name=SKELETONS,
             edge_color="white",
             edge_width=CENTERLINE_WIDTH,
             vector_style="line",
-            out_of_slice_display=False,
+            features={"object": np.zeros(0, int)},
         )
-    if TAILS not in names:
+    if ENDS not in viewer.layers:
         viewer.add_points(
-            np.zeros((0, 3)),
-            ndim=3,
-            name=TAILS,
-            size=TAIL_SIZE,
-            face_color=TAIL_FACE,
-            border_color=HEAD_BORDER,
-            border_width=HEAD_BORDER_WIDTH,
-        )
-    if HEADS not in names:
-        viewer.add_points(
-            np.zeros((0, 3)),
-            ndim=3,
-            name=HEADS,
+            np.zeros((0, 2)),
+            ndim=2,
+            name=ENDS,
             size=HEAD_SIZE,
             border_color=HEAD_BORDER,
             border_width=HEAD_BORDER_WIDTH,
+            features={"object": np.zeros(0, int), "end": np.zeros(0, dtype=object)},
         )
 
 
-def set_stale(viewer, stale: bool) -> None:
+def set_stale(viewer: napari.Viewer, stale: bool) -> None:
     """Dim the skeleton layers while they show an earlier result."""
     opacity = STALE_OPACITY if stale else 1.0
     for name in LAYERS:
@@ -84,7 +96,7 @@ def set_stale(viewer, stale: bool) -> None:
             viewer.layers[name].opacity = opacity
 
 
-def set_visible(viewer, visible: bool) -> None:
+def set_visible(viewer: napari.Viewer, visible: bool) -> None:
     """Show or hide the skeleton layers (only those that change: a change redraws)."""
     for name in LAYERS:
         if name in viewer.layers and viewer.layers[name].visible != visible:
