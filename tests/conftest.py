@@ -8,8 +8,13 @@ need_shared`` keeps working for the tests that use it; new code imports from
 
 from __future__ import annotations
 
-from fixtures.data import REPO, REQUIRE_DATA_ENV, SHARED_DATA, need_shared
-from fixtures.videos import ArrayVideoStub
+import pytest
+
+# before the imports below: the fixture modules' asserts get pytest's messages
+pytest.register_assert_rewrite("fixtures")
+
+from fixtures.data import REPO, REQUIRE_DATA_ENV, SHARED_DATA, need_shared  # noqa: E402
+from fixtures.videos import ArrayVideoStub  # noqa: E402
 
 pytest_plugins = [
     "fixtures.data",

@@ -12,14 +12,12 @@ from pathlib import Path
 import pytest
 
 from napari_sam2_worms.backends.sam2 import checkpoints as ck
-from napari_sam2_worms.testing.random_sam2 import make_random_checkpoint
 
 
 @pytest.fixture(scope="session")
-def random_ckpt(tmp_path_factory):
-    """One random-weights sam2.1 tiny checkpoint for the whole test session."""
-    folder = tmp_path_factory.getbasetemp() / "sam2_random"
-    return make_random_checkpoint(folder / "sam2.1_hiera_tiny.pt", reuse=True)
+def random_ckpt(random_checkpoint):
+    """The session's random-weights sam2.1 tiny checkpoint (tests/fixtures/sam2.py)."""
+    return random_checkpoint
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fixtures.masks import iou
 from napari_sam2_worms.backends.base import ObjectPrompts
 from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
 
@@ -32,11 +33,6 @@ def click(plate, frame, worm):
     h, w = plate.video.shape[1:3]
     xy = np.clip(xy, 0, [w - 1, h - 1]).astype(np.float32)
     return ObjectPrompts(points=xy, labels=np.array([1], np.int32))
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = (a | b).sum()
-    return 1.0 if union == 0 else float((a & b).sum() / union)
 
 
 def track(predictor, plate, batch: bool, calls, monkeypatch=None) -> list:
@@ -123,11 +119,12 @@ def test_memory_assembly_matches_sam2_and_builds_positions_once(predictor, plate
     the same frames computes none."""
     import torch
 
-    from napari_sam2_worms.backends.sam2.accel import memory
+    from napari_sam2_worms.backends.sam2.accel import memory, state_of
 
     be = Sam2Backend(device="cpu", predictor=predictor, batch_objects=True)
     be.open(plate.video)
-    assert predictor._nsw_fast_memory
+    installed = state_of(predictor).fast_memory
+    assert installed is not None
     fast = predictor._prepare_memory_conditioned_features
     compared, strides, built, ours = [], [], [], [False]
 
@@ -136,7 +133,7 @@ def test_memory_assembly_matches_sam2_and_builds_positions_once(predictor, plate
         out = fast(**kwargs)
         ours[0] = False
         if not kwargs["is_init_cond_frame"]:
-            ref = predictor._nsw_sam2_prepare(**kwargs)
+            ref = installed.sam2_prepare(**kwargs)
             torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
             compared.append((kwargs["frame_idx"], kwargs["track_in_reverse"]))
         return out

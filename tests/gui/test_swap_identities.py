@@ -11,6 +11,7 @@ from _real import TIMEOUT, assert_heads_match, dock_tracker, menu_action, run_me
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QPushButton
 
+from fixtures.plates import swapped
 from napari_sam2_worms.engine.session import TrackingSession
 from napari_sam2_worms.napari._widget import MASKS
 from napari_sam2_worms.skeleton import read_csv, skeletonize_labels
@@ -21,31 +22,13 @@ from napari_sam2_worms.video import ArrayVideo
 pytestmark = pytest.mark.gui
 
 
-def _swapped(labels, a, b, start):
-    out = labels.copy()
-    part = out[start:]
-    ma, mb = part == a, part == b
-    part[ma], part[mb] = b, a
-    return out
-
-
-@pytest.fixture(scope="module")
-def crossing():
-    """70 frames of the synthetic plate; worms 2 and 3 touch, then part on ``after``."""
-    from napari_sam2_worms.synthetic import make_plate
-
-    plate = make_plate(n_frames=120, height=150, width=200, n_worms=3)
-    touching = np.flatnonzero(plate.touching[30:100, 1])
-    return plate.video[30:100], plate.labels[30:100], int(touching[-1]) + 1
-
-
 def _items(panel) -> list[str]:
     return [panel.list.item(i).text() for i in range(panel.list.count())]
 
 
 def test_swap_button_swaps_masks_and_exported_tracks(make_napari_viewer, qtbot, crossing, tmp_path):
     video, truth, after = crossing
-    wrong = _swapped(truth, 2, 3, after - 4)  # the tracker swapped 2 and 3 at the crossing
+    wrong = swapped(truth, 2, 3, after - 4)  # the tracker swapped 2 and 3 at the crossing
     viewer = make_napari_viewer()
     viewer.add_image(video, name="plate")
     widget = dock_tracker(viewer, qtbot)  # Plugins > SAM 2 worm tracker; real workers

@@ -9,6 +9,7 @@ import pytest
 from _real import TIMEOUT, assert_heads_match
 from qtpy.QtCore import Qt
 
+from fixtures.masks import iou
 from napari_sam2_worms.napari import _menu
 from napari_sam2_worms.napari._widget import HEADS, MASKS, PROMPTS, SKELETONS, TrackerWidget
 
@@ -20,11 +21,6 @@ def plate():
     from napari_sam2_worms.synthetic import make_plate
 
     return make_plate(n_frames=10, height=150, width=200, n_worms=3)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = (a | b).sum()
-    return float((a & b).sum() / union) if union else 1.0
 
 
 def _open(make_napari_viewer, video, backend="classic", synchronous=True, **sam2):
@@ -50,7 +46,7 @@ def _match(truth_frame: np.ndarray, label_frame: np.ndarray, oid: int) -> float:
     if not keep.any():
         return 0.0
     gt = ids[keep][np.argmax(counts[keep])]
-    return _iou(m, truth_frame == gt)
+    return iou(m, truth_frame == gt)
 
 
 def test_classic_workflow(make_napari_viewer, plate, tmp_path):
