@@ -4,9 +4,9 @@ The panels (:mod:`._model_panel`, :mod:`._objects_panel`, :mod:`._propagate_pane
 :mod:`._review_panel` with :mod:`._identity_panel`) know no widget: they emit Qt signals,
 which :meth:`TrackerWidget._connect_panels` connects to the methods here, and show what
 they are given. The widget's halves live in focused mixins: objects and identities
-(:mod:`._object_actions`), the prompts layer (:mod:`._prompt_sync`), propagation
-(:mod:`._propagation`), painted corrections (:mod:`._painting`) and the skeletons on
-screen (:mod:`._display`).
+(:mod:`._object_actions`), the masks layer (:mod:`._masks_layer`), the prompts layer
+(:mod:`._prompt_sync`), propagation (:mod:`._propagation`), painted corrections
+(:mod:`._painting`) and the skeletons on screen (:mod:`._display`).
 
 Long work (loading a model, SAM 2 clicks, propagation, skeletons of all frames) runs in
 ``napari.qt.threading.thread_worker``s; layers are only touched in main-thread handlers.
@@ -29,8 +29,9 @@ from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from ..backends.factory import build_backend, sam2_available
 from ..engine.session import TrackingSession
-from . import _layers, _style
+from . import _style
 from ._display import SkeletonDisplay
+from ._masks_layer import MasksLayer
 from ._model_panel import ModelPanel
 from ._object_actions import ObjectActions
 from ._objects_panel import ObjectsPanel
@@ -54,7 +55,9 @@ SKELETONS, HEADS, TAILS = _style.SKELETONS, _style.HEADS, _style.TAILS
 __all__ = ["HEADS", "MASKS", "PROMPTS", "SKELETONS", "TAILS", "TrackerWidget", "widget_for"]
 
 
-class TrackerWidget(ObjectActions, SkeletonDisplay, Painting, PromptSync, Propagation, QWidget):
+class TrackerWidget(
+    ObjectActions, MasksLayer, SkeletonDisplay, Painting, PromptSync, Propagation, QWidget
+):
     """SAM 2 / classic worm tracker dock widget.
 
     Parameters
@@ -217,51 +220,6 @@ class TrackerWidget(ObjectActions, SkeletonDisplay, Painting, PromptSync, Propag
     def current_object(self) -> int | None:
         """The object selected in the objects list (None when none is)."""
         return self.objects_panel.current()
-
-    def _ensure_layers(self) -> None:
-        s = self.session
-        assert s is not None
-        labels = self._layer(MASKS)
-        if labels is None or labels.data.shape != s.labels.shape:
-            if labels is not None:
-                self.viewer.layers.remove(labels)
-            labels = self.viewer.add_labels(np.array(s.labels), name=MASKS, opacity=0.5)
-        else:
-            labels.data[:] = s.labels
-        labels.colormap = _layers.labels_colormap(s.objects)
-        labels.refresh()
-        # (re)connect: layers may come from an earlier widget on this viewer
-        labels.events.paint.disconnect(self._on_paint)
-        labels.events.paint.connect(self._on_paint)
-        for name in _style.LAYERS:
-            old = self._layer(name)
-            kind = "vectors" if name == SKELETONS else "points"
-            if old is not None and old._type_string != kind:  # an older version's layer
-                self.viewer.layers.remove(old)
-        _style.add_display_layers(self.viewer)
-        self._ensure_prompts_layer()
-
-    def refresh_labels(self, frames: Any = None, skeletons: bool = True) -> None:
-        """Copy session labels into the masks layer (all frames, or the given ones).
-
-        The masks changed, so the skeletons are recomputed (unless ``skeletons`` is False).
-        """
-        labels = self._layer(MASKS)
-        if labels is None or self.session is None:
-            return
-        if labels.data.shape != self.session.labels.shape:
-            self._ensure_layers()
-        elif frames is None:
-            labels.data[:] = self.session.labels
-            labels.refresh()
-        else:
-            frames = list(frames)
-            for f in frames:
-                labels.data[f] = self.session.labels[f]
-            if self.current_frame() in frames:  # other frames are drawn when shown
-                labels.refresh()
-        if skeletons:
-            self.masks_changed()
 
     # -- session lifecycle ----------------------------------------------------------
     def build_backend(self) -> Backend:
