@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from ..backends.base import Backend, BadPromptError, FrameResult, ObjectPrompts
+from ..palette import object_color
 from .compose import compose_frame
 from .prompts import PromptStore
 from .skeleton_feed import SkeletonFeed
@@ -39,18 +40,6 @@ log = logging.getLogger(__name__)
 
 Direction = Literal["forward", "backward", "both"]
 CancelFlag = Callable[[], bool] | threading.Event | None
-
-#: A colour per object id (tab10, then tab20 light tones), as hex strings.
-PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
-    "#17becf", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
-    "#f7b6d2", "#dbdb8d", "#9edae5", "#c7c7c7",
-)  # fmt: skip
-
-
-def object_color(object_id: int) -> str:
-    """Return the display colour of an object (same in every layer and export)."""
-    return PALETTE[(object_id - 1) % len(PALETTE)]
 
 
 class DuplicateNameError(ValueError):
@@ -191,8 +180,10 @@ class TrackingSession:
             self.objects[object_id].name = self._free_name(name, object_id)
 
     def flip_head_tail(self, object_id: int, start: int, stop: int) -> tuple[int, int]:
-        """Swap head and tail of ``object_id`` on frames ``start..stop`` (inclusive, either
-        order) in :meth:`skeletons`; return the (first, last) frame flipped."""
+        """Swap head and tail of ``object_id`` on frames ``start..stop`` in :meth:`skeletons`.
+
+        The range is inclusive, in either order; returns the (first, last) frame flipped.
+        """
         a, b = sorted((self._check_frame(start), self._check_frame(stop)))
         with self._lock:
             self._require(object_id)
@@ -247,7 +238,8 @@ class TrackingSession:
         return self.prompts.frames(object_id)
 
     def is_user_edited(self, frame: int, object_id: int) -> bool:
-        return (frame, object_id) in self.prompts.keys()
+        """Tell whether the user gave ``object_id`` prompts or a painted mask on ``frame``."""
+        return (frame, object_id) in self.prompts.keys()  # noqa: SIM118 (not a dict)
 
     def add_point(
         self, frame: int, object_id: int, x: float, y: float, positive: bool = True
@@ -344,23 +336,17 @@ class TrackingSession:
                 "paint the animal, or clear the frame's prompts instead"
             )
         with self._lock:
-            saved = {
-                s: d.pop((frame, object_id), None)
-                for s, d in (
-                    ("p", self.prompts.points),
-                    ("b", self.prompts.boxes),
-                    ("m", self.prompts.masks),
-                )
-            }
+            stores: tuple[tuple[str, dict[tuple[int, int], Any]], ...] = (
+                ("p", self.prompts.points),
+                ("b", self.prompts.boxes),
+                ("m", self.prompts.masks),
+            )
+            saved = {s: d.pop((frame, object_id), None) for s, d in stores}
             self.prompts.masks[(frame, object_id)] = mask.copy()
             try:
                 return self._send(frame, object_id)
             except Exception:
-                for s, d in (
-                    ("p", self.prompts.points),
-                    ("b", self.prompts.boxes),
-                    ("m", self.prompts.masks),
-                ):
+                for s, d in stores:
                     d.pop((frame, object_id), None)
                     if saved[s] is not None:
                         d[(frame, object_id)] = saved[s]
@@ -373,7 +359,7 @@ class TrackingSession:
             targets = (
                 [object_id]
                 if object_id is not None
-                else [o for f, o in self.prompts.keys() if f == frame]
+                else [o for f, o in self.prompts.keys() if f == frame]  # noqa: SIM118
             )
             for obj in set(targets):
                 self.prompts.drop(frame=frame, object_id=obj)
@@ -428,7 +414,7 @@ class TrackingSession:
         """
         f = result.frame
         with self._lock:
-            edited = {o for ff, o in self.prompts.keys() if ff == f}
+            edited = {o for ff, o in self.prompts.keys() if ff == f}  # noqa: SIM118 (not a dict)
             new, written = compose_frame(self.labels[f], result, self.objects, edited, only)
             self.labels[f] = new
             for o in written:
@@ -483,7 +469,8 @@ class TrackingSession:
                         log.info("propagation cancelled after frame %d", result.frame)
                         return
             finally:
-                gen.close()
+                if isinstance(gen, Generator):  # backends' propagate is a generator
+                    gen.close()
 
     def _runs(
         self, direction: Direction, start: int | None, stop: int | None, prompted: list[int]
@@ -599,5 +586,6 @@ class TrackingSession:
         return tracks
 
     def close(self) -> None:
+        """Stop the skeleton workers and close the backend."""
         self.skeleton_feed.close()
         self.backend.close()
