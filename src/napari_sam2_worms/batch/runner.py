@@ -12,14 +12,16 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..backends.sam2.checkpoints import DEFAULT_MODEL
 from .jobs import VideoJob, discover, job_inputs
 from .manifest import Manifest, output_lock, remove_leftovers
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ class BatchOptions:
     force: bool = False
 
     def settings(self) -> dict[str, Any]:
-        """What the results depend on (enters each job's fingerprint)."""
+        """Describe what the results depend on (enters each job's fingerprint)."""
         s: dict[str, Any] = {
             "backend": self.backend,
             "points": self.points,
@@ -87,6 +89,7 @@ class BatchSummary:
 
     @property
     def exit_code(self) -> int:
+        """The command's exit status: the number of failed or interrupted videos, capped."""
         return min(len(self.failed) + len(self.interrupted), MAX_EXIT)
 
 
@@ -103,25 +106,19 @@ def _checkpoint_fingerprint(path: str | None) -> Any:
 
 def _resolve_backend(options: BatchOptions, echo: Callable[[str], None]) -> BatchOptions:
     """Decide ``auto`` and find the SAM 2 checkpoint once, before any worker starts."""
-    if options.backend == "classic":
-        return options
-    from ..backends.base import BackendError
-    from ..backends.sam2.checkpoints import resolve_checkpoint
+    from ..backends.factory import BackendSpec, resolve_spec
 
-    try:
-        path = resolve_checkpoint(options.model, options.checkpoint, options.download)
-    except BackendError as exc:
-        if options.backend == "sam2":
-            raise BackendError(
-                f"{exc}\nWithout a SAM 2 checkpoint you can still track worms on a plain "
-                "background with the classic backend (--backend classic)."
-            ) from exc
-        echo(
-            f"no SAM 2 checkpoint available ({str(exc).splitlines()[0]}); "
-            "using the classic backend for every video"
+    spec, reason = resolve_spec(
+        BackendSpec(
+            name=options.backend,  # type: ignore[arg-type]  # checked by BackendSpec
+            model=options.model,
+            checkpoint=options.checkpoint,
+            download=options.download,
         )
-        return BatchOptions(**{**asdict(options), "backend": "classic"})
-    return BatchOptions(**{**asdict(options), "backend": "sam2", "checkpoint": str(path)})
+    )
+    if reason is not None:
+        echo(f"no SAM 2 checkpoint available ({reason}); using the classic backend for every video")
+    return BatchOptions(**{**asdict(options), "backend": spec.name, "checkpoint": spec.checkpoint})
 
 
 def run_batch(
@@ -217,7 +214,7 @@ def _entry(job: VideoJob) -> dict[str, Any]:
 
 
 def _keep_name(job: VideoJob, prev: dict, manifest: Manifest) -> VideoJob:
-    """A video keeps the run folder name it had in this output folder."""
+    """Keep the run folder name a video had in this output folder."""
     name = prev.get("output") or prev.get("name")
     taken = {e.get("name") for k, e in manifest.entries.items() if k != job.key}
     if name and name != job.name and name not in taken:
