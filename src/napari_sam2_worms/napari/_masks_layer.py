@@ -35,12 +35,7 @@ class MasksLayer:
         # (re)connect: layers may come from an earlier widget on this viewer
         labels.events.paint.disconnect(self._on_paint)
         labels.events.paint.connect(self._on_paint)
-        for name in _style.LAYERS:
-            old = self._layer(name)
-            kind = "vectors" if name == _style.SKELETONS else "points"
-            if old is not None and old._type_string != kind:  # an older version's layer
-                self.viewer.layers.remove(old)
-        _style.add_display_layers(self.viewer)
+        _style.add_display_layers(self.viewer)  # (it replaces an older version's layers)
         self._ensure_prompts_layer()
 
     def refresh_labels(self: Any, frames: Any = None, skeletons: bool = True) -> None:
