@@ -198,6 +198,12 @@ def test_review_panel_alone(make_napari_viewer, qtbot):
     assert shown.args == [False] and not panel.skeletons_shown
     with qtbot.waitSignal(panel.update_requested):
         qtbot.mouseClick(panel.update_button, Qt.MouseButton.LeftButton)
+    # the swap control inside: objects in, its request out through the panel
+    panel.show_objects({1: "worm1", 2: "worm2"}, 30)
+    panel.follow(2)
+    with qtbot.waitSignal(panel.swap_requested) as swap:
+        qtbot.mouseClick(panel.swap.button, Qt.MouseButton.LeftButton)
+    assert swap.args == [2, 1, None]
 
 
 @pytest.mark.gui

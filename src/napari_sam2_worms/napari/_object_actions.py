@@ -64,7 +64,7 @@ class ObjectActions:
         s = self.session
         assert s is not None
         names = {o: obj.name for o, obj in s.objects.items()}
-        self.review_panel.swap.set_objects(names, s.n_frames)
+        self.review_panel.show_objects(names, s.n_frames)
         self.objects_panel.refresh(s.objects)
 
     def _objects_changed(self: Any) -> None:
@@ -87,7 +87,7 @@ class ObjectActions:
         self.update_point_defaults()
         flags, frame = self.review_panel.flags, self.current_frame()
         partner = suspect_partner(frame, object_id, flags, self.tracks)
-        self.review_panel.swap.follow(object_id, partner)
+        self.review_panel.follow(object_id, partner)
 
     def detect_objects(self: Any, filters: dict | None = None) -> None:
         """Add one object and one positive click per animal found on this frame.

@@ -44,12 +44,15 @@ class ReviewPanel(QGroupBox):
         "Flip head/tail" of the current object over frames start..stop.
     skeletons_toggled(shown)
         "Show centerlines and heads" was toggled.
+    swap_requested(a, b, stop)
+        "Swap identities" (see :class:`~._identity_panel.SwapIdentities`).
     """
 
     update_requested = Signal()
     goto_requested = Signal(int, object)
     flip_requested = Signal(int, int)
     skeletons_toggled = Signal(bool)
+    swap_requested = Signal(object, object, object)
 
     def __init__(self, viewer: napari.Viewer, parent: QWidget | None = None) -> None:
         super().__init__("4. Review", parent)
@@ -91,6 +94,7 @@ class ReviewPanel(QGroupBox):
         lay.addLayout(nav)
         lay.addLayout(frow)
         self.swap = SwapIdentities()  # two objects exchange identities
+        self.swap.swap_requested.connect(self.swap_requested.emit)
         lay.addWidget(self.swap)
         lay.addWidget(self.show_skeletons)
 
@@ -98,6 +102,14 @@ class ReviewPanel(QGroupBox):
     def skeletons_shown(self) -> bool:
         """True when "Show centerlines and heads" is checked."""
         return self.show_skeletons.isChecked()
+
+    def show_objects(self, names: Mapping[int, str], n_frames: int) -> None:
+        """Show the session's objects (id -> name) in the swap control."""
+        self.swap.set_objects(names, n_frames)
+
+    def follow(self, current: int | None, partner: int | None = None) -> None:
+        """Make the current object (and ``partner``) the swap control's picks."""
+        self.swap.follow(current, partner)
 
     def set_frames(self, n_frames: int) -> None:
         """Let the flip range span the video's ``n_frames`` frames (the whole video chosen)."""

@@ -132,7 +132,7 @@ class TrackerWidget(
         r.goto_requested.connect(self.goto)
         r.flip_requested.connect(self.flip_head_tail)
         r.skeletons_toggled.connect(lambda _: self.refresh_skeletons())
-        r.swap.swap_requested.connect(self.swap_identities)
+        r.swap_requested.connect(self.swap_identities)
 
     # -- lifecycle ------------------------------------------------------------------
     def closeEvent(self, event: Any) -> None:
