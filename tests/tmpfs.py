@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 
 def mount_tmpfs(folder: Path, options: str) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -25,6 +25,9 @@ import tifffile
 
 from fixtures.cli import cli_command, cli_env
 from tmpfs import tmpfs
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 RING_FOLDERS = sorted({"/dev/shm", tempfile.gettempdir()})
 
