@@ -13,7 +13,6 @@ skeleton workers and their shared-memory rings are released.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
@@ -21,10 +20,14 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .utils import temp_prefix
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterator
 
 
 class UsageError(ValueError):
@@ -100,8 +103,11 @@ def check_numbers(args: argparse.Namespace) -> None:
 
 
 def _probe(folder: Path) -> str | None:
-    """Why files cannot be created in ``folder`` (None: they can). Creates and removes
-    one empty file: permission bits alone say nothing for root, a read-only mount does."""
+    """Say why files cannot be created in ``folder`` (None: they can).
+
+    Creates and removes one empty file: permission bits alone say nothing for root, a
+    read-only mount does.
+    """
     if not os.access(folder, os.W_OK | os.X_OK):
         return "permission denied or read-only file system"
     try:
@@ -148,8 +154,10 @@ MAX_LABEL_ID = 65535
 
 
 def check_label_ids(labels, path: str | os.PathLike) -> None:
-    """Raise :class:`UsageError` for label ids outside 0..:data:`MAX_LABEL_ID` (an id
-    of 4e9 would make per-id tables of 4e9 entries)."""
+    """Raise :class:`UsageError` for label ids outside 0..:data:`MAX_LABEL_ID`.
+
+    An id of 4e9 would make per-id tables of 4e9 entries.
+    """
     import numpy as np
 
     if labels.size == 0 or labels.dtype.kind == "b":
@@ -201,9 +209,11 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def exit_cleanup() -> Iterator[None]:
-    """Run a command so that every exit path releases what it holds: SIGTERM becomes an
-    exception (exit status 143) in the main thread; skeleton workers and their
-    ``/dev/shm`` rings are released on the way out, whatever the way."""
+    """Run a command so that every exit path releases what it holds.
+
+    SIGTERM becomes an exception (exit status 143) in the main thread; skeleton workers
+    and their ``/dev/shm`` rings are released on the way out, whatever the way.
+    """
     old = None
     main = threading.current_thread() is threading.main_thread()
     if main and hasattr(signal, "SIGTERM"):

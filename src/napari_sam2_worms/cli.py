@@ -50,6 +50,7 @@ class _Bar:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
+    """Track the prompted animals of a video into a run folder (``track``)."""
     from .backends.factory import BackendSpec, build_backend
     from .engine.pipeline import Autosaver, TrackPlan, track_run, write_run
     from .engine.prompts import apply_prompts, read_prompts_file
@@ -104,6 +105,8 @@ def cmd_track(args: argparse.Namespace) -> int:
                     "model": args.model,
                     "device": args.device,
                 }
+                if store is None:  # checked above: only --resume goes on without prompts
+                    raise ValueError("--prompts is required (only --resume goes on without it)")
                 apply_prompts(session, store, names)
                 start, stop = _frames(args.frames)
                 plan = TrackPlan.new(session, start, stop, args.frames)
@@ -155,6 +158,7 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_skeletonize(args: argparse.Namespace) -> int:
+    """Write the centerlines of a label-stack TIFF as a skeleton table (``skeletonize``)."""
     import tifffile
 
     from .skeleton import skeletonize_labels, write_csv
@@ -192,6 +196,7 @@ def cmd_skeletonize(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """Export a run folder in one of :data:`~.export.FORMATS` (``export``)."""
     from .export import FORMATS, export_tracks
     from .export.run_dir import check_run, load_run_tracks
 
@@ -254,6 +259,7 @@ def _objects(text: str | None) -> list[int] | None:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    """Download a SAM 2 checkpoint into the cache, or list the models (``download``)."""
     from .backends.sam2.checkpoints import MODELS, download_checkpoint
 
     if args.list:
@@ -271,20 +277,22 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
+    """Track many videos on Dask (``batch``)."""
     from .batch.command import run_batch_command
 
     return run_batch_command(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Open napari with the synthetic plate and the tracker widget (``demo``)."""
     from .napari._demo import run_demo
 
     run_demo(backend=args.backend, run=not args.no_run)
     return 0
 
 
-def _input_size(text: str) -> int | str:
-    """argparse type of ``--input-size``: auto, 1024, 768 or 512."""
+def _input_size(text: str) -> int | str | None:
+    """Argparse type of ``--input-size``: auto, 1024, 768 or 512."""
     from .backends.sam2.input_size import check_input_size
 
     try:
@@ -294,6 +302,7 @@ def _input_size(text: str) -> int | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Build the parser of every subcommand (``track``, ``export``, ``batch``...)."""
     from . import __version__
     from .backends.factory import BACKENDS, DEVICES
     from .backends.sam2.checkpoints import DEFAULT_MODEL
@@ -438,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (2: a user error, said in one line)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

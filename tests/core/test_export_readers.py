@@ -351,4 +351,4 @@ def test_pixel_centres_are_at_integer_coordinates():
     tr = skeletonize_labels(labels, n_points=11)
     pts = tr.points[0, 0]
     np.testing.assert_allclose(pts[:, 1], 20.0, atol=0.05)  # y of the centre row, not 20.5
-    assert 9.5 <= pts[:, 0].min() and pts[:, 0].max() <= 69.5
+    assert pts[:, 0].min() >= 9.5 and pts[:, 0].max() <= 69.5

@@ -609,11 +609,12 @@ def test_a_lasting_holder_is_not_waited_for(tmp_path, monkeypatch):
     naps = []
     monkeypatch.setattr(run_lock.time, "sleep", lambda s: naps.append(s))
     folder = tmp_path / "run"
-    with RunLock(folder, "napari-sam2-worms track", lasting=True):
-        with pytest.raises(RunFolderLockedError, match="track"):
-            RunLock(folder).acquire(timeout=30)
+    with (
+        RunLock(folder, "napari-sam2-worms track", lasting=True),
+        pytest.raises(RunFolderLockedError, match="track"),
+    ):
+        RunLock(folder).acquire(timeout=30)
     assert naps == []
-    with RunLock(folder, "a save"):
-        with pytest.raises(RunFolderLockedError, match="a save"):
-            RunLock(folder).acquire(timeout=0.3)
+    with RunLock(folder, "a save"), pytest.raises(RunFolderLockedError, match="a save"):
+        RunLock(folder).acquire(timeout=0.3)
     assert naps  # it waited (polling) before giving up

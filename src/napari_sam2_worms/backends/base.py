@@ -49,6 +49,7 @@ class ObjectPrompts:
     mask: np.ndarray | None = None
 
     def is_empty(self) -> bool:
+        """Tell whether there is no point, box or mask."""
         return len(self.points) == 0 and self.box is None and self.mask is None
 
 
@@ -68,12 +69,14 @@ class LabelMasks(MutableMapping):
         self._over: dict[int, np.ndarray] = {}
 
     def __getitem__(self, object_id: int) -> np.ndarray:
+        """Return the mask of ``object_id`` (its override, else made from the index)."""
         object_id = int(object_id)
         if object_id in self._over:
             return self._over[object_id]
         return self.index == self._pos[object_id]
 
     def __setitem__(self, object_id: int, mask: np.ndarray) -> None:
+        """Store ``mask`` as the override of ``object_id`` (the index is left as it is)."""
         object_id = int(object_id)
         self._over[object_id] = mask
         if object_id not in self._pos:
@@ -81,19 +84,22 @@ class LabelMasks(MutableMapping):
             self._pos[object_id] = 0  # never matches: only the override counts
 
     def __delitem__(self, object_id: int) -> None:
+        """Forget ``object_id`` (KeyError when absent, as a dict)."""
         object_id = int(object_id)
         del self._pos[object_id]  # KeyError when absent, as a dict
         self.ids.remove(object_id)
         self._over.pop(object_id, None)
 
     def __iter__(self) -> Iterator[int]:
+        """Iterate over the object ids."""
         return iter(list(self.ids))
 
     def __len__(self) -> int:
+        """Return the number of objects."""
         return len(self.ids)
 
     def plain(self) -> bool:
-        """True while no mask was assigned or deleted: the index image says it all."""
+        """Tell whether no mask was assigned or deleted (the index image says it all)."""
         return not self._over
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from .session import PropagationStep
 
 log = logging.getLogger(__name__)
@@ -24,12 +25,15 @@ log = logging.getLogger(__name__)
 def write_run(
     session, out_dir: str | Path, *, n_points: int = 49, progress=None, workers: int = 0
 ) -> Path:
-    """Write a run folder: the saved session (masks.tif, scores.npy, session.json...), then
+    """Write a run folder: the saved session, then its skeletons.
+
+    The session's files (masks.tif, scores.npy, session.json...) first, then
     ``skeletons.csv`` (``workers`` processes skeletonize) recorded in ``session.json`` as
     derived from that same generation. Returns the folder.
 
     The session is saved first, so a failure or interrupt while skeletonizing keeps it;
-    the folder then has no ``skeletons.csv`` (``export`` skeletonizes the masks)."""
+    the folder then has no ``skeletons.csv`` (``export`` skeletonizes the masks).
+    """
     from ..run_files import SKELETONS
     from ..skeleton import write_csv
     from .run_lock import hold
@@ -53,9 +57,11 @@ def _generation(folder: Path) -> int:
 # -- tracking into a run folder, with autosaves and resume ---------------------------------
 @dataclass
 class TrackPlan:
-    """The runs of a ``track`` ((start, stop, reverse) each) and the frames each has done;
-    kept in ``session.settings["track"]`` at every autosave, so that ``--resume`` knows
-    where to go on."""
+    """The runs of a ``track`` ((start, stop, reverse) each) and the frames each has done.
+
+    Kept in ``session.settings["track"]`` at every autosave, so that ``--resume`` knows
+    where to go on.
+    """
 
     runs: list[tuple[int, int, bool]]
     done: list[int]
@@ -63,13 +69,16 @@ class TrackPlan:
 
     @property
     def total(self) -> int:
+        """Return the number of frames of all the runs."""
         return sum(abs(b - a) + 1 for a, b, _ in self.runs)
 
     @property
     def complete(self) -> bool:
+        """Tell whether every run is done."""
         return all(d >= abs(b - a) + 1 for (a, b, _), d in zip(self.runs, self.done))
 
     def to_json(self) -> dict[str, Any]:
+        """Return the plan as JSON-ready data (read back by :meth:`from_json`)."""
         return {
             "runs": [[a, b, r] for a, b, r in self.runs],
             "done": list(self.done),
@@ -90,7 +99,10 @@ class TrackPlan:
         return cls(runs, done, doc.get("frames"))
 
     @classmethod
-    def new(cls, session, start: int | None, stop: int | None, frames: str | None = None):
+    def new(
+        cls, session, start: int | None, stop: int | None, frames: str | None = None
+    ) -> TrackPlan:
+        """Plan the runs that track ``session`` from its prompted frames, none done yet."""
         runs = session._runs("both", start, stop, session.user_frames())
         return cls(runs, [0] * len(runs), frames)
 
@@ -122,6 +134,7 @@ class Autosaver:
         self.saves = 0
 
     def save(self, plan: TrackPlan) -> bool:
+        """Save the session with ``plan`` now; tell whether it was saved (see the class)."""
         from .session_io import save_session
 
         self.session.settings["track"] = plan.to_json()
@@ -145,20 +158,23 @@ class Autosaver:
         self.since += 1
         if self.frames is not None and self.since >= self.frames:
             return self.save(plan)
-        if self.every is not None:
-            if time.monotonic() - self.last >= max(self.every, 20.0 * self.cost):
-                return self.save(plan)
+        if self.every is not None and time.monotonic() - self.last >= max(
+            self.every, 20.0 * self.cost
+        ):
+            return self.save(plan)
         return False
 
 
 def _seed_from_labels(session, frame: int) -> None:
-    """Before going on from ``frame`` after a resume: give the backend that frame's saved
-    masks as mask prompts (the tracker's memory of the run before the crash is gone).
-    The session's own prompts are not changed."""
+    """Give the backend ``frame``'s saved masks as mask prompts, before a resume goes on.
+
+    The tracker's memory of the run before the crash is gone; the session's own prompts
+    are not changed.
+    """
     from ..backends.base import ObjectPrompts
 
     session._sync_backend()
-    edited = {o for f, o in session.prompts.keys() if f == frame}
+    edited = {o for f, o in session.prompts.keys() if f == frame}  # noqa: SIM118 (not a dict)
     for obj in sorted(session.objects):
         m = session.labels[frame] == obj
         if obj not in edited and m.any():

@@ -12,15 +12,17 @@ Every failure is a :class:`~.session_schema.SessionFileError` naming the file.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..run_files import CORE_FILES, SESSION
 from .run_lock import hold
 from .run_set import file_record, pending, recover
 from .session_schema import SessionFileError, validate_session_doc
+
+if TYPE_CHECKING:
+    import os
 
 __all__ = ["check_files", "read_session_json", "settle"]
 

@@ -31,9 +31,8 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -48,6 +47,9 @@ from .session_schema import (
     SESSION_VERSION,
     SessionFileError,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +203,8 @@ def save_session(
 
         def write_painted(path: Path) -> None:
             with open(path, "wb") as fh:
-                np.savez_compressed(fh, **painted)
+                # numpy's stub reads the keyword arrays as its allow_pickle flag
+                np.savez_compressed(fh, **painted)  # type: ignore[arg-type]
 
         def write_json(path: Path) -> None:
             doc = _session_doc(session, folder, ids, fingerprint)
@@ -231,8 +234,10 @@ def add_derived(
     *,
     purpose: str = "napari-sam2-worms save",
 ) -> None:
-    """Add derived files (e.g. ``skeletons.csv``) made from generation ``generation`` of
-    the session in ``folder``, with their record in ``session.json``, as one atomic set.
+    """Add derived files (e.g. ``skeletons.csv``) made from a saved generation.
+
+    The files, made from generation ``generation`` of the session in ``folder``, are
+    written with their record in ``session.json`` as one atomic set.
 
     Raises
     ------
@@ -291,7 +296,7 @@ def _session_doc(
 
 
 def find_session_video(folder: str | os.PathLike, doc: dict[str, Any]) -> Path:
-    """The session's video: its absolute path, else its path relative to the folder."""
+    """Find the session's video: its absolute path, else its path relative to the folder."""
     v = doc.get("video", {})
     candidates = [v.get("path")]
     if v.get("relative_path"):
@@ -337,12 +342,15 @@ def check_video(doc: dict[str, Any], video, folder: str | os.PathLike | None = N
                 f"{given} is not the video this session{where} was made on ({saved}): the "
                 f"same size, but frames {', '.join(map(str, frames))} differ. {relink}"
             )
-    elif "sha256_head_tail" in fp and getattr(video, "path", None) is not None:
-        if video_fingerprint(video.path) != fp:
-            raise SessionFileError(
-                f"{given} is not the video this session{where} was made on ({saved}): its "
-                f"content differs. {relink}"
-            )
+    elif (
+        "sha256_head_tail" in fp
+        and getattr(video, "path", None) is not None
+        and video_fingerprint(video.path) != fp
+    ):
+        raise SessionFileError(
+            f"{given} is not the video this session{where} was made on ({saved}): its "
+            f"content differs. {relink}"
+        )
 
 
 def _read_arrays(folder: Path, doc: dict[str, Any], shape: tuple[int, int, int]):
@@ -490,9 +498,12 @@ def load_session(
 
 
 def autosave_dir(session: TrackingSession) -> Path:
-    """Where :func:`autosave` writes: the folder the session was last saved to or opened
-    from (``session.settings["session_dir"]``), else a per-user folder named after the
-    video (``$NAPARI_SAM2_WORMS_AUTOSAVE`` or ``<user cache>/napari-sam2-worms/autosave``)."""
+    """Return the folder :func:`autosave` writes into.
+
+    The folder the session was last saved to or opened from
+    (``session.settings["session_dir"]``), else a per-user folder named after the video
+    (``$NAPARI_SAM2_WORMS_AUTOSAVE`` or ``<user cache>/napari-sam2-worms/autosave``).
+    """
     if session.settings.get("session_dir"):
         return Path(session.settings["session_dir"])
     root = os.environ.get("NAPARI_SAM2_WORMS_AUTOSAVE")

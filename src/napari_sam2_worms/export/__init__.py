@@ -12,17 +12,18 @@ by the writers that need them.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..tracks import SkeletonTracks
 from ..utils import atomic_path
 from .selection import UNITS, ExportError, ExportTable, keypoint_names, prepare, subset_tracks
 
 if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable, Iterable
+
+    from ..tracks import SkeletonTracks
     from .nwb import NwbSubject
 
 __all__ = [

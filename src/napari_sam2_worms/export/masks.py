@@ -14,12 +14,15 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..utils import OutputError, atomic_path, remove_stale_temps, temp_prefix
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "export_run_masks",
@@ -94,8 +97,10 @@ def read_label_tiff(path: str | os.PathLike) -> np.ndarray:
 
 
 def _make_dir_beside(parent: Path, prefix: str) -> Path:
-    """A new, empty folder in ``parent`` with the permissions the umask gives
-    (``tempfile.mkdtemp`` would make it 0700, and the rename would keep that)."""
+    """Make a new, empty folder in ``parent`` with the permissions the umask gives.
+
+    ``tempfile.mkdtemp`` would make it 0700, and the rename would keep that.
+    """
     for _ in range(100):
         path = parent / f"{prefix}{uuid.uuid4().hex[:12]}"
         try:

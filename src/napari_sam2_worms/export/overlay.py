@@ -8,16 +8,19 @@ appears only when complete (written to a temporary name, then renamed).
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..palette import hex_to_rgb, object_color
-from ..tracks import SkeletonTracks
 from ..utils import atomic_path
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable, Sequence
+
+    from ..tracks import SkeletonTracks
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ def render_overlay_frame(
     pil = Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
     if scale != 1.0:
         size = (max(1, round(pil.width * scale)), max(1, round(pil.height * scale)))
-        pil = pil.resize(size, Image.BILINEAR)
+        pil = pil.resize(size, Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(pil)
     r = max(2.0, 2.5 * scale)
     for obj, col in colors.items():

@@ -13,13 +13,16 @@ Folders written by hand (no ``format`` in ``session.json``) get the count checks
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..run_files import MASKS, SESSION, SKELETONS
-from ..tracks import SkeletonTracks
+
+if TYPE_CHECKING:
+    import os
+
+    from ..tracks import SkeletonTracks
 
 __all__ = [
     "RunDirError",
@@ -83,7 +86,7 @@ def check_run(run_dir: str | os.PathLike, files: tuple[str, ...] = (MASKS,)) -> 
 
 
 def check_run_video(run_dir: str | os.PathLike, session: dict[str, Any] | None = None) -> Path:
-    """The video of a run folder, checked against the fingerprint in ``session.json``.
+    """Find the video of a run folder, checked against the fingerprint in ``session.json``.
 
     Raises
     ------
@@ -112,7 +115,7 @@ def check_run_video(run_dir: str | os.PathLike, session: dict[str, Any] | None =
 
 
 def read_run_masks(run_dir: str | os.PathLike, session: dict[str, Any] | None = None):
-    """The label stack of a run folder (``masks.tif``), checked against ``session.json``.
+    """Read the label stack of a run folder (``masks.tif``), checked against ``session.json``.
 
     Raises
     ------
@@ -141,7 +144,13 @@ def read_run_masks(run_dir: str | os.PathLike, session: dict[str, Any] | None = 
 
 
 def _skeletons_status(run_dir: Path, session: dict[str, Any]) -> str:
-    """ "current", "stale" or "legacy" (a folder without generations); raises if damaged."""
+    """Tell whether skeletons.csv is "current", "stale" or "legacy" (no generations).
+
+    Raises
+    ------
+    RunDirError
+        The file differs from its record (damaged).
+    """
     if "generation" not in session:
         return "legacy"
     from ..engine.run_set import file_record
@@ -241,9 +250,9 @@ def load_run_tracks(run_dir: str | os.PathLike) -> SkeletonTracks:
 
     labels = read_run_masks(run_dir, check_run(run_dir))
     ids = sorted(names_by_id) if names_by_id else None
-    names = [names_by_id[i] for i in ids] if ids else None
+    mask_names = [names_by_id[i] for i in ids] if ids else None
     log.info("No current %s in %s: skeletonizing %s", SKELETONS, run_dir, MASKS)
-    kwargs: dict[str, Any] = {"object_ids": ids, "names": names, "pixel_size": pixel_size}
+    kwargs: dict[str, Any] = {"object_ids": ids, "names": mask_names, "pixel_size": pixel_size}
     if fps is not None:
         kwargs["fps"] = float(fps)
     tracks = skeletonize_labels(labels, **kwargs)
