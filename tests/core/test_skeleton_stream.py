@@ -403,7 +403,7 @@ def test_a_closed_pooled_stream_tells_its_workers_to_drop_its_frames(small_plate
     the next stream's frames are."""
     from collections import deque
 
-    from napari_sam2_worms.skeleton.stream import _READY, _worker
+    from napari_sam2_worms.skeleton.stream_worker import _READY, _worker
 
     frames = np.ascontiguousarray(small_plate.labels[:2])
     ring = (str(tmp_path / "ring.raw"), frames.shape, frames.dtype.str)

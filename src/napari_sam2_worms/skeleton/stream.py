@@ -18,88 +18,36 @@ from __future__ import annotations
 
 import atexit
 import logging
-import re
 import weakref
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .labels import (
-    PrevChain,
-    StreamedSkeletons,
-    _crop,
-    _object_slices,
-    frame_signature,
-    item_key,
-    object_boxes,
-    skeleton_item,
-)
+from .labels import StreamedSkeletons
+from .ring import _LIVE_RINGS, RING_BYTES, FrameRing, remove_stale_rings, ring_frames
+from .stream_worker import _worker
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
 
-#: bytes of label frames shared with the workers (a ring; see SkeletonStream)
-RING_BYTES = 64 * 2**20
+__all__ = [
+    "RING_BYTES",
+    "STREAM_MIN_FRAMES",
+    "FrameRing",
+    "SkeletonPool",
+    "SkeletonStream",
+    "auto_workers",
+    "live_pools",
+    "release_all",
+    "remove_stale_rings",
+    "stream_for_run",
+]
 
-#: Linux's madvise option that allocates a mapping's pages at once (kernel 5.14+)
-_MADV_POPULATE_WRITE = 23
+#: pools of this process, released at exit (see :func:`release_all`)
 
-#: ring files are named ``nsw-skeleton-ring-<pid of the owner>-<random>.u``
-RING_PREFIX = "nsw-skeleton-ring-"
-
-#: rings and pools of this process, released at exit (see :func:`release_all`)
-_LIVE_RINGS: weakref.WeakSet = weakref.WeakSet()
 _LIVE_POOLS: weakref.WeakSet = weakref.WeakSet()
-
-
-def _ring_folders() -> list[str]:
-    import tempfile
-
-    return sorted({"/dev/shm", tempfile.gettempdir()})
-
-
-def _unlink_quietly(path: str) -> None:
-    import contextlib
-    import os
-
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
-def remove_stale_rings() -> list[str]:
-    """Delete ring files whose owning process is gone; return the removed paths.
-
-    The owner was killed before it could remove them (``kill -9``, a crash, a power cut
-    of a container). Never raises. Files of live processes, and names without an owner,
-    are left.
-    """
-    import os
-
-    from ..utils import pid_alive
-
-    removed = []
-    pattern = re.compile(re.escape(RING_PREFIX) + r"(\d+)-[^/]*\.u$")
-    for folder in _ring_folders():
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            continue
-        for name in names:
-            m = pattern.match(name)
-            if m is None or pid_alive(int(m.group(1))):
-                continue
-            path = os.path.join(folder, name)
-            try:
-                os.unlink(path)
-            except OSError:
-                continue
-            removed.append(path)
-    if removed:
-        log.info("removed %d skeleton ring file(s) left by processes that are gone", len(removed))
-    return removed
 
 
 def live_pools() -> set:
@@ -130,101 +78,6 @@ def release_all(keep: Iterable[Any] = ()) -> None:
 atexit.register(release_all)
 
 
-class FrameRing:
-    """A ring of ``size`` label frames in a shared, memory-mapped temporary file.
-
-    The file is in ``/dev/shm`` where it has room, with its pages allocated up front.
-
-    Writing a frame into pages never touched costs a page fault per 4 KiB: 1.7 ms for
-    a 640x480 uint16 frame on a virtual machine, most of a 1-worm frame's host time.
-    So a pool keeps its ring for the next stream and allocates it before tracking
-    (:meth:`SkeletonPool.prepare`), in one ``madvise`` call (writing zeros where the
-    system has no such call).
-    """
-
-    def __init__(self, shape: tuple[int, ...], dtype: Any, size: int) -> None:
-        import mmap
-        import os
-        import tempfile
-
-        self.size = int(size)
-        self.frame_shape = tuple(int(n) for n in shape)
-        self.dtype = np.dtype(dtype)
-        nbytes = self.size * int(np.prod(self.frame_shape)) * self.dtype.itemsize
-        folder = None  # the system's temporary folder, unless /dev/shm has room (RAM)
-        try:
-            st = os.statvfs("/dev/shm")
-            if st.f_bavail * st.f_frsize > 2 * nbytes:
-                folder = "/dev/shm"
-        except (OSError, AttributeError):
-            pass
-        remove_stale_rings()
-        fd, path = tempfile.mkstemp(prefix=f"{RING_PREFIX}{os.getpid()}-", suffix=".u", dir=folder)
-        try:
-            os.ftruncate(fd, nbytes)
-            self._mmap = mmap.mmap(fd, nbytes)
-        except BaseException:
-            os.close(fd)
-            os.unlink(path)
-            raise
-        os.close(fd)
-        self.path = path
-        _LIVE_RINGS.add(self)
-        # the file goes with the object too (a pool dropped unclosed), or at exit
-        self._unlink = weakref.finalize(self, _unlink_quietly, path)
-        shape = (self.size, *self.frame_shape)
-        self.frames = np.ndarray(shape, self.dtype, buffer=self._mmap)
-        #: what a worker needs to map it: (path, shape, dtype)
-        self.msg = (path, shape, self.dtype.str)
-        try:
-            self._populate()
-        except OSError:
-            self.release()
-            raise
-
-    def _populate(self) -> None:
-        """Allocate every page now.
-
-        Where the system has no such call, write zeros; where it has but the memory is not
-        there (a full ``/dev/shm``), raise OSError: writing would kill the process (SIGBUS),
-        the caller tracks without workers.
-        """
-        import errno
-        import mmap
-
-        try:
-            self._mmap.madvise(getattr(mmap, "MADV_POPULATE_WRITE", _MADV_POPULATE_WRITE))
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:  # the call exists and failed: no room
-                raise OSError(exc.errno, f"no memory for the skeleton ring: {exc}") from exc
-            self.frames.fill(0)  # a kernel older than 5.14
-        except (ValueError, AttributeError):  # no madvise on this system
-            self.frames.fill(0)
-
-    def matches(self, shape: tuple[int, ...], dtype: Any, size: int) -> bool:
-        """Tell whether the ring holds ``size`` frames of this shape and type."""
-        return (
-            tuple(shape) == self.frame_shape
-            and np.dtype(dtype) == self.dtype
-            and int(size) == self.size
-        )
-
-    def release(self) -> None:
-        """Delete the file (workers still mapping it keep their pages until they let go)."""
-        import contextlib
-
-        self.frames = None
-        _LIVE_RINGS.discard(self)
-        self._unlink()
-        with contextlib.suppress(BufferError, ValueError):
-            self._mmap.close()  # a frame view still held elsewhere keeps it open
-
-
-def ring_frames(frame_nbytes: int, ring_bytes: int = RING_BYTES) -> int:
-    """Frames in a ring of ``ring_bytes`` (4 to 256)."""
-    return int(np.clip(int(ring_bytes) // max(int(frame_nbytes), 1), 4, 256))
-
-
 #: videos shorter than this skeletonize after tracking (starting processes costs ~1 s)
 STREAM_MIN_FRAMES = 500
 
@@ -236,118 +89,6 @@ def auto_workers(n_frames: int) -> int:
     if n_frames < STREAM_MIN_FRAMES:
         return 0
     return max(1, min(4, (os.cpu_count() or 2) - 1))
-
-
-#: what a worker sends once it is up (an epoch no stream has)
-_READY: tuple[int, int, list, None] = (-1, -1, [], None)
-
-
-def _warm_up(n_points: int) -> None:
-    """Import and run everything a skeleton needs once, before the first frame."""
-    frame = np.zeros((24, 48), np.uint8)
-    frame[10:14, 6:42] = 1
-    try:
-        sub, r0, c0, border = _crop(frame, _object_slices(frame)[1])
-        skeleton_item(sub, 1, r0, c0, border, n_points, None)
-    except Exception:  # only a warm-up: the real frames report their own errors
-        log.debug("skeleton worker warm-up failed", exc_info=True)
-
-
-def _worker(conn: Any) -> None:
-    """Worker process of a :class:`SkeletonPool`.
-
-    Messages on ``conn``: ``("begin", epoch, ids, n_points)`` starts a stream (objects
-    ``ids`` of each frame, followed through time); ``("end", epoch)`` closes it (its
-    queued frames are dropped); ``(epoch, seq, frame, slot, ring)`` announces a label
-    frame in the shared ring file; ``None`` ends the process.
-    Replies ``(epoch, seq, items)`` for every frame of the open stream, so the feeder
-    knows when a ring slot is free again; frames of a closed stream are dropped.
-    """
-    _warm_up(49)
-    try:
-        conn.send(_READY)
-    except OSError:
-        return
-    chain = PrevChain()
-    ids: set[int] = set()
-    n_points = 49
-    epoch = -1
-    ring_key: tuple | None = None
-    frames: np.ndarray | None = None
-    pending: deque = deque()
-    while True:
-        if not _receive(conn, pending):
-            return
-        msg = pending.popleft()
-        if msg is None:
-            return
-        if msg[0] == "begin":  # a new stream (no ids: this worker sits it out)
-            _, epoch, ids, n_points = msg
-            chain = PrevChain()
-            frames, ring_key = None, None  # let go of the last stream's ring file
-            continue
-        if msg[0] == "end":  # the stream closed: its frames still queued are stale
-            if msg[1] == epoch:
-                epoch = -1
-                frames, ring_key = None, None
-            continue
-        if any(m is None or m[0] in ("begin", "end") for m in pending):
-            continue  # its stream was closed: nobody waits for this frame
-        ep, seq, t, slot, ring = msg
-        if ring != ring_key:
-            path, shape, dtype = ring
-            try:
-                frames = np.memmap(path, dtype=dtype, mode="r", shape=shape)
-            except (OSError, ValueError):  # a stream closed before we got here
-                frames, ring_key = None, None
-            else:
-                ring_key = ring
-        if frames is None or ep != epoch:
-            continue  # a closed stream's frame: nobody waits for it
-        frame = np.array(frames[slot])  # own copy: the slot is reused once we reply
-        out, info = _skeletonize_frame(frame, t, ids, chain, n_points)
-        try:
-            conn.send((ep, seq, out, info))
-        except OSError:  # the pool was closed without waiting for us
-            return
-
-
-def _receive(conn: Any, pending: deque) -> bool:
-    """Queue the next message and whatever else is waiting; False once ``conn`` is gone."""
-    try:
-        if not pending:
-            pending.append(conn.recv())
-        while conn.poll():  # take what is queued: a newer stream makes frames stale
-            pending.append(conn.recv())
-    except (EOFError, OSError):
-        return False
-    return True
-
-
-def _skeletonize_frame(
-    frame: np.ndarray, t: int, ids: set[int], chain: PrevChain, n_points: int
-) -> tuple[list, tuple]:
-    """Skeletonize a worker's objects ``ids`` on frame ``t``; return its items and frame info.
-
-    The info is the frame's identity and its objects' boxes: the stack loop checks the
-    frame once instead of searching it again.
-    """
-    out = []
-    mine = object_boxes(frame, ids)
-    boxes = {oid: (sl[0].start, sl[0].stop, sl[1].start, sl[1].stop) for oid, sl in mine.items()}
-    info = (t, frame_signature(frame), boxes)
-    for oid, sl in mine.items():
-        sub, r0, c0, border = _crop(frame, sl)
-        p = chain.get(oid, t)
-        key = item_key(sub, r0, c0, border, p, n_points)
-        try:
-            item = skeleton_item(sub, oid, r0, c0, border, n_points, p)
-        except Exception:  # the stack loop will compute (and report) it
-            log.debug("streamed skeleton of object %d, frame %d failed", oid, t, exc_info=True)
-            continue
-        chain.update(oid, t, item[1])
-        out.append(((t, oid), key, item))
-    return out, info
 
 
 class SkeletonPool:
