@@ -265,6 +265,10 @@ def test_track_sam2_random_weights_through_local_checkpoint(tmp_path, small_plat
     labels = tifffile.imread(out / "masks.tif")
     assert labels.shape == (3, *small_plate.labels.shape[1:])
     assert set(np.unique(labels)) <= {0, 1, 2, 3}
+    # SAM 2 made them (auto did not fall back), and the prompted frame has masks: random
+    # weights keep the clicks' logits there
+    assert json.loads((out / "session.json").read_text())["backend"]["name"] == "sam2"
+    assert set(np.unique(labels[1])) - {0}
     scores = np.load(out / "scores.npy")
     assert scores.shape == (3, 3) and np.isfinite(scores).all()
     assert not list(tmp_path.rglob("*.jpg"))
