@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from ..backends.factory import BACKENDS
 from ..backends.sam2.checkpoints import DEFAULT_MODEL
 
 EXIT_INTERRUPTED = 130
@@ -45,7 +46,7 @@ def add_batch_parser(sub) -> argparse.ArgumentParser:
     )
     b.add_argument("inputs", nargs="+", metavar="VIDEOS_OR_FOLDERS")
     b.add_argument("--out", required=True, help="output folder")
-    b.add_argument("--backend", default="auto", choices=["auto", "sam2", "classic"])
+    b.add_argument("--backend", default="auto", choices=BACKENDS)
     b.add_argument("--model", default=DEFAULT_MODEL)
     b.add_argument("--checkpoint", help="a local SAM 2 checkpoint file (.pt)")
     b.add_argument("--no-download", action="store_true", help="never download a checkpoint")
