@@ -52,6 +52,39 @@ def test_panels_do_not_import_the_widget_or_the_menu():
         assert not re.search(r"\bTrackerWidget\b|\bhost\b", source), panel
 
 
+def test_the_menu_uses_only_the_widgets_public_api():
+    source = (PKG / "_menu.py").read_text(encoding="utf-8")
+    assert "widget." in source
+    assert not re.findall(r"widget\._\w+", source)  # no private attribute
+    assert not re.findall(r"widget\.\w+_panel", source)  # nor the panels inside
+
+
+#: The widget and its halves (the menu saves and opens sessions: session_io's job).
+WIDGET_PARTS = (
+    "_widget",
+    "_object_actions",
+    "_masks_layer",
+    "_prompt_sync",
+    "_propagation",
+    "_painting",
+    "_display",
+    *PANELS,
+)
+DIRECT_EDIT = re.compile(
+    r"\b(?:s|session|self\.session)\.(?:flips|objects|labels|prompts|scores|settings|stale)\b"
+    r"(?:\s*=[^=]|\s*\[[^\]]*\]\s*=[^=]|\.(?:append|pop|clear|update|extend|remove)\()"
+)
+
+
+def test_the_widget_edits_the_session_only_through_its_api():
+    assert DIRECT_EDIT.search("s.flips.append((1, 2, 3))")  # the scan finds one
+    assert DIRECT_EDIT.search("self.session.labels[f] = 0")
+    assert not DIRECT_EDIT.search("labels.data[f] = self.session.labels[f]")
+    for mod in WIDGET_PARTS:
+        source = (PKG / f"{mod}.py").read_text(encoding="utf-8")
+        assert not DIRECT_EDIT.findall(source), mod
+
+
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """An import cycle of ``graph`` (module -> modules it imports), or None."""
     state: dict[str, int] = {}  # 1: on the path, 2: done
