@@ -20,19 +20,16 @@ import numpy as np
 import pytest
 import tifffile
 
-import napari_sam2_worms
+from fixtures.cli import PKG_ROOT, cli_command, cli_env
 from tmpfs import mount_tmpfs
-
-PKG_ROOT = str(Path(napari_sam2_worms.__file__).resolve().parents[1])
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     """``napari-sam2-worms ARGS`` in a fresh interpreter running this checkout's code."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (PKG_ROOT, env.get("PYTHONPATH")) if p)
-    env["NAPARI_SAM2_WORMS_CACHE"] = str(cwd / "cache")
-    cmd = [sys.executable, "-m", "napari_sam2_worms.cli", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    env = cli_env(cwd / "cache")
+    return subprocess.run(
+        cli_command(*args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from fixtures.cli import cli_command, cli_env
 from napari_sam2_worms.cli import main
 from napari_sam2_worms.engine.faults import EXIT_CODE
 from napari_sam2_worms.engine.run_lock import (
@@ -37,21 +38,15 @@ from napari_sam2_worms.testing.oracle import OracleBackend
 from napari_sam2_worms.video import open_video
 from tmpfs import tmpfs
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
-    env.pop("NAPARI_SAM2_WORMS_FAULT", None)
-    env.update(extra)
-    return env
+    return cli_env(**extra)  # tests/fixtures/cli.py
 
 
 def _cli(*args: str, fault: str | None = None, new_session: bool = False):
     env = _env(**({"NAPARI_SAM2_WORMS_FAULT": fault} if fault else {}))
     return subprocess.run(
-        [sys.executable, "-m", "napari_sam2_worms.cli", *args],
+        cli_command(*args),
         env=env,
         capture_output=True,
         text=True,
@@ -579,7 +574,7 @@ def test_two_real_tracks_into_one_folder(tmp_path, plate, small_plate):
     run = tmp_path / "R"
     go = tmp_path / "go"
     first = subprocess.Popen(
-        [sys.executable, "-m", "napari_sam2_worms.cli", *_track(vpath, prompts, run)],
+        cli_command(*_track(vpath, prompts, run)),
         env=_env(NAPARI_SAM2_WORMS_FAULT=f"track-frame:1:wait={go}"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
