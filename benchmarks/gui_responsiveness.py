@@ -15,6 +15,10 @@ Measured (one line each):
   to the end of the run (after the autosave), frames done;
 - the skeleton tracks after a run (worker) and "Update flags" (main thread);
 - stepping through 30 frames with the tracker's layers and without them;
+- ``--steps ROUNDS``: only the frame-step comparison, bare napari and napari with the
+  tracker (the plate tracked, centerlines shown) interleaved in one process for ROUNDS
+  rounds, wall and CPU time of a step, the ratio and the load average (the machine may be
+  shared: interleaving keeps the load the same for both);
 - clicks (classic) on the plate: worst gap;
 - ``--sam2``: SAM 2 tiny with random weights (CPU, image size 256) on 4 frames: worst
   gap while propagating, Cancel after the first frame: time to the worker's stop.
@@ -129,19 +133,67 @@ def propagate(widget, probe: GapProbe) -> tuple[float, float]:
     return probe.stop(), total
 
 
-def step_cost(viewer, frames: int = 30) -> float:
+def step_times(viewer, frames: int = 30) -> tuple[list[float], list[float]]:
+    """Wall and CPU (this process, all threads: software GL included) time of each step."""
     from qtpy.QtWidgets import QApplication
 
     n = viewer.dims.nsteps[0]
     for _ in range(3):
         QApplication.processEvents()
-    times = []
+    wall, cpu = [], []
     for i in range(frames):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         viewer.dims.set_current_step(0, (i * 3) % n)
         QApplication.processEvents()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
+
+
+def step_cost(viewer, frames: int = 30) -> float:
+    return statistics.median(step_times(viewer, frames)[0])
+
+
+def steps_case(report, rounds: int) -> None:
+    """Bare napari vs napari with the tracker: frame steps interleaved, several rounds."""
+    import os
+
+    from napari_sam2_worms.synthetic import make_plate
+    from napari_sam2_worms.video import ArrayVideo
+
+    plate = make_plate(n_frames=120, height=240, width=320, n_worms=4)
+    bare, _ = open_viewer(ArrayVideo(plate.video, fps=plate.fps), "bare", with_tracker=False)
+    viewer, widget = open_viewer(ArrayVideo(plate.video, fps=plate.fps), "plate")
+    load(widget)
+    click_objects(widget, [(y, x) for x, y in plate.head_points(0).values()])
+    propagate(widget, GapProbe())
+    names = ", ".join(layer.name for layer in viewer.layers)
+    print(f"layers with the tracker: {names}", flush=True)
+    load0 = os.getloadavg()
+    walls: dict[str, list[float]] = {"bare": [], "tracker": []}
+    cpus: dict[str, list[float]] = {"bare": [], "tracker": []}
+    for r in range(rounds):
+        for name, v in (("bare", bare), ("tracker", viewer))[:: 1 if r % 2 == 0 else -1]:
+            wall, cpu = step_times(v, 20)
+            walls[name] += wall
+            cpus[name] += cpu
+        print(
+            f"round {r + 1}: median step wall bare {statistics.median(walls['bare']):.3f} s, "
+            f"tracker {statistics.median(walls['tracker']):.3f} s",
+            flush=True,
+        )
+    load1 = os.getloadavg()
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    cmed = {k: statistics.median(v) for k, v in cpus.items()}
+    report(f"steps ({rounds} rounds x 20, interleaved): bare napari, wall (median)", med["bare"])
+    report("steps: with the tracker, wall (median)", med["tracker"])
+    report("steps: ratio tracker / bare, wall (x)", med["tracker"] / med["bare"])
+    report("steps: bare napari, CPU of this process (median)", cmed["bare"])
+    report("steps: with the tracker, CPU of this process (median)", cmed["tracker"])
+    report("steps: ratio tracker / bare, CPU (x)", cmed["tracker"] / cmed["bare"])
+    print(f"load average (1 min) before / after: {load0[0]:.2f} / {load1[0]:.2f}", flush=True)
+    viewer.close()
+    bare.close()
 
 
 def plate_case(report) -> None:
@@ -276,6 +328,13 @@ def main() -> None:
     ap.add_argument("--sam2", action="store_true", help="also SAM 2 tiny, random weights")
     default = Path(__file__).resolve().parents[2] / "shared/data/videos/tierpsy_single_worm.avi"
     ap.add_argument("--tierpsy", type=Path, default=default)
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="only the frame-step comparison (bare vs tracker, interleaved), ROUNDS rounds",
+    )
     args = ap.parse_args()
     import os
 
@@ -284,10 +343,14 @@ def main() -> None:
 
     def report(name: str, value: float) -> None:
         rows.append((name, value))
-        unit = "" if ("frames" in name and "/" in name) or "in flight" in name else " s"
-        shown = f"{value:.0f}" if not unit else f"{value:.3f}"
+        counts = ("frames" in name and "/" in name) or "in flight" in name
+        unit = "" if counts else " x" if name.endswith("(x)") else " s"
+        shown = f"{value:.0f}" if not unit else f"{value:.2f}" if unit == " x" else f"{value:.3f}"
         print(f"{name}: {shown}{unit}", flush=True)
 
+    if args.steps:
+        steps_case(report, args.steps)
+        return
     plate_case(report)
     if args.tierpsy.is_file():
         tierpsy_case(report, args.tierpsy)

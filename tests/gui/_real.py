@@ -141,13 +141,15 @@ def on_screen(viewer, frames=None) -> tuple[dict, dict, dict]:
     heads, tails, lines = {}, {}, {}
     for t in frames:
         viewer.dims.set_current_step(0, int(t))
-        ends = viewer.layers[ENDS]
+        ends = viewer.layers[ENDS]  # hidden points (objects not tracked there) not shown
         kinds = np.asarray(ends.features["end"], object)
-        for rc, o, kind in zip(np.asarray(ends.data), ends.features["object"], kinds):
-            (heads if kind == "head" else tails)[(int(t), int(o))] = rc
-        line = viewer.layers[SKELETONS]
-        seg = np.asarray(line.data).reshape(-1, 2, 2)
-        objs = np.asarray(line.features["object"], int)
+        for rc, o, kind, shown in zip(ends.data, ends.features["object"], kinds, ends.shown):
+            if shown:
+                (heads if kind == "head" else tails)[(int(t), int(o))] = rc
+        line = viewer.layers[SKELETONS]  # transparent segments are not shown
+        visible = np.asarray(line.edge_color)[:, 3] > 0
+        seg = np.asarray(line.data).reshape(-1, 2, 2)[visible]
+        objs = np.asarray(line.features["object"], int)[visible]
         for o in dict.fromkeys(objs.tolist()):
             s = seg[objs == o]
             lines[(int(t), int(o))] = np.vstack([s[:, 0], s[-1:, 0] + s[-1:, 1]])

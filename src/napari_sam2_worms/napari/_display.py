@@ -93,8 +93,7 @@ class SkeletonDisplay:
         self._follow_frames()
         visible = self.review_panel.skeletons_shown
         if visible:
-            shown = self._overlay.frame(_overlay.current_frame(self.viewer))
-            _overlay.show_frame(self.viewer, shown, thumbnail=True)
+            _overlay.show_tracks(self.viewer, self._overlay, _overlay.current_frame(self.viewer))
         self._overlay_stale = not visible
         _style.set_stale(self.viewer, not self.tracks_fresh)
         _style.set_visible(self.viewer, visible)
@@ -127,8 +126,7 @@ class SkeletonDisplay:
         if not (force or self.review_panel.skeletons_shown):
             self._overlay_stale = True  # hidden: shown again when the box is ticked
             return
-        shown = overlay.frame(_overlay.current_frame(self.viewer))
-        _overlay.show_frame(self.viewer, shown)
+        _overlay.show_frame(self.viewer, overlay, _overlay.current_frame(self.viewer))
 
     def refresh_skeletons(self) -> None:
         """Show or hide the skeleton layers (the tracks are computed when masks change)."""
