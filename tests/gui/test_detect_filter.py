@@ -74,3 +74,38 @@ def test_detect_all_min_max_area(make_napari_viewer, qtbot, plate):
     panel.min_area.setValue(100_000)
     qtbot.mouseClick(panel.detect_button, Qt.MouseButton.LeftButton)
     assert len(s.objects) == 4
+
+
+def test_detect_all_asks_the_backends_declared_capability(make_napari_viewer, qtbot, plate):
+    """ "Detect all" follows what a backend declares, not its name or its methods."""
+    from napari_sam2_worms.backends.base import Capabilities
+    from napari_sam2_worms.engine.session import TrackingSession
+    from napari_sam2_worms.testing.oracle import OracleBackend
+    from napari_sam2_worms.video import ArrayVideo
+
+    p, video = plate
+    centres = [(float(x), float(y)) for x, y in p.head_points(0).values()]
+
+    class Undeclared(OracleBackend):
+        def detect(self, frame, **filters):  # a method alone declares nothing
+            return centres
+
+    class Detector(Undeclared):
+        name = "sam2"  # the name says nothing either
+        capabilities = Capabilities(detect=True)
+
+    viewer = make_napari_viewer()
+    viewer.add_image(video, name="plate")
+    widget = TrackerWidget(viewer, synchronous=True)
+    viewer.window.add_dock_widget(widget)
+    viewer.dims.set_current_step(0, 0)  # the frame detect() looks at
+    panel = widget.objects_panel
+    widget.set_session(TrackingSession(ArrayVideo(video, fps=10.0), Undeclared(p.labels)))
+    qtbot.mouseClick(panel.detect_button, Qt.MouseButton.LeftButton)
+    assert widget.session.objects == {}  # refused with a message
+    widget.set_session(TrackingSession(ArrayVideo(video, fps=10.0), Detector(p.labels)))
+    qtbot.mouseClick(panel.detect_button, Qt.MouseButton.LeftButton)
+    s = widget.session
+    assert sorted(s.objects) == [1, 2, 3]
+    for oid in (1, 2, 3):  # each object got its click and the oracle's mask
+        assert (s.labels[0] == oid).sum() > 20

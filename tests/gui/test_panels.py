@@ -85,6 +85,14 @@ def test_the_widget_edits_the_session_only_through_its_api():
         assert not DIRECT_EDIT.findall(source), mod
 
 
+def test_the_widget_asks_backends_their_capabilities_not_their_name():
+    name_or_probe = re.compile(r"backend\.name\b|hasattr\([^)]*backend")
+    assert name_or_probe.search('if not hasattr(s.backend, "detect"):')
+    for mod in WIDGET_PARTS:
+        source = (PKG / f"{mod}.py").read_text(encoding="utf-8")
+        assert not name_or_probe.findall(source), mod
+
+
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """An import cycle of ``graph`` (module -> modules it imports), or None."""
     state: dict[str, int] = {}  # 1: on the path, 2: done

@@ -122,6 +122,28 @@ class FrameResult:
     scores: dict[int, float]
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do beyond the :class:`Backend` protocol.
+
+    A backend declares them as a class attribute ``capabilities``; callers ask
+    :func:`capabilities`, never the backend's name.
+
+    Attributes
+    ----------
+    detect : ``backend.detect(frame, **filters) -> [(x, y), ...]`` finds the animals on a
+        frame (one click each: "Detect all").
+    """
+
+    detect: bool = False
+
+
+def capabilities(backend: object) -> Capabilities:
+    """Return the capabilities ``backend`` declares (none declared: the defaults)."""
+    declared = getattr(backend, "capabilities", None)
+    return declared if isinstance(declared, Capabilities) else Capabilities()
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A tracking backend. See module docstring.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.utils.notifications import show_info, show_warning
 
+from ..backends.base import capabilities
 from . import _layers
 from ._identity_panel import suspect_partner
 from ._prompt_sync import MASKS, PROMPTS
@@ -98,7 +99,7 @@ class ObjectActions:
         s = self._require_session()
         if s is None:
             return
-        if not hasattr(s.backend, "detect"):  # TODO(D): capabilities(s.backend).detect
+        if not capabilities(s.backend).detect:
             show_warning("Detection needs the classic backend; click on each animal instead.")
             return
         frame = self.current_frame()

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..base import FrameResult, ObjectPrompts
+from ..base import Capabilities, FrameResult, ObjectPrompts
 from .background import BackgroundModel, colour_weights, estimate_background, to_grey
 from .blobs import BlobFilter, Blobs, animal_blobs, blob_points, detect_worms, segment, typical_area
 from .linking import Track, add_fragments, area_factor, match_by_distance
@@ -70,6 +70,7 @@ class ClassicBackend:
     """
 
     name = "classic"
+    capabilities = Capabilities(detect=True)  # :meth:`detect`: one click per animal
 
     def __init__(
         self,
