@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from napari_sam2_worms.backends.base import BackendError
@@ -144,3 +145,29 @@ def test_sam2_available(empty_cache, checkpoint_file):
     empty_cache.mkdir()
     (empty_cache / f"{DEFAULT_MODEL}.pt").write_bytes(b"cached")
     assert sam2_available()
+
+
+def test_batch_follows_the_same_rule(empty_cache, tmp_path, capsys):
+    """The batch decides once, before any worker: sam2 fails with the hint, auto says classic."""
+    pytest.importorskip(
+        "distributed", reason="the batch extra (dask[distributed]) is not installed"
+    )
+    import tifffile
+
+    from napari_sam2_worms.batch.runner import BatchOptions, _resolve_backend
+    from napari_sam2_worms.cli import main
+
+    video = tmp_path / "p.tif"
+    tifffile.imwrite(video, np.zeros((2, 16, 16), np.uint8))
+    out = tmp_path / "out"
+    args = ["batch", str(video), "--out", str(out), "--no-download", "--init", "detect"]
+    assert main([*args, "--backend", "sam2"]) == 2
+    err = capsys.readouterr().err
+    assert f"{DEFAULT_MODEL}.pt is not in the cache" in err and "--backend classic" in err
+    assert not out.exists() or not any(out.iterdir())  # nothing started
+    said: list[str] = []
+    options = _resolve_backend(BatchOptions(backend="auto", download=False), said.append)
+    assert options.backend == "classic"
+    assert len(said) == 1
+    assert said[0].startswith(f"no SAM 2 checkpoint available ({DEFAULT_MODEL}.pt is not in")
+    assert said[0].endswith("); using the classic backend for every video")
