@@ -14,7 +14,7 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -22,6 +22,9 @@ import tifffile
 
 from fixtures.cli import PKG_ROOT, cli_command, cli_env
 from tmpfs import mount_tmpfs
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:

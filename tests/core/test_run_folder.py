@@ -16,7 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -37,6 +37,9 @@ from napari_sam2_worms.engine.session_io import SessionFileError, load_session, 
 from napari_sam2_worms.testing.oracle import OracleBackend
 from napari_sam2_worms.video import open_video
 from tmpfs import tmpfs
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def _env(**extra: str) -> dict[str, str]:
