@@ -37,7 +37,14 @@ import numpy as np
 from ..base import Capabilities, FrameResult, ObjectPrompts
 from .background import BackgroundModel, colour_weights, estimate_background, to_grey
 from .blobs import BlobFilter, Blobs, animal_blobs, blob_points, detect_worms, segment, typical_area
-from .linking import Track, add_fragments, area_factor, match_by_distance
+from .linking import (
+    Leftovers,
+    Track,
+    add_fragments,
+    area_factor,
+    match_by_distance,
+    predicted_region,
+)
 from .prompts import resolve
 from .region import Region
 from .shape import body_of
@@ -96,7 +103,6 @@ class ClassicBackend:
         self.model: BackgroundModel | None = None
         self._weights: np.ndarray | None = None  # colour -> grey weights (None = luminance)
         self._typical: float | None = None  # typical animal area, for detect
-        self._untracked: tuple[np.ndarray, np.ndarray] | None = None
         self._prompts: dict[tuple[int, int], ObjectPrompts] = {}
         self._prompt_regions: dict[tuple[int, int], Region] = {}
         self._cache: dict[int, dict[int, tuple]] = {}  # obj -> frame -> packed Region
@@ -307,15 +313,49 @@ class ClassicBackend:
             )
         step = -1 if reverse else 1
         tracks = {o: self._initial_track(o, start, step) for o in self._objects()}
-        self._untracked = None  # (labels, lut) of the previous frame's untracked blobs
-        for f in range(start, stop + step, step):
-            result = self._step(f, tracks)
+        left: Leftovers | None = None  # what no object took on the previous frame
+        for n, f in enumerate(range(start, stop + step, step)):
+            result, left = self._step(f, tracks, left, n)
             yield result
 
-    def _step(self, frame: int, tracks: dict[int, Track]) -> FrameResult:
+    def _predict(self, others: list[int], tracks: dict[int, Track], blobs: Blobs, labels):
+        """Move each object's mask by its velocity and find the blob it overlaps most.
+
+        Returns the predictions, the crawled pre-merge bodies (templates), per object the
+        overlap count with every blob label, and each object's most-overlapped blob.
+        """
+        shape = self.frame_shape
+        preds: dict[int, Region] = {}
+        templates: dict[int, Region] = {}
+        overlaps: dict[int, np.ndarray] = {}
+        primary: dict[int, int] = {}
+        for o in others:
+            t = tracks[o]
+            dx, dy = (0, 0) if t.lost else (round(t.velocity[0]), round(t.velocity[1]))
+            # (a lost object's overlap test uses where it was last seen: it may come back
+            # there; matching by distance uses its motion prediction)
+            preds[o] = t.region.shifted(dx, dy, shape) if (dx or dy) else t.region
+            if t.template is not None:
+                # while merged: the pre-merge body crawled on at the pre-merge speed
+                k = t.merged_for + 1
+                templates[o] = t.template.slid(k * float(np.hypot(*t.velocity))).render(shape)
+            vals = preds[o].values_in(labels)
+            cnt = np.bincount(vals, minlength=1) if vals.size else np.zeros(1, int)
+            cnt[blobs.areas[: len(cnt)] == 0] = 0  # background and small blobs
+            overlaps[o] = cnt
+            if cnt.max() > 0:
+                b = int(np.argmax(cnt))
+                # a lost object comes back whole, not as a fragment of itself
+                if not t.lost or blobs.areas[b] >= 0.4 * t.ref_area:
+                    primary[o] = b
+        return preds, templates, overlaps, primary
+
+    def _step(
+        self, frame: int, tracks: dict[int, Track], left: Leftovers | None, n: int = 0
+    ) -> tuple[FrameResult, Leftovers]:
+        """Track every object onto ``frame``; returns the result and this frame's leftovers."""
         shape = self.frame_shape
         out: dict[int, tuple[Region, float]] = {}
-        merged: set[int] = set()
         prompted = {o for (f, o) in self._prompt_regions if f == frame and o in tracks}
         blobs = self._blobs(frame)
         labels = blobs.labels
@@ -327,60 +367,77 @@ class ClassicBackend:
                 labels[y0:y1, x0:x1][reg.crop] = 0
                 out[o] = (reg, SCORE_MATCH)
         others = [o for o in sorted(tracks) if o not in prompted]
-        preds: dict[int, Region] = {}
-        templates: dict[int, Region] = {}
-        overlaps: dict[int, np.ndarray] = {}
-        primary: dict[int, int] = {}
-        for o in others:
-            t = tracks[o]
-            dx, dy = (0, 0) if t.lost else (round(t.velocity[0]), round(t.velocity[1]))
-            # (a lost object's overlap test uses where it was last seen: it may come back
-            # there; matching by distance below uses its motion prediction)
-            preds[o] = t.region.shifted(dx, dy, shape) if (dx or dy) else t.region
-            if t.template is not None:
-                # while merged: the pre-merge body crawled on at the pre-merge speed
-                k = t.merged_for + 1
-                templates[o] = t.template.slid(k * float(np.hypot(*t.velocity))).render(shape)
-            vals = preds[o].values_in(labels)
-            cnt = np.bincount(vals, minlength=1) if vals.size else np.zeros(1, int)
-            cnt[blobs.areas[: len(cnt)] == 0] = 0  # background and small blobs
-            overlaps[o] = cnt
-            if cnt.max() > 0:
-                primary[o] = int(np.argmax(cnt))
+        preds, templates, overlaps, primary = self._predict(others, tracks, blobs, labels)
+        if left is not None:
+            # a blob that continues an animal nobody tracked is not this object's
+            primary = {
+                o: b
+                for o, b in primary.items()
+                if not left.foreign([b], tracks[o], blobs, labels)[0]
+            }
         claims: dict[int, list[int]] = {}
         for o, b in primary.items():
             claims.setdefault(b, []).append(o)
-        # objects without overlap: Hungarian on centroid distance to free blobs
+        # objects without overlap: one global assignment on the distance to free blobs
         unmatched = [o for o in others if o not in primary]
         taken = set(claims)
         if unmatched:
-            found = match_by_distance(
-                unmatched, tracks, blobs, labels, taken, self.max_jump, self._untracked
-            )
+            found = match_by_distance(unmatched, tracks, blobs, labels, taken, self.max_jump, left)
             for o, reg in found.items():
-                out[o] = (reg, SCORE_DISTANCE)
                 taken.update(int(b) for b in np.unique(reg.values_in(labels)))
+                t = tracks[o]
+                ghost = left.ghost(reg, t) if left is not None else None
+                if ghost is not None:
+                    # it came back touching an animal nobody tracks: its share only
+                    hint = predicted_region(t, shape).union(ghost[1])
+                    reg = split_blob(reg, [hint, ghost[0]], shape)[0]
+                    if reg.area < 0.4 * t.ref_area:
+                        continue
+                out[o] = (reg, SCORE_DISTANCE)
+        merged: set[int] = set()
         for b, objs in claims.items():
-            sl = blobs.slices[b - 1]
-            blob = Region.from_labels(labels, sl, [b])
+            blob = Region.from_labels(labels, blobs.slices[b - 1], [b])
             if blob.empty:
                 continue
-            if len(objs) == 1:
+            ghost = None
+            if left is not None:
+                big = max(objs, key=lambda o: max(tracks[o].ref_area, tracks[o].region.area))
+                found_ghost = left.ghost(blob, tracks[big])
+                ghost = found_ghost[0] if found_ghost is not None else None
+            if len(objs) == 1 and ghost is None:
                 o = objs[0]
                 t = tracks[o]
                 score = SCORE_MATCH
                 if blob.area > 1.5 * max(t.ref_area, t.region.area):
-                    # an untracked animal or debris merged in: keep what is near the body
+                    # debris merged in: keep what is near the body
                     blob = clip_to(blob, preds[o], 3.0 + np.hypot(*t.velocity), shape)
                     score = SCORE_SPLIT
                 out[o] = (add_fragments(blob, overlaps[o], blobs, labels, taken, b), score)
             else:
-                parts = split_blob(
-                    blob, [preds[o] for o in objs], shape, [templates.get(o) for o in objs]
-                )
+                # tracked worms touching (and an untracked animal merged in: its last
+                # leftover pixels are one more prediction, whose share nobody takes)
+                preds_b = [preds[o] for o in objs] + ([ghost] if ghost is not None else [])
+                tmpl_b = [templates.get(o) for o in objs] + [None] * (ghost is not None)
+                parts = split_blob(blob, preds_b, shape, tmpl_b)
                 for o, part in zip(objs, parts):
+                    if ghost is not None:
+                        # the untracked animal has no motion model: its share grows by
+                        # whatever lies off this object's predicted body
+                        body = preds[o].union(templates[o]) if o in templates else preds[o]
+                        part = clip_to(
+                            part, body, 2.0 + 0.25 * np.hypot(*tracks[o].velocity), shape
+                        )
+                    if tracks[o].lost and part.area < 0.4 * tracks[o].ref_area:
+                        continue  # a lost object comes back whole, or not yet
                     out[o] = (part, SCORE_SPLIT)
-                merged.update(objs)
+                    merged.add(o)
+        masks, scores = self._update(frame, tracks, out, merged, prompted)
+        regions = [reg for reg, _ in out.values() if reg is not None and not reg.empty]
+        return FrameResult(frame, masks, scores), Leftovers(blobs, regions, n, left)
+
+    def _update(self, frame, tracks, out, merged, prompted):
+        """Move each track on to its region of this frame (or count it lost); cache it."""
+        shape = self.frame_shape
         masks, scores = {}, {}
         for o in sorted(tracks):
             t = tracks[o]
@@ -414,10 +471,4 @@ class ClassicBackend:
             masks[o] = reg.to_mask(shape)
             scores[o] = float(score)
             self._cache.setdefault(o, {})[frame] = reg.pack()
-        # the blobs no object took: untracked animals (or debris) seen on this frame
-        lut = blobs.areas > 0
-        for reg, _ in out.values():
-            if reg is not None and not reg.empty:
-                lut[reg.values_in(blobs.labels)] = False
-        self._untracked = (blobs.labels, lut)
-        return FrameResult(frame, masks, scores)
+        return masks, scores

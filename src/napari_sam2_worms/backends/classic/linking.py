@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .blobs import Blobs
     from .shape import Body
 
-__all__ = ["Track", "area_factor", "match_by_distance"]
+__all__ = ["Leftovers", "Track", "area_factor", "match_by_distance"]
 
 
 @dataclass
@@ -61,13 +61,11 @@ def gate(track: Track, max_jump: float | None) -> float:
     return _base(track, max_jump) * min((1.0 + track.lost) ** 1.5, 3.0)
 
 
-def gate_near(track: Track, max_jump: float | None) -> float:
-    """Return the gate for blobs that continue an untracked animal.
-
-    ``base * (1 + lost / 4)`` up to 3 x: slow, since an animal nobody tracked is more
-    likely what it looks like.
-    """
-    return _base(track, max_jump) * (1.0 + 0.25 * min(track.lost, 8))
+def predicted_region(track: Track, shape: tuple[int, int]) -> Region:
+    """Return the last mask moved by :func:`predicted_centre`'s displacement."""
+    k = min(track.lost, 5) + 1
+    dx, dy = round(k * track.velocity[0]), round(k * track.velocity[1])
+    return track.region.shifted(dx, dy, shape) if (dx or dy) else track.region
 
 
 def predicted_centre(track: Track) -> tuple[float, float]:
@@ -80,24 +78,122 @@ def predicted_centre(track: Track) -> tuple[float, float]:
     return cx + k * track.velocity[0], cy + k * track.velocity[1]
 
 
-def continuing(
-    free: list[int],
-    blobs: Blobs,
-    labels: np.ndarray,
-    untracked: tuple[np.ndarray, np.ndarray] | None,
-) -> np.ndarray:
-    """Per free blob: does it overlap a blob no object took on the previous frame?"""
-    out = np.zeros(len(free), bool)
-    if untracked is None:
+class Leftovers:
+    """The pixels of one frame's animal-sized blobs that no object took, with their age.
+
+    They are animals nobody tracked (or debris). Each leftover blob carries the step
+    (frame count in propagation order) its untracked animal was first seen: the
+    earliest birth among the previous frame's leftover pixels it overlaps, else now.
+    On the next frame, a blob that mostly continues leftovers *older* than an
+    object's last sighting is another animal (:meth:`foreign`): it was there, untracked,
+    while the object was still tracked elsewhere, so a lost object is never filled
+    with it. Leftovers born after the object was lost may be the object coming back.
+
+    Parameters
+    ----------
+    blobs : Blobs
+        The frame's blobs.
+    regions : list of Region
+        The masks the objects took on that frame.
+    step : int
+        The frame's index in the propagation (0, 1, 2, ...).
+    prev : Leftovers or None
+        The previous frame's leftovers (for the births).
+    """
+
+    def __init__(
+        self, blobs: Blobs, regions: list[Region], step: int, prev: Leftovers | None = None
+    ) -> None:
+        self.labels = blobs.labels
+        self.animal = blobs.areas > 0  # per label: animal-sized
+        self.regions = regions
+        self.step = step
+        self.birth = np.full(len(blobs.areas), step, np.int64)  # per label
+        if prev is None or prev.labels.shape != self.labels.shape:
+            return
+        covered = np.zeros(len(blobs.areas), np.int64)
+        for reg in regions:
+            vals = reg.values_in(self.labels)
+            if vals.size:
+                covered += np.bincount(vals, minlength=len(covered))[: len(covered)]
+        for b in np.flatnonzero(self.animal & (covered < blobs.areas)):
+            sl = blobs.slices[b - 1]
+            inside = (self.labels[sl] == b) & self._window(sl)
+            old = prev.births(sl, inside)
+            if old.size:
+                self.birth[b] = int(old.min())
+
+    def _window(self, sl: tuple[slice, slice]) -> np.ndarray:
+        """Return the leftover pixels in window ``sl`` as a boolean crop."""
+        m = self.animal[self.labels[sl]]
+        window = (sl[0].start, sl[0].stop, sl[1].start, sl[1].stop)
+        for reg in self.regions:
+            y0, y1, x0, x1 = reg.bounds
+            if y0 < window[1] and y1 > window[0] and x0 < window[3] and x1 > window[2]:
+                m &= ~reg.paste(window)
+        return m
+
+    def births(self, sl: tuple[slice, slice], inside: np.ndarray) -> np.ndarray:
+        """Return the birth step of each leftover pixel under ``inside`` (a crop of ``sl``)."""
+        m = inside & self._window(sl)
+        return self.birth[self.labels[sl][m]]
+
+    def _old(self, sl: tuple[slice, slice], seen: int) -> tuple[np.ndarray, np.ndarray]:
+        """Split the leftovers of window ``sl`` into (born by step ``seen``, born after)."""
+        m = self._window(sl)
+        born = self.birth[self.labels[sl]]
+        return m & (born <= seen), m & (born > seen)
+
+    def last_seen(self, track: Track) -> int:
+        """Return the step on which ``track`` was last seen (this frame minus its loss)."""
+        return self.step - track.lost
+
+    def ghost(self, blob: Region, track: Track) -> tuple[Region, Region] | None:
+        """Return the untracked animal that merged into ``blob``, and the object's hint.
+
+        The animal is the previous frame's leftover pixels in the blob's bounding box
+        born by the object's last sighting, when they cover at least a quarter of the
+        blob or of the object's area: the blob is then shared between the object and
+        it like between two tracked worms. The hint is the younger leftovers there
+        (possibly the object itself, seen while it was lost).
+        """
+        if blob.empty or self.labels.shape[0] < blob.bounds[1]:
+            return None
+        y0, y1, x0, x1 = blob.bounds
+        old, young = self._old((slice(y0, y1), slice(x0, x1)), self.last_seen(track))
+        if np.count_nonzero(old & blob.crop) < 0.25 * min(blob.area, track.ref_area):
+            return None
+        return Region(y0, x0, old).tight(), Region(y0, x0, young).tight()
+
+    def foreign(
+        self, blob_ids: list[int], track: Track, blobs: Blobs, labels: np.ndarray
+    ) -> np.ndarray:
+        """Tell, per blob, whether it continues an animal nobody tracked.
+
+        A blob is foreign to an object when the previous frame's leftovers born by
+        the object's last sighting cover at least a quarter of it (or of the object's
+        area, when the blob is larger: an untracked animal merged with a tracked one)
+        and the object's predicted mask (:func:`predicted_region`) with the younger
+        leftovers covers less than a quarter as much of it. (A tracked worm touching
+        an untracked one still claims the merged blob; it is then shared with the
+        untracked animal: :meth:`ghost`.)
+        """
+        out = np.zeros(len(blob_ids), bool)
+        if self.labels.shape != labels.shape:
+            return out
+        own = predicted_region(track, labels.shape)
+        seen = self.last_seen(track)
+        for j, b in enumerate(blob_ids):
+            sl = blobs.slices[b - 1]
+            inside = labels[sl] == b
+            old, young = self._old(sl, seen)
+            u = int(np.count_nonzero(inside & old))
+            if u < 0.25 * min(blobs.areas[b], own.area):
+                continue
+            window = (sl[0].start, sl[0].stop, sl[1].start, sl[1].stop)
+            mine = inside & (own.paste(window) | young)
+            out[j] = 4 * int(np.count_nonzero(mine)) < u
         return out
-    prev_labels, prev_lut = untracked
-    if prev_labels.shape != labels.shape:
-        return out
-    for j, b in enumerate(free):
-        sl = blobs.slices[b - 1]
-        prev = prev_labels[sl][labels[sl] == b]
-        out[j] = bool(prev_lut[prev].any()) if prev.size else False
-    return out
 
 
 def add_fragments(
@@ -123,7 +219,7 @@ def match_by_distance(
     labels: np.ndarray,
     taken: set[int],
     max_jump: float | None,
-    untracked: tuple[np.ndarray, np.ndarray] | None,
+    left: Leftovers | None,
 ) -> dict[int, Region]:
     """Match objects that overlap nothing to free blobs (one global assignment).
 
@@ -141,8 +237,9 @@ def match_by_distance(
         Blobs already claimed by overlap.
     max_jump : float or None
         The base gate (pixels); None = 1.5 x the square root of the object's area.
-    untracked : tuple or None
-        (labels, lut) of the previous frame's blobs no object took.
+    left : Leftovers or None
+        What no object took on the previous frame: a blob that continues it is
+        another animal (:meth:`Leftovers.foreign`).
 
     Returns
     -------
@@ -164,7 +261,6 @@ def match_by_distance(
     big = 1e9
     cost = np.full((len(objs), len(free)), big)
     a = blobs.areas[free].astype(float)
-    cont = continuing(free, blobs, labels, untracked)
     for i, o in enumerate(objs):
         t = tracks[o]
         cx, cy = predicted_centre(t)
@@ -172,13 +268,8 @@ def match_by_distance(
         d = np.hypot(cents[:, 0] - cx, cents[:, 1] - cy)
         r = a / max(t.ref_area, 1.0)
         ok = (d <= g) & (r >= 0.4) & (r <= 2.5)
-        if t.lost and cont.any():
-            # a blob that continues an animal nobody tracked on the previous frame
-            # is another animal unless it is close to where this one was last seen:
-            # the slow-growing gate around the last centroid (no coasting)
-            lx, ly = t.region.centroid()
-            near = np.hypot(cents[:, 0] - lx, cents[:, 1] - ly) <= gate_near(t, max_jump)
-            ok &= ~cont | near
+        if left is not None:
+            ok &= ~left.foreign(free, t, blobs, labels)
         # cost: distance to the motion prediction as a fraction of the gate, plus
         # the area change (|ln r| = 0.69 for half or double the area)
         cost[i, ok] = d[ok] / g + 0.5 * np.abs(np.log(r[ok]))
