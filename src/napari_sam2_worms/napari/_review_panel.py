@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 from ._identity_panel import SwapIdentities
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     import napari
 
@@ -57,7 +57,7 @@ class ReviewPanel(QGroupBox):
     def __init__(self, viewer: napari.Viewer, parent: QWidget | None = None) -> None:
         super().__init__("4. Review", parent)
         self.viewer = viewer
-        self.flags: list[FlagEvent] = []
+        self._flags: tuple[FlagEvent, ...] = ()
         lay = QVBoxLayout(self)
         self.update_button = update = QPushButton("Update flags")
         update.clicked.connect(lambda: self.update_requested.emit())
@@ -99,6 +99,11 @@ class ReviewPanel(QGroupBox):
         lay.addWidget(self.show_skeletons)
 
     @property
+    def flags(self) -> tuple[FlagEvent, ...]:
+        """The flag events listed, in the list's order."""
+        return self._flags
+
+    @property
     def skeletons_shown(self) -> bool:
         """True when "Show centerlines and heads" is checked."""
         return self.show_skeletons.isChecked()
@@ -117,9 +122,9 @@ class ReviewPanel(QGroupBox):
             s.setRange(0, max(n_frames - 1, 0))
         self.flip_stop.setValue(max(n_frames - 1, 0))
 
-    def set_flags(self, flags: list[FlagEvent], names: Mapping[int, str]) -> None:
+    def set_flags(self, flags: Iterable[FlagEvent], names: Mapping[int, str]) -> None:
         """List the flag ``events`` (object names from ``names``: id -> name)."""
-        self.flags = list(flags)
+        self._flags = tuple(flags)
         self.list.blockSignals(True)
         self.list.clear()
         self.list.addItems([f.text(dict(names)) for f in self.flags])
