@@ -25,11 +25,13 @@ def keys(p, batches: list[int]) -> None:
     import torch
 
     from napari_sam2_worms.backends.sam2.accel import memory_attention as sa
+    from napari_sam2_worms.backends.sam2.accel import state_of
     from napari_sam2_worms.backends.sam2.accel import triton_kernels as st
 
     sa.install_fast_memory_attention(p)
     ca = p.memory_attention.layers[1].cross_attn_image
-    w = ca._nsw_key_weights
+    tables = state_of(p).fast_attention.layers[1].cross_attn
+    w = tables.key_weights
     print(
         "\n| objects | PyTorch eager | compiled | kernel, tokens per program / warps ... | max abs diff |"
     )
@@ -41,7 +43,7 @@ def keys(p, batches: list[int]) -> None:
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
 
             def ref():
-                return sa._rope(ca, ca.k_proj(memory + pos).unsqueeze(1), n - 64)
+                return sa._rope(tables, ca.k_proj(memory + pos).unsqueeze(1), n - 64)
 
             t_ref, t_comp = _time(ref, 30), _time(torch.compile(ref), 30)
             cells = []
@@ -49,12 +51,12 @@ def keys(p, batches: list[int]) -> None:
                 for nw in (4, 8):
                     st.BLOCK_TOKENS, st.NUM_WARPS = bm, nw
                     t = _time(
-                        lambda: st.rope_keys(memory, pos, *w, ca._nsw_cos, ca._nsw_sin, n - 64),
+                        lambda: st.rope_keys(memory, pos, *w, tables.cos, tables.sin, n - 64),
                         30,
                     )
                     cells.append(f"{bm}/{nw}: {t:.3f}")
             st.BLOCK_TOKENS, st.NUM_WARPS = 64, 8
-            got = st.rope_keys(memory, pos, *w, ca._nsw_cos, ca._nsw_sin, n - 64)
+            got = st.rope_keys(memory, pos, *w, tables.cos, tables.sin, n - 64)
             diff = float((got.float() - ref().squeeze(1).float()).abs().max())
         print(f"| {b} | {t_ref:.3f} | {t_comp:.3f} | {', '.join(cells)} | {diff:.3f} |", flush=True)
 

@@ -13,6 +13,9 @@ from napari_sam2_worms.backends.sam2.accel.memory_attention import (
     install_fast_memory_attention,
     rotate,
 )
+from napari_sam2_worms.backends.sam2.accel.state import (
+    state_of,
+)
 
 SIDE = 8  # 8x8 feature map: 64 tokens (the model uses 64x64; same code)
 N = SIDE * SIDE
@@ -79,12 +82,13 @@ def inputs(batch: int, frames: int, pointers: int, shared: bool):
 def test_fast_forward_equals_sam2(batch, frames, pointers, shared):
     ref = memory_attention()
     fast = copy.deepcopy(ref)
-    assert install_fast_memory_attention(holder(fast))
+    installed = holder(fast)
+    assert install_fast_memory_attention(installed)
 
     def sam2_forward_unused(*a, **k):
         raise AssertionError("the fast forward fell back to sam2's")
 
-    fast._nsw_sam2_forward = sam2_forward_unused
+    state_of(installed).fast_attention.sam2_forward = sam2_forward_unused
     curr, mem, pos, mpos, n_ptr = inputs(batch, frames, pointers, shared)
     with torch.inference_mode():
         want = ref([curr], mem, [pos], mpos, n_ptr)
@@ -125,10 +129,12 @@ def test_rotate_matches_sam2_rotary_encoding(compiling, monkeypatch):
 def test_other_feature_size_falls_back_to_sam2():
     ref = memory_attention()
     fast = copy.deepcopy(ref)
-    assert install_fast_memory_attention(holder(fast, side=SIDE * 2))  # tables for 16x16
+    installed = holder(fast, side=SIDE * 2)
+    assert install_fast_memory_attention(installed)  # tables for 16x16
     calls = []
-    sam2_forward = fast._nsw_sam2_forward
-    fast._nsw_sam2_forward = lambda *a: calls.append(1) or sam2_forward(*a)
+    tables = state_of(installed).fast_attention
+    sam2_forward = tables.sam2_forward
+    tables.sam2_forward = lambda *a: calls.append(1) or sam2_forward(*a)
     curr, mem, pos, mpos, n_ptr = inputs(2, 2, 4, True)
     with torch.inference_mode():
         got = fast([curr], mem, [pos], mpos, n_ptr)
@@ -140,16 +146,35 @@ def test_other_feature_size_falls_back_to_sam2():
 def test_unrecognised_model_keeps_sam2_forward():
     ma = memory_attention(heads=2)
     forward = ma.forward
-    assert not install_fast_memory_attention(holder(ma))
-    assert ma.forward == forward and not getattr(ma, "_nsw_fast", False)
+    installed = holder(ma)
+    assert not install_fast_memory_attention(installed)
+    assert ma.forward == forward and "forward" not in vars(ma)
+    assert state_of(installed).fast_attention is None and not state_of(installed).patches
+
+
+def test_fast_forward_compiles_in_one_graph():
+    """As :mod:`accel.compile` compiles it on CUDA (``fullgraph=True``, dynamic shapes):
+    dynamo traces the installed forward, tables and all, without a graph break (the
+    eager backend: tracing only), and the traced forward computes sam2's function."""
+    ref = memory_attention()
+    fast = copy.deepcopy(ref)
+    assert install_fast_memory_attention(holder(fast))
+    torch._dynamo.reset()
+    compiled = torch.compile(fast.forward, backend="eager", fullgraph=True, dynamic=True)
+    curr, mem, pos, mpos, n_ptr = inputs(3, 2, 8, True)
+    with torch.inference_mode():
+        want = ref([curr], mem, [pos], mpos, n_ptr)
+        got = compiled([curr], mem, [pos], mpos, n_ptr)
+    assert (got - want).abs().max().item() <= 1e-4 * want.abs().max().item()
 
 
 def test_install_is_idempotent():
     ma = memory_attention()
-    assert install_fast_memory_attention(holder(ma))
+    predictor = holder(ma)
+    assert install_fast_memory_attention(predictor)
     first = ma.forward
-    assert install_fast_memory_attention(holder(ma))
-    assert ma.forward is first
+    assert install_fast_memory_attention(predictor)
+    assert ma.forward is first and len(state_of(predictor).patches) == 1
 
 
 @pytest.mark.slow
@@ -169,9 +194,10 @@ def test_backend_tracks_the_same_with_and_without(sam2_random, small_plate):
         predictor.load_state_dict(sam2_random.predictor.state_dict())
         be = Sam2Backend(device="cpu", predictor=predictor, fast_attention=fast)
         be.open(video)
-        assert bool(getattr(predictor.memory_attention, "_nsw_fast", False)) == fast
+        installed = state_of(predictor).fast_attention
+        assert (installed is not None) == fast
         if fast:  # the fast forward runs, not sam2's behind it
-            predictor.memory_attention._nsw_sam2_forward = None
+            installed.sam2_forward = None
         for k in range(2):
             xy = small_plate.centerlines[0, k, 24][None].astype(np.float32)
             be.set_prompts(0, k + 1, ObjectPrompts(points=xy, labels=np.array([1], np.int32)))
@@ -194,7 +220,8 @@ def test_backend_default_installs_only_on_cuda():
     predictor = build_model("sam2.1_hiera_tiny", "cpu", image_size=256)
     be = Sam2Backend(device="cpu", predictor=predictor)
     be.open(np.zeros((2, 32, 32), np.uint8))
-    assert not getattr(predictor.memory_attention, "_nsw_fast", False)
+    state = state_of(predictor)
+    assert state.fast_attention is None and state.fp32_memory  # the CPU's float32 memory
     be.close()
 
 

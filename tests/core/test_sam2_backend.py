@@ -261,11 +261,13 @@ def test_index_image_resolves_overlaps_by_logit_and_cpu_ignores_gpu_options(back
     """Results come as one index image (highest logit wins, 0 where no logit > 0);
     compile and CUDA graphs are CUDA-only and leave a CPU model untouched."""
     from napari_sam2_worms.backends.base import LabelMasks
+    from napari_sam2_worms.backends.sam2.accel import state_of
 
     backend.compile, backend.cuda_graphs = True, True
     backend.open(plate.video)
-    assert not getattr(backend.predictor, "_nsw_compiled", None)
-    assert getattr(backend.predictor, "_nsw_graphs", None) is None
+    state = state_of(backend.predictor)
+    assert state.compiled is None and state.graphs is None
+    assert state.depthwise_convs == state.fused_mask_stages == 0
     seen = {}
     backend.logits_hook = lambda f, ids, lg: seen.__setitem__(
         f, (ids, lg[:, 0].float().numpy().copy())

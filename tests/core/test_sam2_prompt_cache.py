@@ -44,6 +44,7 @@ def run_heads(p, feats, high, point_inputs=None):
 
 
 def test_cached_prompts_give_sam2s_outputs(predictor, monkeypatch):
+    from napari_sam2_worms.backends.sam2.accel import state_of
     from napari_sam2_worms.backends.sam2.accel.prompt_cache import cache_empty_prompts
 
     p = predictor
@@ -68,7 +69,8 @@ def test_cached_prompts_give_sam2s_outputs(predictor, monkeypatch):
             assert torch.equal(x, y)
     # computed once per number of objects (2, then 3), not once per frame
     assert len(calls) == 2
-    assert set(k[1] for k in p._nsw_prompt_cache if k[0] == "empty") == {2, 3}
+    cache = state_of(p).prompt_cache
+    assert set(k[1] for k in cache if k[0] == "empty") == {2, 3}
     # a frame with clicks is never answered from the cache
     clicked = run_heads(p, *inputs[0], point_inputs=points)
     assert len(calls) == 3
@@ -78,11 +80,12 @@ def test_cached_prompts_give_sam2s_outputs(predictor, monkeypatch):
 
 
 def test_backend_installs_the_cache(sam2_random):
+    from napari_sam2_worms.backends.sam2.accel import state_of
     from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
     from napari_sam2_worms.backends.sam2.checkpoints import build_model
 
     p = build_model("sam2.1_hiera_tiny", "cpu", image_size=256)
     be = Sam2Backend(device="cpu", predictor=p)
     be.open(np.zeros((2, 32, 32), np.uint8))
-    assert getattr(p, "_nsw_prompt_cache", None) is not None
+    assert state_of(p).prompt_cache is not None
     be.close()

@@ -7,6 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from napari_sam2_worms.backends.sam2.accel import state_of  # noqa: E402
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
@@ -62,8 +64,9 @@ def eager(plate):
 
 def test_cuda_graphs_replay_and_match_eager(plate, eager):
     graphed, pred = _track(True, False, plate)
-    replays = {g.name: g.replays for g in pred._nsw_graphs}
-    failed = {g.name: len(g.failed) for g in pred._nsw_graphs}
+    graphs = state_of(pred).graphs
+    replays = {g.name: g.replays for g in graphs}
+    failed = {g.name: len(g.failed) for g in graphs}
     assert replays["image_encoder"] >= 30 and replays["memory_attention"] >= 15, (replays, failed)
     iou = _iou(graphed, eager)
     assert iou > 0.99, (iou, replays)
@@ -71,7 +74,9 @@ def test_cuda_graphs_replay_and_match_eager(plate, eager):
 
 def test_compiled_matches_eager(plate, eager):
     compiled, pred = _track(True, True, plate)
-    assert pred._nsw_compiled == "default" and pred.memory_attention._nsw_fast
+    state = state_of(pred)
+    assert state.compiled == "default" and state.fast_attention is not None
+    assert state.graphs and state.depthwise_convs > 0  # graphs wrap the compiled forwards
     iou = _iou(compiled, eager)
     assert iou > 0.9, iou
 
@@ -79,7 +84,7 @@ def test_compiled_matches_eager(plate, eager):
 def test_fast_attention_matches_sam2_forward(plate, eager):
     """The default eager engine (fast memory attention) against sam2's own forward."""
     plain, pred = _track(False, False, plate, fast=False)
-    assert not getattr(pred.memory_attention, "_nsw_fast", False)
+    assert state_of(pred).fast_attention is None
     iou = _iou(eager, plain)
     assert iou > 0.99, iou
 
@@ -120,13 +125,14 @@ def test_key_kernel_matches_pytorch_keys():
     p = build_model("sam2.1_hiera_tiny", "cuda")
     assert sa.install_fast_memory_attention(p)
     ca = p.memory_attention.layers[1].cross_attn_image
-    assert ca._nsw_key_weights is not None
+    tables = state_of(p).fast_attention.layers[1].cross_attn
+    assert tables.key_weights is not None
     n = 7 * 4096 + 64
     memory = torch.randn(n, 10, 64, device="cuda").to(torch.bfloat16).transpose(0, 1)
     pos = torch.randn(n, 10, 64, device="cuda").transpose(0, 1)
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-        got = sa._keys(ca, memory, pos, 64, torch.bfloat16)
-        ref = sa._rope(ca, ca.k_proj(memory + pos).unsqueeze(1), n - 64)
+        got = sa._keys(ca, tables, memory, pos, 64, torch.bfloat16)
+        ref = sa._rope(tables, ca.k_proj(memory + pos).unsqueeze(1), n - 64)
     assert got.shape == ref.shape == (10, 1, n, 256) and got.dtype == ref.dtype
     # sam2 rounds the projected keys to bf16 before rotating them, the kernel does not:
     # both differ from exact keys by bf16 rounding, i.e. relative to the keys' scale

@@ -49,19 +49,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..base import BackendError, BadPromptError, FrameResult, ObjectPrompts
+from .accel.state import AccelOptions
 from .checkpoints import DEFAULT_MODEL, load_predictor, resolve_checkpoint, resolve_device
 from .frames import LazySam2Frames
 from .input_size import check_input_size, resolve_input_size
 
 if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable, Generator, Iterator
+
     import torch
 
     from .results import PendingResult
@@ -152,6 +154,10 @@ class Sam2Backend:
         self.batch_objects = batch_objects
         self.cuda_graphs = cuda_graphs
         self.fast_attention = fast_attention
+        # refuse options that exclude each other now, not at the first video
+        AccelOptions.for_backend(
+            "cuda", fast_attention=fast_attention, compile=compile, cuda_graphs=cuda_graphs
+        )
         #: tests/benchmarks: ``hook(frame, ids, video_res_logits)`` before overlaps are
         #: resolved (the per-object masks are ``logits[:, 0] > 0``)
         self.logits_hook: Callable[[int, list[int], Any], None] | None = None
@@ -172,7 +178,8 @@ class Sam2Backend:
 
         ``frame_shape`` (the video's shape) lets an ``"auto"`` input size fit the video on
         the CPU; without it ``auto`` means 1024 (:meth:`open` rebuilds the model when
-        the video asks for another size)."""
+        the video asks for another size).
+        """
         if self.predictor is not None:
             self.device = next(self.predictor.parameters()).device
             return
@@ -190,7 +197,7 @@ class Sam2Backend:
         self._built_for = (self.image_size, frame_shape is not None)
 
     def _configure(self) -> None:
-        """Settings and speed-ups on the predictor (:mod:`.setup`)."""
+        """Put the settings and speed-ups on the predictor (:mod:`.setup`)."""
         from .setup import configure_predictor
 
         configure_predictor(
@@ -243,8 +250,11 @@ class Sam2Backend:
         self._prompts.clear()
 
     def _refit_needed(self, shape: tuple[int, ...]) -> bool:
-        """Whether a model this backend built at ``"auto"`` without knowing the video
-        has another size than ``auto`` picks for ``shape``."""
+        """Tell whether the model needs rebuilding for a video of ``shape``.
+
+        True when this backend built it at ``"auto"`` without knowing the video, and
+        ``auto`` picks another size for ``shape``.
+        """
         setting, knew_shape = self._built_for
         if setting != "auto" or knew_shape:
             return False
@@ -284,13 +294,17 @@ class Sam2Backend:
 
     @contextlib.contextmanager
     def _compute(self, propagating: bool = False) -> Iterator[None]:
-        """inference mode + bf16 autocast on CUDA (on the CPU where :mod:`.accel.cpu` says);
-        OOM -> BackendError (backend usable). Outside propagation, compiled modules run
-        eagerly (a click never compiles)."""
+        """Compute in inference mode with bf16 autocast on CUDA.
+
+        On the CPU autocast is where :mod:`.accel.cpu` says. OOM -> BackendError (backend
+        usable). Outside propagation, compiled modules run eagerly (a click never
+        compiles).
+        """
         import torch
 
         from .accel.compile import attention_kernels, eager
         from .accel.cpu import autocast
+        from .accel.graphs import graphed_forwards
 
         n_obj = len(self.state["obj_ids"]) if self.state else 1
         try:
@@ -306,7 +320,7 @@ class Sam2Backend:
                 self.state["cached_features"] = {}
             if self.frames is not None:
                 self.frames.clear()
-            for graphed in getattr(self.predictor, "_nsw_graphs", None) or []:
+            for graphed in graphed_forwards(self.predictor):
                 graphed.reset()  # their memory pool is what empty_cache cannot free
             torch.cuda.empty_cache()
             n = len(self.state["obj_ids"]) if self.state else 0
@@ -359,7 +373,7 @@ class Sam2Backend:
 
     def _clear_frame_object(self, frame: int, object_id: int) -> None:
         """Forget one object's inputs and output on one frame (others are untouched)."""
-        state = self.state
+        state = self._require_open()
         if object_id not in state["obj_id_to_idx"]:
             return
         self.predictor.clear_all_prompts_in_frame(state, frame, object_id, need_output=False)
@@ -410,7 +424,7 @@ class Sam2Backend:
 
     # -- results -------------------------------------------------------------------------
     def _output(self, obj_idx: int, frame: int) -> dict | None:
-        state = self.state
+        state = self._require_open()
         for store in (
             state["temp_output_dict_per_obj"][obj_idx],
             state["output_dict_per_obj"][obj_idx],
@@ -426,7 +440,7 @@ class Sam2Backend:
         import torch
         import torch.nn.functional as F
 
-        state = self.state
+        state = self._require_open()
         ids, logits, scores = [], [], {}
         for obj_id, idx in state["obj_id_to_idx"].items():
             out = self._output(idx, frame)
@@ -478,7 +492,8 @@ class Sam2Backend:
         return self._propagate(start, abs(stop - start), reverse)
 
     def _propagate(self, start: int, count: int, reverse: bool) -> Iterator[FrameResult]:
-        self.frames.set_direction(reverse)
+        if self.frames is not None:
+            self.frames.set_direction(reverse)
         from .batched import can_batch
 
         if self.batch_objects and can_batch(self.predictor):
@@ -489,7 +504,7 @@ class Sam2Backend:
         from .batched import propagate_batched
 
         inner = propagate_batched(
-            self.predictor, self.state, start, count, reverse, self.memory_frames
+            self.predictor, self._require_open(), start, count, reverse, self.memory_frames
         )
 
         def step() -> PendingResult | None:
@@ -502,7 +517,7 @@ class Sam2Backend:
         return self._pipelined(inner, step)
 
     def _propagate_per_object(self, start: int, count: int, reverse: bool) -> Iterator[FrameResult]:
-        state = self.state
+        state = self._require_open()
         inner = self.predictor.propagate_in_video(
             state, start_frame_idx=start, max_frame_num_to_track=count, reverse=reverse
         )
@@ -522,7 +537,7 @@ class Sam2Backend:
         return self._pipelined(inner, step)
 
     def _pipelined(
-        self, inner: Iterator, step: Callable[[], PendingResult | None]
+        self, inner: Generator, step: Callable[[], PendingResult | None]
     ) -> Iterator[FrameResult]:
         """On CUDA, yield frame ``t`` only after frame ``t + 1`` is queued on the device.
 
@@ -535,7 +550,7 @@ class Sam2Backend:
 
         # graphs pay where launches dominate (up to ~10 objects); with more objects the
         # GPU is the bottleneck and a graph would only hold memory (docs/performance.md)
-        n_obj = len(self.state["obj_ids"])
+        n_obj = len(self._require_open()["obj_ids"])
         graphs = capturing if n_obj <= GRAPH_MAX_OBJECTS else contextlib.nullcontext
         pending = None
         try:
@@ -564,13 +579,13 @@ class Sam2Backend:
     def _trim(self, frame: int) -> None:
         """Delete non-conditioning outputs the memory bank can no longer read (see top)."""
         keep = self.memory_frames
-        for out_dict in self.state["output_dict_per_obj"].values():
+        for out_dict in self._require_open()["output_dict_per_obj"].values():
             non_cond = out_dict["non_cond_frame_outputs"]
             for t in [t for t in non_cond if abs(t - frame) > keep]:
                 del non_cond[t]
 
     def stored_frames(self) -> int:
-        """Number of per-object frame outputs held in memory (for tests/benchmarks)."""
+        """Count the per-object frame outputs held in memory (for tests/benchmarks)."""
         state = self._require_open()
         return sum(
             len(d["cond_frame_outputs"]) + len(d["non_cond_frame_outputs"])

@@ -19,7 +19,7 @@ Only imported when the SAM 2 backend is used (imports torch).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -41,6 +41,7 @@ class MergedOutputs(Mapping):
         self._cache = {} if cache is None else cache
 
     def __getitem__(self, t: int) -> dict:
+        """Return the (merged) output of frame ``t``."""
         if t not in self._keyset:
             raise KeyError(t)
         out = self._cache.get(t)
@@ -50,9 +51,11 @@ class MergedOutputs(Mapping):
         return out
 
     def __iter__(self) -> Iterator[int]:
+        """Iterate over the frames."""
         return iter(self._keys)
 
     def __len__(self) -> int:
+        """Count the frames."""
         return len(self._keys)
 
 
@@ -72,8 +75,10 @@ def merge_outputs(outs: list[dict]) -> dict:
 
 
 def memory_signature(out_dict: dict, frame: int, window: int, reverse: bool) -> tuple:
-    """What the memory bank of one object reads on ``frame`` (objects with equal
-    signatures can be batched exactly)."""
+    """Sum up what the memory bank of one object reads on ``frame``.
+
+    Objects with equal signatures can be batched exactly.
+    """
     cond = tuple(sorted(out_dict["cond_frame_outputs"]))
     if reverse:
         near = (t for t in out_dict["non_cond_frame_outputs"] if frame < t <= frame + window)
@@ -179,7 +184,10 @@ def run_group(
 
 
 def can_batch(predictor: Any) -> bool:
-    """False when the model couples objects (then batching would change results)."""
+    """Tell whether objects can be batched (False: the model couples them).
+
+    Batching objects the model couples would change the results.
+    """
     return not getattr(predictor, "non_overlap_masks_for_mem_enc", False)
 
 
@@ -190,7 +198,7 @@ def propagate_batched(
     count: int,
     reverse: bool,
     window: int,
-) -> Iterator[tuple[int, list[int], torch.Tensor, list[torch.Tensor]]]:
+) -> Generator[tuple[int, list[int], torch.Tensor, list[torch.Tensor]], None, None]:
     """``propagate_in_video`` with objects batched per frame.
 
     Yields ``(frame, obj_ids, video_res_logits, score_logits)`` exactly as sam2's

@@ -114,7 +114,7 @@ def register_model(info: ModelInfo) -> None:
 
 
 def model_info(model: str) -> ModelInfo:
-    """The registry entry of ``model``; a clear ValueError for unknown names."""
+    """Look up the registry entry of ``model``; a clear ValueError for unknown names."""
     try:
         return MODELS[model]
     except KeyError:
@@ -207,9 +207,11 @@ def _fetch(
 
 
 def remove_stale_downloads(folder: Path) -> None:
-    """Remove what killed downloads left in the cache: our partial files of processes
-    that are gone, and pooch's ``tmp*`` files of older versions (empty, or untouched
-    for an hour)."""
+    """Remove what killed downloads left in the cache.
+
+    Our partial files of processes that are gone, and pooch's ``tmp*`` files of older
+    versions (empty, or untouched for an hour).
+    """
     import time
 
     from ...utils import remove_stale_temps

@@ -367,7 +367,7 @@ class Sam2CompatError(BackendError):
 
 
 def installed_version() -> str | None:
-    """The installed sam2's version, or None (e.g. a source checkout on the path)."""
+    """Return the installed sam2's version, or None (e.g. a source checkout on the path)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -396,7 +396,7 @@ def _parameters(fn: Any) -> list[str] | None:
 
 
 def _check_name(entry: Sam2Name) -> str | None:
-    """What is wrong with ``entry`` in the installed sam2 (None: nothing)."""
+    """Say what is wrong with ``entry`` in the installed sam2 (None: nothing)."""
     try:
         obj = getattr(_resolve(entry.owner), entry.name)
     except (ImportError, AttributeError):

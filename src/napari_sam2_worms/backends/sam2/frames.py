@@ -130,10 +130,11 @@ class LazySam2Frames:
 
     # -- the two things sam2 uses -------------------------------------------------------
     def __len__(self) -> int:
+        """Count the frames."""
         return self.n_frames
 
     def __getitem__(self, idx: int) -> torch.Tensor:
-        """The (3, S, S) float32 normalised frame ``idx`` on :attr:`device`."""
+        """Return the (3, S, S) float32 normalised frame ``idx`` on :attr:`device`."""
         idx = int(idx)
         if idx < 0:
             idx += self.n_frames

@@ -13,7 +13,10 @@ of :data:`INPUT_SIZES` at least as large as the video's longer side (1024 for a
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +31,10 @@ InputSize = int | str | None
 
 
 def check_input_size(setting: InputSize) -> InputSize:
-    """Validate an input-size setting: ``"auto"``, ``None`` (the model's own, 1024) or a
-    positive multiple of 64 (the widget and the command line offer 1024, 768 and 512;
-    tests use 256). Returns it normalised (``"1024"`` -> 1024).
+    """Validate an input-size setting and return it normalised (``"1024"`` -> 1024).
+
+    A setting is ``"auto"``, ``None`` (the model's own, 1024) or a positive multiple of
+    64 (the widget and the command line offer 1024, 768 and 512; tests use 256).
 
     Raises
     ------
@@ -54,7 +58,7 @@ def check_input_size(setting: InputSize) -> InputSize:
 def resolve_input_size(
     setting: InputSize, device_type: str, frame_shape: Sequence[int] | None = None
 ) -> int | None:
-    """The input size to build the model at, for ``setting`` on ``device_type``.
+    """Choose the input size to build the model at, for ``setting`` on ``device_type``.
 
     Parameters
     ----------
@@ -69,7 +73,7 @@ def resolve_input_size(
         The side in pixels; ``None`` for the model's own size (1024).
     """
     setting = check_input_size(setting)
-    if setting != "auto":
+    if setting is None or isinstance(setting, int):  # not "auto"
         return setting
     if device_type == "cuda" or frame_shape is None:
         return TRAINED_SIZE

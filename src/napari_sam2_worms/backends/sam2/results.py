@@ -36,7 +36,8 @@ class PendingResult:
         by_id = dict(zip(self.scored, self.host_scores.tolist()))
         return FrameResult(
             self.frame,
-            LabelMasks(index, [int(o) for o in self.ids]),
+            # FrameResult.masks may be a LabelMasks (see its docstring); typed as a dict
+            LabelMasks(index, [int(o) for o in self.ids]),  # type: ignore[arg-type]
             {int(o): by_id.get(o, float("-inf")) for o in self.ids},
         )
 

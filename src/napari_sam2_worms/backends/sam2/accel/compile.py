@@ -23,57 +23,80 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .state import COMPILE_MODES, AccelOptionsError, require_state, state_of
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from .state import AccelState
 
 log = logging.getLogger(__name__)
 
-#: torch.compile modes we accept ("default" compiles fastest).
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
+__all__ = ["COMPILE_MODES", "attention_kernels", "compile_predictor", "eager"]
+
+#: the modules compiled, with torch.compile's ``dynamic`` for each (see the docstring)
+COMPILED_MODULES = (
+    ("image_encoder", False),
+    ("memory_attention", True),
+    ("memory_encoder", False),
+    ("sam_mask_decoder", False),
+)
 
 
-def compile_predictor(predictor: Any, mode: str = "default") -> None:
+def compile_predictor(
+    predictor: Any, mode: str = "default", state: AccelState | None = None
+) -> None:
     """Compile ``predictor``'s hot modules in place (idempotent).
 
     The predictor's class becomes sam2's ``SAM2VideoPredictorVOS`` (same behaviour; its
     methods clone module outputs so compiled graphs do not alias them), without
-    running that class's own max-autotune compilation.
+    running that class's own max-autotune compilation. The only class swap of the
+    package; logged in ``state.patches`` like the compiled forwards.
+
+    Parameters
+    ----------
+    predictor : the sam2 video predictor (on CUDA).
+    mode : a torch.compile mode of :data:`COMPILE_MODES`.
+    state : its :class:`~.state.AccelState` (default: the one on ``predictor``, made
+        if none); ``state.compiled`` records the mode.
+
+    Raises
+    ------
+    AccelOptionsError
+        ``mode`` is not one of :data:`COMPILE_MODES`.
     """
     import torch
     from sam2.sam2_video_predictor import SAM2VideoPredictorVOS
 
     if mode not in COMPILE_MODES:
-        raise ValueError(f"compile mode must be one of {COMPILE_MODES}, not {mode!r}")
-    if getattr(predictor, "_nsw_compiled", None):
+        raise AccelOptionsError(f"compile mode must be one of {COMPILE_MODES}, not {mode!r}")
+    state = require_state(predictor) if state is None else state
+    if state.compiled:
         return
-    if getattr(predictor, "_nsw_graphs", None) is not None:
-        log.warning("this predictor already replays CUDA graphs; not compiling it")
+    refused = state.refuse_compile(mode)
+    if refused is not None:
+        log.warning(refused)
         return
-    try:  # more distinct shapes (object counts) before dynamo gives up
+    # more distinct shapes (object counts) before dynamo gives up; AttributeError:
+    # renamed in some torch versions
+    with contextlib.suppress(AttributeError):
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
-    except AttributeError:  # pragma: no cover - renamed in some torch versions
-        pass
-    predictor.__class__ = SAM2VideoPredictorVOS
-    predictor.image_encoder.forward = torch.compile(
-        predictor.image_encoder.forward, mode=mode, fullgraph=True, dynamic=False
-    )
-    predictor.memory_attention.forward = torch.compile(
-        predictor.memory_attention.forward, mode=mode, fullgraph=True, dynamic=True
-    )
-    predictor.memory_encoder.forward = torch.compile(
-        predictor.memory_encoder.forward, mode=mode, fullgraph=True, dynamic=False
-    )
-    predictor.sam_mask_decoder.forward = torch.compile(
-        predictor.sam_mask_decoder.forward, mode=mode, fullgraph=True, dynamic=False
-    )
-    predictor._nsw_compiled = mode
+    state.patches.set_class(predictor, SAM2VideoPredictorVOS)
+    for name, dynamic in COMPILED_MODULES:
+        module = getattr(predictor, name)
+        compiled = torch.compile(module.forward, mode=mode, fullgraph=True, dynamic=dynamic)
+        state.patches.set(module, "forward", compiled)
+    state.compiled = mode
     log.info("SAM 2 modules compiled lazily (mode %s): the first frames will be slow", mode)
 
 
 @contextlib.contextmanager
 def eager(predictor: Any) -> Iterator[None]:
     """Run a compiled predictor's modules eagerly inside the block (no compilation)."""
-    if not getattr(predictor, "_nsw_compiled", None):
+    state = state_of(predictor)
+    if state is None or not state.compiled:
         yield
         return
     import torch
@@ -108,6 +131,7 @@ def attention_kernels(n_objects: int, device: Any) -> Iterator[None]:
     ]
     if n_objects > 2:
         order[0], order[1] = order[1], order[0]
+    ctx: contextlib.AbstractContextManager[Any]
     try:
         ctx = sdpa_kernel(order, set_priority=True)
     except TypeError:  # torch < 2.6: no priorities

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import logging
 import types
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 import torch.nn.functional as F
 
+from .patches import Patches
+
 log = logging.getLogger(__name__)
 
 
-def _is_depthwise(conv: torch.nn.Module) -> bool:
+def _is_depthwise(conv: torch.nn.Module) -> TypeGuard[torch.nn.Conv2d]:
     return (
         isinstance(conv, torch.nn.Conv2d)
         and conv.groups > 1
@@ -39,17 +41,37 @@ def _forward(self: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     )
 
 
-def channels_last_depthwise(module: torch.nn.Module) -> int:
-    """Run every depthwise ``Conv2d`` under ``module`` in channels-last layout
-    (idempotent); returns how many. Install before compiling or capturing graphs."""
+def is_channels_last_depthwise(conv: torch.nn.Module) -> bool:
+    """Whether :func:`channels_last_depthwise` gave ``conv`` its forward."""
+    forward = conv.__dict__.get("forward")
+    return isinstance(forward, types.MethodType) and forward.__func__ is _forward
+
+
+def channels_last_depthwise(module: torch.nn.Module, patches: Patches | None = None) -> int:
+    """Run every depthwise ``Conv2d`` under ``module`` in channels-last layout.
+
+    Idempotent. Install before compiling or capturing graphs.
+
+    Parameters
+    ----------
+    module : a sam2 module (the memory encoder).
+    patches : where the changes are logged (the predictor's ``AccelState.patches``);
+        None: not undoable.
+
+    Returns
+    -------
+    int
+        How many convolutions changed.
+    """
+    patches = Patches() if patches is None else patches
     n = 0
     for conv in module.modules():
-        if not _is_depthwise(conv) or getattr(conv, "_nsw_channels_last", False):
+        if not _is_depthwise(conv) or is_channels_last_depthwise(conv):
             continue
         with torch.no_grad():
-            conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
-        conv.forward = types.MethodType(_forward, conv)
-        conv._nsw_channels_last = True
+            data = conv.weight.data.contiguous(memory_format=torch.channels_last)
+            patches.set_data(conv.weight, data, "depthwise conv weight")
+        patches.set(conv, "forward", types.MethodType(_forward, conv))
         n += 1
     if n:
         log.info("%d depthwise convolutions in channels-last layout", n)
@@ -57,7 +79,7 @@ def channels_last_depthwise(module: torch.nn.Module) -> int:
 
 
 def _is_mask_stage(conv: Any, norm: Any, act: Any) -> bool:
-    """A (3x3 stride-2 convolution, LayerNorm2d, exact GELU) stage with few channels."""
+    """Tell a (3x3 stride-2 convolution, LayerNorm2d, exact GELU) stage with few channels."""
     from sam2.modeling.sam2_utils import LayerNorm2d
 
     return (
@@ -80,19 +102,34 @@ def _bf16_autocast() -> bool:
     return torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16
 
 
-def fused_mask_stages(memory_encoder: torch.nn.Module) -> int:
-    """Run the leading few-channel stages of sam2's mask downsampler as one Triton
-    kernel each (:func:`.triton_kernels.mask_stage`; CUDA under bf16 autocast, else sam2's
-    modules). Idempotent; returns the number of fused stages. Install before compiling
-    or capturing graphs.
+def _is_fused(md: Any) -> bool:
+    """Whether :func:`fused_mask_stages` gave the mask downsampler ``md`` its forward."""
+    return getattr(md.__dict__.get("forward"), "__qualname__", "") == _FUSED_QUALNAME
 
-    At 10 objects on an H100 the first two stages (1 -> 4 channels at 1024x1024, 4 -> 16
-    at 512x512) cost cuDNN 0.12 and 0.55 ms in any layout, at 50 objects 0.62 and
-    2.7 ms, for a few GFLOP.
+
+def fused_mask_stages(memory_encoder: torch.nn.Module, patches: Patches | None = None) -> int:
+    """Run the leading few-channel stages of sam2's mask downsampler as one Triton kernel each.
+
+    :func:`.triton_kernels.mask_stage` on CUDA under bf16 autocast, else sam2's modules.
+    Idempotent. Install before compiling or capturing graphs. At 10 objects on an H100
+    the first two stages (1 -> 4 channels at 1024x1024, 4 -> 16 at 512x512) cost cuDNN
+    0.12 and 0.55 ms in any layout, at 50 objects 0.62 and 2.7 ms, for a few GFLOP.
+
+    Parameters
+    ----------
+    memory_encoder : sam2's memory encoder.
+    patches : where the change is logged (the predictor's ``AccelState.patches``);
+        None: not undoable.
+
+    Returns
+    -------
+    int
+        The number of fused stages (0 when already fused or not applicable).
     """
+    patches = Patches() if patches is None else patches
     md = getattr(memory_encoder, "mask_downsampler", None)
     encoder = getattr(md, "encoder", None)
-    if not isinstance(encoder, torch.nn.Sequential) or getattr(md, "_nsw_fused", False):
+    if md is None or not isinstance(encoder, torch.nn.Sequential) or _is_fused(md):
         return 0
     layers = list(encoder)
     n = 0
@@ -123,7 +160,9 @@ def fused_mask_stages(memory_encoder: torch.nn.Module) -> int:
             x = layer(x)
         return x
 
-    md.forward = forward
-    md._nsw_fused = True
+    patches.set(md, "forward", forward)
     log.info("mask downsampler: %d stages fused", n)
     return n
+
+
+_FUSED_QUALNAME = "fused_mask_stages.<locals>.forward"

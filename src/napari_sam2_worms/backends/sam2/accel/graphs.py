@@ -31,8 +31,14 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .state import require_state, state_of
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from .state import AccelState
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,7 @@ class GraphedForward:
         self.replays = 0
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the forward: replay its graph for these input shapes, else run it eagerly."""
         import torch
         from torch.utils._pytree import tree_flatten
 
@@ -171,8 +178,11 @@ class GraphedForward:
         return g
 
     def reset(self) -> None:
-        """Drop every graph (their shared pool is freed once all are dropped: the
-        backend does so for all modules when the GPU runs out of memory)."""
+        """Drop every graph.
+
+        Their shared pool is freed once all are dropped: the backend does so for all
+        modules when the GPU runs out of memory.
+        """
         self.graphs.clear()
         self.seen.clear()
         self.failed.clear()
@@ -193,25 +203,46 @@ def _clone_tree(tree: Any) -> Any:
     return tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, tree)
 
 
-def graph_predictor(predictor: Any, max_graphs: int = 8) -> list[GraphedForward]:
-    """Wrap the forwards of ``predictor``'s hot modules (idempotent; CUDA only)."""
+def graph_predictor(
+    predictor: Any, max_graphs: int = 8, state: AccelState | None = None
+) -> list[GraphedForward]:
+    """Wrap the forwards of ``predictor``'s hot modules (idempotent; CUDA only).
+
+    Parameters
+    ----------
+    predictor : the sam2 video predictor (on CUDA).
+    max_graphs : graphs kept per module (one per input shape).
+    state : its :class:`~.state.AccelState` (default: the one on ``predictor``, made
+        if none); ``state.graphs`` holds the wrappers.
+
+    Returns
+    -------
+    list of GraphedForward
+        One per module of :data:`GRAPHED_MODULES`; empty when the predictor was
+        compiled with CUDA graphs of its own (:meth:`~.state.AccelState.refuse_graphs`).
+    """
     import torch
 
-    existing = getattr(predictor, "_nsw_graphs", None)
-    if existing is not None:
-        return existing
-    if getattr(predictor, "_nsw_compiled", None) in ("reduce-overhead", "max-autotune"):
-        log.info(
-            "compiled with CUDA graphs of its own (%s): no graphs added", predictor._nsw_compiled
-        )
-        predictor._nsw_graphs = []
+    state = require_state(predictor) if state is None else state
+    if state.graphs is not None:
+        return state.graphs
+    refused = state.refuse_graphs()
+    if refused is not None:
+        log.info("no CUDA graphs added: %s", refused)
+        state.graphs = []
         return []
     pool = torch.cuda.graph_pool_handle()
     wrapped = []
     for name in GRAPHED_MODULES:
         module = getattr(predictor, name)
         g = GraphedForward(module.forward, name, pool, max_graphs=max_graphs)
-        module.forward = g
+        state.patches.set(module, "forward", g)
         wrapped.append(g)
-    predictor._nsw_graphs = wrapped
+    state.graphs = wrapped
     return wrapped
+
+
+def graphed_forwards(predictor: Any) -> list[GraphedForward]:
+    """Return the graphed forwards on ``predictor`` (empty: none)."""
+    state = state_of(predictor)
+    return [] if state is None or not state.graphs else list(state.graphs)

@@ -26,10 +26,14 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+from .state import FastMemory, require_state
+
+if TYPE_CHECKING:
+    from .state import AccelState
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +106,10 @@ def _positions(
     num_frames: int,
     device: torch.device,
 ) -> torch.Tensor:
-    """The memory's positional encoding for one object: (tokens, 1, mem_dim), as
-    sam2 computes it per object."""
+    """Compute the memory's positional encoding for one object: (tokens, 1, mem_dim).
+
+    As sam2 computes it per object.
+    """
     parts = []
     for t_pos, enc in encodings:
         enc = enc[:1].to(device).flatten(2).permute(2, 0, 1)
@@ -128,6 +134,7 @@ def _positions(
 
 def prepare_memory(
     self: Any,
+    fast: FastMemory,
     frame_idx: int,
     is_init_cond_frame: bool,
     current_vision_feats: list,
@@ -137,7 +144,11 @@ def prepare_memory(
     num_frames: int,
     track_in_reverse: bool = False,
 ) -> torch.Tensor:
-    """Drop-in ``_prepare_memory_conditioned_features`` (see the module docstring)."""
+    """Assemble the memory bank and attend to it, as sam2's method (a drop-in).
+
+    ``_prepare_memory_conditioned_features`` of the predictor ``self`` (see the module
+    docstring); ``fast`` holds sam2's method and the positional parts.
+    """
     args = (
         frame_idx,
         is_init_cond_frame,
@@ -149,7 +160,7 @@ def prepare_memory(
         track_in_reverse,
     )
     if self.num_maskmem == 0 or is_init_cond_frame:
-        return self._nsw_sam2_prepare(*args)
+        return fast.sam2_prepare(*args)
     b = current_vision_feats[-1].size(1)
     c = self.hidden_dim
     h, w = feat_sizes[-1]
@@ -158,7 +169,7 @@ def prepare_memory(
     prevs = [(t_pos, prev) for t_pos, prev in slots if prev is not None]  # no padding
     encodings = [(t_pos, prev["maskmem_pos_enc"][-1]) for t_pos, prev in prevs]
     if any(e.shape[0] > 1 and e.stride(0) != 0 for _, e in encodings):
-        return self._nsw_sam2_prepare(*args)  # per-object encodings: sam2's way
+        return fast.sam2_prepare(*args)  # per-object encodings: sam2's way
     feats = [
         prev["maskmem_features"].to(device, non_blocking=True).flatten(2).permute(2, 0, 1)
         for _, prev in prevs
@@ -188,7 +199,7 @@ def prepare_memory(
         cast,
         device,
     )
-    cache = self._nsw_pos_cache
+    cache = fast.pos_cache
     hit = cache.get(key)
     if hit is None:
         pos = _positions(self, encodings, distances, ptr_dtype, num_frames, device)
@@ -211,10 +222,23 @@ def prepare_memory(
     return pix.permute(1, 2, 0).view(b, c, h, w)
 
 
-def install_fast_memory_assembly(predictor: Any) -> bool:
-    """Give ``predictor`` :func:`prepare_memory` (idempotent). False, leaving sam2's
-    method, for a model whose method is not sam2 1.1.0's."""
-    if getattr(predictor, "_nsw_fast_memory", False):
+def install_fast_memory_assembly(predictor: Any, state: AccelState | None = None) -> bool:
+    """Give ``predictor`` :func:`prepare_memory` (idempotent).
+
+    Parameters
+    ----------
+    predictor : the sam2 video predictor.
+    state : its :class:`~.state.AccelState` (default: the one on ``predictor``, made
+        if none); sam2's method and the cache go in ``state.fast_memory``.
+
+    Returns
+    -------
+    bool
+        True when installed; False, leaving sam2's method, for a model whose method is
+        not sam2 1.1.0's.
+    """
+    state = require_state(predictor) if state is None else state
+    if state.fast_memory is not None:
         return True
     try:
         from sam2.modeling.sam2_base import SAM2Base
@@ -229,14 +253,14 @@ def install_fast_memory_assembly(predictor: Any) -> bool:
     # for the garbage collector instead of going when its last user lets go
     ref = weakref.ref(predictor)
 
-    def fast(*args: Any, **kwargs: Any) -> torch.Tensor:
-        return prepare_memory(ref(), *args, **kwargs)
-
     def sam2(*args: Any, **kwargs: Any) -> torch.Tensor:
         return method(ref(), *args, **kwargs)
 
-    predictor._nsw_sam2_prepare = sam2
-    predictor._nsw_pos_cache = OrderedDict()
-    predictor._prepare_memory_conditioned_features = fast
-    predictor._nsw_fast_memory = True
+    memory = FastMemory(sam2_prepare=sam2)
+
+    def fast(*args: Any, **kwargs: Any) -> torch.Tensor:
+        return prepare_memory(ref(), memory, *args, **kwargs)
+
+    state.patches.set(predictor, "_prepare_memory_conditioned_features", fast)
+    state.fast_memory = memory
     return True

@@ -38,18 +38,58 @@ False).
 from __future__ import annotations
 
 import logging
-import types
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
+from .state import FastAttention, require_state
+
+if TYPE_CHECKING:
+    from .state import AccelState
+
 log = logging.getLogger(__name__)
 
 
-def _rope_tables(attn: Any, side: int, device: Any) -> tuple[torch.Tensor, ...]:
-    """(cos, sin, cis) tables (side*side tokens, head_dim/2) of a sam2
-    ``RoPEAttention``, from its own ``compute_cis`` (cis = cos + i sin)."""
+@dataclass
+class AttnTables:
+    """What the fast forward reads for one sam2 ``RoPEAttention``."""
+
+    #: rotary tables (tokens, head_dim / 2): real and imaginary parts, and complex
+    cos: torch.Tensor
+    sin: torch.Tensor
+    cis: torch.Tensor
+
+
+@dataclass
+class CrossTables(AttnTables):
+    """What the fast forward reads for a cross-attention (rotary tables and more)."""
+
+    #: the value and output projections fused into one
+    vo_weight: torch.Tensor
+    vo_bias: torch.Tensor
+    #: the Triton key kernel's weights (:func:`.triton_kernels.key_weights`; None: PyTorch)
+    key_weights: tuple | None = None
+
+
+@dataclass
+class LayerTables:
+    """What the fast forward reads for one sam2 ``MemoryAttentionLayer``."""
+
+    self_attn: AttnTables
+    cross_attn: CrossTables
+    #: ``linear1``'s weight and bias in bf16 for the fused ReLU (CUDA; None: sam2's)
+    linear1_bf16: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def _rope_tables(
+    attn: Any, side: int, device: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Make the (cos, sin, cis) tables (side*side tokens, head_dim/2) of a ``RoPEAttention``.
+
+    From sam2's own ``compute_cis`` (cis = cos + i sin).
+    """
     cis = attn.compute_cis(end_x=side, end_y=side).to(device)
     return cis.real.float().contiguous(), cis.imag.float().contiguous(), cis
 
@@ -61,8 +101,10 @@ def rotate(
     cis: torch.Tensor | None = None,
     n_rope: int | None = None,
 ) -> torch.Tensor:
-    """sam2's ``apply_rotary_enc`` on the first ``n_rope`` tokens (default: all) of
-    ``x`` (B, heads, L, D); the rest (object pointers) pass unchanged.
+    """Apply sam2's ``apply_rotary_enc`` to the first ``n_rope`` tokens of ``x``.
+
+    ``x`` is (B, heads, L, D); ``n_rope`` defaults to all tokens; the rest (object
+    pointers) pass unchanged.
 
     ``n_rope`` is a multiple of the table length (keys of several memory frames reuse
     the table, as sam2's ``rope_k_repeat``). Computed in float32, returned in x's dtype.
@@ -97,22 +139,27 @@ _SPLIT_FAILED: list[str] = []
 
 
 def key_splits(batch: int) -> int:
-    """Key chunks for the cross-attention of ``batch`` objects (H200, 4,096 queries,
-    28,736 keys, bf16: 1 object 0.46 -> 0.17 ms with 4 chunks, 2 objects 0.48 -> 0.30
-    ms with 2, 10 objects 1.51 -> 1.40 ms with 2; more objects fill the GPU alone). At 10
-    objects on an H100 the two chunks save 0.2 ms per call, the queries' copy costs
-    0.15."""
+    """Choose the key chunks for the cross-attention of ``batch`` objects.
+
+    H200, 4,096 queries, 28,736 keys, bf16: 1 object 0.46 -> 0.17 ms with 4 chunks, 2
+    objects 0.48 -> 0.30 ms with 2, 10 objects 1.51 -> 1.40 ms with 2; more objects fill
+    the GPU alone. At 10 objects on an H100 the two chunks save 0.2 ms per call, the
+    queries' copy costs 0.15.
+    """
     if batch == 1:
         return 4
     return 2 if batch <= 10 else 1
 
 
 def split_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, splits: int) -> torch.Tensor:
-    """``scaled_dot_product_attention(q, k, v)`` (one head) with the keys cut into
-    ``splits`` equal chunks, attended in one cuDNN call (chunks as heads), merged by
-    the chunks' log-sum-exp: the same attention up to bf16 rounding of the partial
-    results. CUDA only; the key count must be a multiple of ``splits``. ``q`` is (B, 1,
-    L, D), or already (B, splits, L, D) with one copy per chunk."""
+    """Compute ``scaled_dot_product_attention(q, k, v)`` (one head) in key chunks.
+
+    The keys are cut into ``splits`` equal chunks, attended in one cuDNN call (chunks
+    as heads), merged by the chunks' log-sum-exp: the same attention up to bf16
+    rounding of the partial results. CUDA only; the key count must be a multiple of
+    ``splits``. ``q`` is (B, 1, L, D), or already (B, splits, L, D) with one copy per
+    chunk.
+    """
     b, _, lq, d = q.shape
     lk = k.shape[2]
     qs = q if q.shape[1] == splits else q.expand(b, splits, lq, d).contiguous()
@@ -133,8 +180,10 @@ def _splits_for(q: torch.Tensor, k: torch.Tensor, batch: int) -> int:
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, splits: int) -> torch.Tensor:
-    """The cross-attention's kernel: ``splits`` key chunks (:func:`_splits_for`; ``q``
-    may hold one copy per chunk), else one pass."""
+    """Run the cross-attention's kernel: in ``splits`` key chunks, else in one pass.
+
+    See :func:`_splits_for`; ``q`` may hold one copy per chunk.
+    """
     if splits > 1:
         try:
             return split_attention(q, k, v, splits)
@@ -144,74 +193,86 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, splits: int) -> t
     return F.scaled_dot_product_attention(q[:, :1], k, v)
 
 
-def _rope(attn: Any, x: torch.Tensor, n_rope: int | None = None) -> torch.Tensor:
-    """:func:`rotate` with the tables installed on ``attn``."""
-    return rotate(x, attn._nsw_cos, attn._nsw_sin, attn._nsw_cis, n_rope)
+def _rope(t: AttnTables, x: torch.Tensor, n_rope: int | None = None) -> torch.Tensor:
+    """:func:`rotate` with the tables ``t``."""
+    return rotate(x, t.cos, t.sin, t.cis, n_rope)
 
 
-def _self_attention(attn: Any, x: torch.Tensor) -> torch.Tensor:
+def _self_attention(attn: Any, t: AttnTables, x: torch.Tensor) -> torch.Tensor:
     """sam2 ``RoPEAttention(q=x, k=x, v=x)`` with one head and real rotary encoding."""
     q = attn.q_proj(x).unsqueeze(1)
     k = attn.k_proj(x).unsqueeze(1)
     v = attn.v_proj(x).unsqueeze(1)
-    q = _rope(attn, q)
-    k = _rope(attn, k)
+    q = _rope(t, q)
+    k = _rope(t, k)
     out = F.scaled_dot_product_attention(q, k, v)
     return attn.out_proj(out.squeeze(1))
 
 
-def _triton(attn: Any, dtype: torch.dtype) -> bool:
-    """Whether ``attn``'s cross-attention runs the Triton kernels (installed: CUDA,
-    Ampere or newer; and computing in bf16)."""
-    return getattr(attn, "_nsw_key_weights", None) is not None and dtype == torch.bfloat16
+def _triton(t: CrossTables, dtype: torch.dtype) -> bool:
+    """Tell whether a cross-attention with tables ``t`` runs the Triton kernels.
+
+    They are installed on CUDA, Ampere or newer, and run when computing in bf16.
+    """
+    return t.key_weights is not None and dtype == torch.bfloat16
 
 
 def _keys(
-    attn: Any, memory: torch.Tensor, pos: torch.Tensor | None, n_plain: int, dtype
+    attn: Any,
+    t: CrossTables,
+    memory: torch.Tensor,
+    pos: torch.Tensor | None,
+    n_plain: int,
+    dtype: torch.dtype,
 ) -> torch.Tensor:
-    """The cross-attention's rotated keys (B, 1, L, 256) of ``memory + pos``: one
-    Triton kernel where installed (:mod:`.triton_kernels`), else PyTorch."""
+    """Compute the cross-attention's rotated keys (B, 1, L, 256) of ``memory + pos``.
+
+    One Triton kernel where installed (:mod:`.triton_kernels`), else PyTorch.
+    """
     n_rope = memory.shape[1] - n_plain
-    if pos is not None and _triton(attn, dtype):
-        k = torch.ops.napari_sam2_worms.rope_keys(
-            memory, pos, *attn._nsw_key_weights, attn._nsw_cos, attn._nsw_sin, n_rope
-        )
+    weights = t.key_weights
+    if pos is not None and weights is not None and dtype == torch.bfloat16:  # _triton(t, dtype)
+        k = torch.ops.napari_sam2_worms.rope_keys(memory, pos, *weights, t.cos, t.sin, n_rope)
         return k.unsqueeze(1)
     keys = memory if pos is None else memory + pos
-    return _rope(attn, attn.k_proj(keys).unsqueeze(1), n_rope)
+    return _rope(t, attn.k_proj(keys).unsqueeze(1), n_rope)
 
 
 def _cross_attention(
     attn: Any,
+    t: CrossTables,
     x: torch.Tensor,
     memory: torch.Tensor,
     pos: torch.Tensor | None,
     n_plain: int,
     batch: int,
 ) -> torch.Tensor:
-    """sam2 ``RoPEAttention(q=x, k=memory + pos, v=memory, num_k_exclude_rope=n_plain)``
+    """Compute sam2's cross-attention with one head and real rotary encoding.
+
+    sam2 ``RoPEAttention(q=x, k=memory + pos, v=memory, num_k_exclude_rope=n_plain)``
     (``pos`` None: keys are the memory).
 
     Values are the raw memory tokens; the value and output projections are applied
     once, fused, to the attention output. ``x`` may have batch 1 (shared queries).
     """
     q = attn.q_proj(x)
-    k = _keys(attn, memory, pos, n_plain, q.dtype)
+    k = _keys(attn, t, memory, pos, n_plain, q.dtype)
     splits = _splits_for(q, k, batch)
-    if _triton(attn, q.dtype):
+    if _triton(t, q.dtype):
         # rotated by the Triton kernel, straight into one copy per object and chunk
-        q = torch.ops.napari_sam2_worms.rope_copies(q, attn._nsw_cos, attn._nsw_sin, batch, splits)
+        q = torch.ops.napari_sam2_worms.rope_copies(q, t.cos, t.sin, batch, splits)
     else:
-        q = _rope(attn, q.unsqueeze(1))
+        q = _rope(t, q.unsqueeze(1))
         if q.shape[0] != batch:
             q = q.expand(batch, -1, -1, -1).contiguous()
     v = memory.unsqueeze(1).to(q.dtype)
     out = _attend(q, k, v, splits).squeeze(1)
-    return F.linear(out, attn._nsw_vo_weight, attn._nsw_vo_bias)
+    return F.linear(out, t.vo_weight, t.vo_bias)
 
 
 def _layer(
     layer: Any,
+    lt: LayerTables,
     tgt: torch.Tensor,
     memory: torch.Tensor,
     pos: torch.Tensor,
@@ -221,22 +282,27 @@ def _layer(
 ) -> torch.Tensor:
     """sam2 ``MemoryAttentionLayer.forward`` (eval mode) with the fast attentions."""
     x = layer.norm1(tgt)  # pos_enc_at_attn is False (_supported)
-    tgt = tgt + _self_attention(layer.self_attn, x)
+    tgt = tgt + _self_attention(layer.self_attn, lt.self_attn, x)
     x = layer.norm2(tgt)
     if layer.pos_enc_at_cross_attn_queries:
         x = x + query_pos
     keys_pos = pos if layer.pos_enc_at_cross_attn_keys else None
-    tgt = tgt + _cross_attention(layer.cross_attn_image, x, memory, keys_pos, n_plain, batch)
+    cross = _cross_attention(
+        layer.cross_attn_image, lt.cross_attn, x, memory, keys_pos, n_plain, batch
+    )
+    tgt = tgt + cross
     x = layer.norm3(tgt)
-    return tgt + layer.linear2(_hidden(layer, x))
+    return tgt + layer.linear2(_hidden(layer, lt.linear1_bf16, x))
 
 
-def _hidden(layer: Any, x: torch.Tensor) -> torch.Tensor:
-    """``activation(linear1(x))``; on CUDA under bf16 autocast with ReLU, one cuBLASLt
-    call with the bias and ReLU in its epilogue (``torch._addmm_activation``): the
-    2048-wide hidden tensor is written once, not written, read and written again
-    (10 objects, H100: the separate ReLU took 0.11 ms per layer)."""
-    weights = getattr(layer, "_nsw_linear1_bf16", None)
+def _hidden(layer: Any, weights: tuple | None, x: torch.Tensor) -> torch.Tensor:
+    """Compute ``activation(linear1(x))``.
+
+    On CUDA under bf16 autocast with ReLU, one cuBLASLt call with the bias and ReLU in
+    its epilogue (``torch._addmm_activation``): the 2048-wide hidden tensor is written
+    once, not written, read and written again (10 objects, H100: the separate ReLU
+    took 0.11 ms per layer).
+    """
     if (
         weights is None
         or not x.is_cuda
@@ -251,17 +317,22 @@ def _hidden(layer: Any, x: torch.Tensor) -> torch.Tensor:
 
 def fast_forward(
     self: Any,
+    fast: FastAttention,
     curr: Any,
     memory: torch.Tensor,
     curr_pos: Any = None,
     memory_pos: torch.Tensor | None = None,
     num_obj_ptr_tokens: int = 0,
 ) -> torch.Tensor:
-    """Drop-in ``MemoryAttention.forward`` (sequence-first in and out, as sam2's)."""
+    """Attend as sam2's ``MemoryAttention.forward`` does (a drop-in).
+
+    Sequence-first in and out, as sam2's; ``self`` is the memory attention, ``fast``
+    its tables.
+    """
     if isinstance(curr, list):
         curr, curr_pos = curr[0], curr_pos[0]
-    if curr.shape[0] != self._nsw_tokens or self.training or curr_pos is None:
-        return self._nsw_sam2_forward(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens)
+    if curr.shape[0] != fast.tokens or self.training or curr_pos is None or memory_pos is None:
+        return fast.sam2_forward(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens)
     batch = curr.shape[1]
     # one image, expanded over the objects: compute the shared part once
     shared = batch > 1 and curr.stride(1) == 0 and curr_pos.stride(1) == 0
@@ -272,8 +343,8 @@ def fast_forward(
     query_pos = curr_pos.transpose(0, 1)
     memory = memory.transpose(0, 1)
     memory_pos = memory_pos.transpose(0, 1)
-    for layer in self.layers:
-        output = _layer(layer, output, memory, memory_pos, query_pos, num_obj_ptr_tokens, batch)
+    for layer, lt in zip(self.layers, fast.layers):
+        output = _layer(layer, lt, output, memory, memory_pos, query_pos, num_obj_ptr_tokens, batch)
     return self.norm(output).transpose(0, 1)
 
 
@@ -309,15 +380,29 @@ def _key_kernel(device: Any) -> tuple[bool, Any]:
     return True, key_weights
 
 
-def install_fast_memory_attention(predictor: Any) -> bool:
+def install_fast_memory_attention(predictor: Any, state: AccelState | None = None) -> bool:
     """Give ``predictor.memory_attention`` the fast exact forward (idempotent).
 
     Install before compiling or capturing CUDA graphs (they wrap ``forward``).
-    Returns False, leaving sam2's forward, for a model this module does not recognise.
+
+    Parameters
+    ----------
+    predictor : the sam2 video predictor (anything with ``memory_attention``,
+        ``parameters()`` and ``sam_image_embedding_size``).
+    state : its :class:`~.state.AccelState` (default: the one on ``predictor``, made
+        if none); the tables go in ``state.fast_attention``, the forward through
+        ``state.patches``.
+
+    Returns
+    -------
+    bool
+        True when the fast forward is on; False, leaving sam2's forward, for a model
+        this module does not recognise.
     """
-    attention = predictor.memory_attention
-    if getattr(attention, "_nsw_fast", False):
+    state = require_state(predictor) if state is None else state
+    if state.fast_attention is not None:
         return True
+    attention = predictor.memory_attention
     reason = _supported(attention)
     if reason is not None:
         log.info("memory attention keeps sam2's forward: %s", reason)
@@ -325,44 +410,61 @@ def install_fast_memory_attention(predictor: Any) -> bool:
     device = next(predictor.parameters()).device
     # the memory attention reads the stride-16 features: image_size / 16 per side
     side = int(getattr(predictor, "sam_image_embedding_size", 64))
-    tables: dict[tuple, tuple] = {}  # one set per (head dim, theta): all 8 share one
+    # one set per (head dim, theta): all 8 share one
+    tables: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     key_kernel, key_weights = _key_kernel(device)
+
+    def rope(attn: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        key = tuple(sorted(attn.compute_cis.keywords.items()))
+        if key not in tables:
+            tables[key] = _rope_tables(attn, side, device)
+        return tables[key]
+
+    layers = []
     for layer in attention.layers:
-        for attn in (layer.self_attn, layer.cross_attn_image):
-            key = tuple(sorted(attn.compute_cis.keywords.items()))
-            if key not in tables:
-                tables[key] = _rope_tables(attn, side, device)
-            attn._nsw_cos, attn._nsw_sin, attn._nsw_cis = tables[key]
         ca = layer.cross_attn_image
+        with torch.no_grad():
+            w_out = ca.out_proj.weight.detach().double()
+            vo_weight = (w_out @ ca.v_proj.weight.detach().double()).float()
+            vo_bias = (
+                w_out @ ca.v_proj.bias.detach().double() + ca.out_proj.bias.detach().double()
+            ).float()
+        cross = CrossTables(*rope(ca), vo_weight, vo_bias)
         if key_kernel:
-            ca._nsw_key_weights = key_weights(ca)
+            cross.key_weights = key_weights(ca)
+        lt = LayerTables(AttnTables(*rope(layer.self_attn)), cross)
         if layer.activation is F.relu and device.type == "cuda":
-            layer._nsw_linear1_bf16 = (
+            lt.linear1_bf16 = (
                 layer.linear1.weight.detach().to(torch.bfloat16).contiguous(),
                 layer.linear1.bias.detach().to(torch.bfloat16).contiguous(),
             )
-        with torch.no_grad():
-            w_out = ca.out_proj.weight.detach().double()
-            ca._nsw_vo_weight = (w_out @ ca.v_proj.weight.detach().double()).float()
-            ca._nsw_vo_bias = (
-                w_out @ ca.v_proj.bias.detach().double() + ca.out_proj.bias.detach().double()
-            ).float()
-    attention._nsw_tokens = side * side
-    attention._nsw_sam2_forward = attention.forward
-    attention.forward = types.MethodType(fast_forward, attention)
-    attention._nsw_fast = True
+        layers.append(lt)
+    fast = FastAttention(sam2_forward=attention.forward, tokens=side * side, layers=layers)
+
+    def forward(
+        curr: Any,
+        memory: torch.Tensor,
+        curr_pos: Any = None,
+        memory_pos: torch.Tensor | None = None,
+        num_obj_ptr_tokens: int = 0,
+    ) -> torch.Tensor:
+        return fast_forward(attention, fast, curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens)
+
+    state.patches.set(attention, "forward", forward)
+    state.fast_attention = fast
     log.info("memory attention: fast exact forward (%dx%d tokens)", side, side)
     return True
 
 
-def float32_memory(predictor: Any) -> None:
+def float32_memory(predictor: Any, state: AccelState | None = None) -> None:
     """Cast the memory to float32 before memory attention (CPU/MPS; idempotent).
 
     sam2 stores memory features in bfloat16 and relies on CUDA autocast; elsewhere a
     memory made only of them (e.g. backward from a late frame, when no object pointer
     qualifies) hits a float32 layer.
     """
-    if getattr(predictor, "_nsw_fp32_memory", False):
+    state = require_state(predictor) if state is None else state
+    if state.fp32_memory:
         return
     attention = predictor.memory_attention
     forward = attention.forward
@@ -376,5 +478,5 @@ def float32_memory(predictor: Any) -> None:
             num_obj_ptr_tokens,
         )
 
-    attention.forward = fp32_forward
-    predictor._nsw_fp32_memory = True
+    state.patches.set(attention, "forward", fp32_forward)
+    state.fp32_memory = True

@@ -12,18 +12,30 @@ with torch.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .state import require_state
 
-def cache_empty_prompts(predictor: Any) -> None:
+if TYPE_CHECKING:
+    from .state import AccelState
+
+
+def cache_empty_prompts(predictor: Any, state: AccelState | None = None) -> None:
     """Wrap ``predictor._forward_sam_heads`` and its prompt encoder (idempotent).
 
     The cached tensors are only read downstream (the mask decoder concatenates and
     adds them into new tensors), so sharing them between frames is safe.
+
+    Parameters
+    ----------
+    predictor : the sam2 video predictor.
+    state : its :class:`~.state.AccelState` (default: the one on ``predictor``, made
+        if none); the cache goes in ``state.prompt_cache``.
     """
-    if getattr(predictor, "_nsw_prompt_cache", None) is not None:
+    state = require_state(predictor) if state is None else state
+    if state.prompt_cache is not None:
         return
     encoder = predictor.sam_prompt_encoder
     heads = predictor._forward_sam_heads
@@ -32,7 +44,7 @@ def cache_empty_prompts(predictor: Any) -> None:
     local = threading.local()
     cache: dict[tuple, Any] = {}
 
-    def state(device: torch.device) -> tuple:
+    def context(device: torch.device) -> tuple:
         return (
             device,
             torch.is_autocast_enabled(device.type),
@@ -55,20 +67,20 @@ def cache_empty_prompts(predictor: Any) -> None:
     def forward(points: Any, boxes: Any, masks: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if not getattr(local, "empty", False) or boxes is not None or masks is not None:
             return encode(points, boxes, masks)
-        key = ("empty", points[0].shape[0], *state(points[0].device))
+        key = ("empty", points[0].shape[0], *context(points[0].device))
         hit = cache.get(key)
         if hit is None:
             hit = cache[key] = encode(points, boxes, masks)
         return hit
 
     def get_dense_pe() -> torch.Tensor:
-        key = ("dense_pe", *state(encoder.point_embeddings[0].weight.device))
+        key = ("dense_pe", *context(encoder.point_embeddings[0].weight.device))
         hit = cache.get(key)
         if hit is None:
             hit = cache[key] = dense_pe()
         return hit
 
-    predictor._forward_sam_heads = forward_sam_heads
-    encoder.forward = forward
-    encoder.get_dense_pe = get_dense_pe
-    predictor._nsw_prompt_cache = cache
+    state.patches.set(predictor, "_forward_sam_heads", forward_sam_heads)
+    state.patches.set(encoder, "forward", forward)
+    state.patches.set(encoder, "get_dense_pe", get_dense_pe)
+    state.prompt_cache = cache

@@ -29,12 +29,15 @@ CUDA builds). Tests: Triton's CPU interpreter (``tests/core``), bf16 on a GPU
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +46,11 @@ FAILED: dict[str, str] = {}
 
 
 def usable(device: torch.device) -> bool:
-    """Whether these kernels are for ``device``: CUDA with bf16 tensor cores (Ampere or
-    newer); elsewhere the callers keep their PyTorch paths."""
+    """Tell whether these kernels are for ``device``.
+
+    They are for CUDA with bf16 tensor cores (Ampere or newer); elsewhere the callers
+    keep their PyTorch paths.
+    """
     if device.type != "cuda" or not torch.cuda.is_available():
         return False
     return torch.cuda.get_device_capability(device)[0] >= 8
@@ -56,9 +62,11 @@ def _guarded(
     launch: Callable[[], torch.Tensor],
     fallback: Callable[[], torch.Tensor],
 ):
-    """``launch()``, or ``fallback()`` (the same function in PyTorch) once ``name``
-    failed: a GPU or Triton version this kernel does not compile for must not stop a
-    propagation."""
+    """Run ``launch()``, or ``fallback()`` (the same function in PyTorch) once ``name`` failed.
+
+    A GPU or Triton version this kernel does not compile for must not stop a
+    propagation.
+    """
     if name not in FAILED:
         try:
             return launch()
@@ -215,8 +223,10 @@ def _(memory, pos, w_even, w_odd, b_even, b_odd, cos, sin, n_rope):
 
 
 def key_weights(attn) -> tuple[torch.Tensor, ...]:
-    """(w_even, w_odd, b_even, b_odd) of a sam2 ``RoPEAttention``'s key projection, in
-    the kernel's layout (see :func:`rope_keys`)."""
+    """Lay out a sam2 ``RoPEAttention``'s key projection for the kernel.
+
+    Returns (w_even, w_odd, b_even, b_odd), see :func:`rope_keys`.
+    """
     w = attn.k_proj.weight.detach()
     bias = attn.k_proj.bias.detach()
     return (
@@ -264,8 +274,10 @@ def _rope_copies_kernel(
 def rope_copies(
     x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, batch: int, copies: int
 ) -> torch.Tensor:
-    """Rotated ``x`` (B or 1, L, 2P), bf16 (batch, copies, L, 2P): ``copies`` equal
-    copies per object, written by the rotation itself (the queries of the split-key
+    """Rotate ``x`` into ``copies`` equal copies per object, in one kernel.
+
+    ``x`` (B or 1, L, 2P) -> bf16 (batch, copies, L, 2P): the copies are written by the
+    rotation itself (the queries of the split-key
     attention; a batch-1 ``x`` is shared by all ``batch`` objects). Token ``l`` uses
     row ``l % T`` of the (T, P) float32 tables; the last dimension of ``x`` is dense.
 
@@ -383,8 +395,9 @@ def mask_stage(
     ln_bias: torch.Tensor,
     eps: float,
 ) -> torch.Tensor:
-    """``gelu(layer_norm_2d(conv2d(x, weight, bias, stride=2, padding=1)))`` in one pass,
-    output bf16 (B, COUT, ceil(H/2), ceil(W/2)).
+    """Compute ``gelu(layer_norm_2d(conv2d(x, weight, bias, stride=2, padding=1)))`` in one pass.
+
+    The output is bf16 (B, COUT, ceil(H/2), ceil(W/2)).
 
     sam2's mask downsampler starts with two such stages (1 -> 4 and 4 -> 16 channels at
     1024 and 512 pixels a side). cuDNN has no good kernel for so few channels (10
