@@ -352,3 +352,69 @@ def test_download_button_runs_the_download_in_a_worker(
     qtbot.mouseClick(panel.download_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: panel.status.text() == "download failed", timeout=10_000)
     assert panel.load_button.isEnabled()
+
+
+def _docked_session(make_napari_viewer, qtbot, plate):
+    from _real import dock_tracker
+
+    from napari_sam2_worms.engine.session import TrackingSession
+    from napari_sam2_worms.testing.oracle import OracleBackend
+    from napari_sam2_worms.video import ArrayVideo
+
+    viewer = make_napari_viewer()
+    viewer.add_image(plate.video, name="plate")
+    widget = dock_tracker(viewer, qtbot)  # Plugins menu, real workers
+    s = TrackingSession(ArrayVideo(plate.video, fps=10.0), OracleBackend(plate.labels))
+    for x, y in plate.head_points(0).values():
+        s.add_point(0, s.add_object(), x, y)
+    widget.set_session(s)
+    qtbot.waitUntil(lambda: widget.tracks_fresh and not widget._workers, timeout=30_000)
+    return viewer, widget, s
+
+
+@pytest.mark.gui
+def test_the_docked_widget_answers_each_panel_button(make_napari_viewer, qtbot, small_plate):
+    """Buttons the user-path tests do not press reach the widget through the signals:
+    Rename, the negative toggle (also the key n), Show centerlines."""
+    from napari_sam2_worms.napari._style import LAYERS
+
+    viewer, widget, s = _docked_session(make_napari_viewer, qtbot, small_plate)
+    panel = widget.objects_panel
+    panel.select(2)
+    panel.name.setText("bob")
+    qtbot.mouseClick(panel.rename_button, Qt.MouseButton.LeftButton)
+    assert s.objects[2].name == "bob" and panel.list.currentItem().text() == "2: bob"
+    assert widget.review_panel.swap.first.itemText(1) == "bob"  # the swap pickers too
+    panel.name.setText("BOB")
+    panel.select(1)
+    qtbot.mouseClick(panel.rename_button, Qt.MouseButton.LeftButton)  # taken: refused
+    assert s.objects[1].name == "worm1"
+    # negative clicks: the box, and the key n on the prompts layer, set the next click
+    points = viewer.layers["prompts"]
+    panel.select(3)
+    panel.negative.click()  # (scrolled out of the dock's view: a mouse click misses it)
+    assert panel.negative_clicks
+    assert points.feature_defaults["positive"][0] == False  # noqa: E712 (a numpy bool)
+    widget._toggle_negative(points)  # what the key n calls (bound on the layer)
+    assert not panel.negative_clicks and points.feature_defaults["positive"][0] == True  # noqa: E712
+    # Show centerlines and heads
+    review = widget.review_panel
+    qtbot.waitUntil(lambda: widget.tracks_fresh and not widget._workers, timeout=30_000)
+    review.show_skeletons.setChecked(False)
+    assert not any(viewer.layers[name].visible for name in LAYERS)
+    review.show_skeletons.setChecked(True)
+    assert all(viewer.layers[name].visible for name in LAYERS)
+
+
+@pytest.mark.gui
+def test_the_remove_button_removes_the_object_everywhere(make_napari_viewer, qtbot, small_plate):
+    viewer, widget, s = _docked_session(make_napari_viewer, qtbot, small_plate)
+    panel = widget.objects_panel
+    panel.select(1)
+    qtbot.mouseClick(panel.remove_button, Qt.MouseButton.LeftButton)
+    assert sorted(s.objects) == [2, 3] and panel.list.count() == 2
+    assert not (viewer.layers["masks"].data == 1).any()
+    assert 1 not in set(viewer.layers["prompts"].features["object"])
+    assert [widget.review_panel.swap.first.itemData(i) for i in range(2)] == [2, 3]
+    qtbot.waitUntil(lambda: widget.tracks_fresh and not widget._workers, timeout=30_000)
+    assert list(widget.tracks.object_ids) == [2, 3]
