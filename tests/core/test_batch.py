@@ -16,6 +16,7 @@ import tifffile
 pytest.importorskip("distributed", reason="the batch extra (dask[distributed]) is not installed")
 
 from fixtures.cli import cli_command, cli_env
+from fixtures.plates import write_prompts
 from napari_sam2_worms.batch.cluster import gpu_assignment, local_cluster, parse_gpus
 from napari_sam2_worms.batch.runner import BatchOptions, run_batch
 from napari_sam2_worms.synthetic import make_plate
@@ -39,12 +40,7 @@ def _write_mp4(path: Path, video: np.ndarray) -> None:
 
 
 def _prompts(plate, path: Path, *, x_shift: float = 0.0) -> Path:
-    pts = [
-        {"object": o, "frame": 0, "x": xy[0] + x_shift, "y": xy[1], "positive": True}
-        for o, xy in plate.head_points(0).items()
-    ]
-    path.write_text(json.dumps({"version": 1, "points": pts}))
-    return path
+    return write_prompts(path, plate, 0, x_shift=x_shift)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

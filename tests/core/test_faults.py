@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import json
 import os
 import signal
 import subprocess
@@ -24,6 +23,7 @@ import pytest
 import tifffile
 
 from fixtures.cli import cli_command, cli_env
+from fixtures.plates import write_prompts
 from tmpfs import tmpfs
 
 if TYPE_CHECKING:
@@ -147,10 +147,7 @@ def long_plate(tmp_path_factory):
     folder = tmp_path_factory.mktemp("long_plate")
     plate = make_plate(n_frames=200, height=96, width=128, n_worms=2, seed=3)
     tifffile.imwrite(folder / "plate.tif", plate.video)
-    pts = [
-        {"object": o, "frame": 0, "x": xy[0], "y": xy[1]} for o, xy in plate.head_points(0).items()
-    ]
-    (folder / "p.json").write_text(json.dumps({"version": 1, "points": pts}))
+    write_prompts(folder / "p.json", plate, 0)
     return folder
 
 
@@ -184,11 +181,7 @@ def test_a_track_that_fails_after_the_session_started_leaves_no_ring(tmp_path, s
         Image.fromarray(frame).save(frames / f"f{i:03d}.png")
     good = (frames / "f009.png").read_bytes()
     (frames / "f009.png").write_bytes(good[: len(good) // 2])  # header fine, pixels cut
-    pts = [
-        {"object": o, "frame": 0, "x": xy[0], "y": xy[1]}
-        for o, xy in small_plate.head_points(0).items()
-    ]
-    (tmp_path / "p.json").write_text(json.dumps({"version": 1, "points": pts}))
+    write_prompts(tmp_path / "p.json", small_plate, 0)
     before = all_files()
     proc = _cli(
         "track", str(frames), "--prompts", "p.json", "--out", "run",
