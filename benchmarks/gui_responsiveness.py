@@ -169,14 +169,21 @@ def steps_case(report, rounds: int) -> None:
     propagate(widget, GapProbe())
     names = ", ".join(layer.name for layer in viewer.layers)
     print(f"layers with the tracker: {names}", flush=True)
+    ours = [layer.name for layer in viewer.layers][1:]
     load0 = os.getloadavg()
     walls: dict[str, list[float]] = {"bare": [], "tracker": []}
     cpus: dict[str, list[float]] = {"bare": [], "tracker": []}
+    hidden: dict[str, list[float]] = {name: [] for name in ours}
     for r in range(rounds):
         for name, v in (("bare", bare), ("tracker", viewer))[:: 1 if r % 2 == 0 else -1]:
             wall, cpu = step_times(v, 20)
             walls[name] += wall
             cpus[name] += cpu
+        for name in ours:  # what each layer costs: the same steps with it hidden
+            viewer.layers[name].visible = False
+            hidden[name] += step_times(viewer, 10)[1]
+            viewer.layers[name].visible = True
+            widget.refresh_skeletons()  # the overlay catches up with the frame on screen
         print(
             f"round {r + 1}: median step wall bare {statistics.median(walls['bare']):.3f} s, "
             f"tracker {statistics.median(walls['tracker']):.3f} s",
@@ -191,6 +198,9 @@ def steps_case(report, rounds: int) -> None:
     report("steps: bare napari, CPU of this process (median)", cmed["bare"])
     report("steps: with the tracker, CPU of this process (median)", cmed["tracker"])
     report("steps: ratio tracker / bare, CPU (x)", cmed["tracker"] / cmed["bare"])
+    for name, cpu in hidden.items():
+        saved = cmed["tracker"] - statistics.median(cpu)
+        report(f"steps: CPU saved with the {name!r} layer hidden (median)", saved)
     print(f"load average (1 min) before / after: {load0[0]:.2f} / {load1[0]:.2f}", flush=True)
     viewer.close()
     bare.close()

@@ -129,30 +129,30 @@ def worm_centres(truth_frame: np.ndarray) -> dict[int, tuple[float, float]]:
 
 
 def on_screen(viewer, frames=None) -> tuple[dict, dict, dict]:
-    """Step the viewer through ``frames`` (default: all) and read the overlay layers.
+    """Step the viewer through ``frames`` (default: all) and read the skeletons layer.
 
     Returns three dicts keyed by (frame, object): head (row, col), tail (row, col) and
-    the centerline (N, 2) rebuilt from its segments, as shown on each frame.
+    the centerline's dots (D, 2) in order, as shown on each frame (points not ``shown``
+    are hidden).
     """
-    from napari_sam2_worms.napari._style import ENDS, SKELETONS
+    from napari_sam2_worms.napari._style import SKELETONS
 
     here = viewer.dims.current_step[0]
     frames = range(viewer.dims.nsteps[0]) if frames is None else frames
     heads, tails, lines = {}, {}, {}
     for t in frames:
         viewer.dims.set_current_step(0, int(t))
-        ends = viewer.layers[ENDS]  # hidden points (objects not tracked there) not shown
-        kinds = np.asarray(ends.features["end"], object)
-        for rc, o, kind, shown in zip(ends.data, ends.features["object"], kinds, ends.shown):
-            if shown:
-                (heads if kind == "head" else tails)[(int(t), int(o))] = rc
-        line = viewer.layers[SKELETONS]  # transparent segments are not shown
-        visible = np.asarray(line.edge_color)[:, 3] > 0
-        seg = np.asarray(line.data).reshape(-1, 2, 2)[visible]
-        objs = np.asarray(line.features["object"], int)[visible]
-        for o in dict.fromkeys(objs.tolist()):
-            s = seg[objs == o]
-            lines[(int(t), int(o))] = np.vstack([s[:, 0], s[-1:, 0] + s[-1:, 1]])
+        layer = viewer.layers[SKELETONS]
+        shown = np.asarray(layer.shown, bool)
+        data = np.asarray(layer.data)[shown]
+        objs = np.asarray(layer.features["object"], int)[shown]
+        kinds = np.asarray(layer.features["end"], object)[shown]
+        for kind, out in (("head", heads), ("tail", tails)):
+            for rc, o in zip(data[kinds == kind], objs[kinds == kind]):
+                out[(int(t), int(o))] = rc
+        dots = kinds == "centerline"
+        for o in dict.fromkeys(objs[dots].tolist()):
+            lines[(int(t), int(o))] = data[dots & (objs == o)]
     viewer.dims.set_current_step(0, here)
     return heads, tails, lines
 
@@ -181,5 +181,11 @@ def assert_heads_match(viewer, tracks, frames=None) -> int:
     for key, rc in want.items():
         np.testing.assert_allclose(heads[key], rc[0], atol=0.01, err_msg=str(key))
         np.testing.assert_allclose(tails[key], rc[-1], atol=0.01, err_msg=str(key))
-        np.testing.assert_allclose(lines[key], rc, atol=0.01, err_msg=str(key))
+        # the centerline's dots: its points (every r-th dot) and dots between them
+        dots, n = lines[key], len(rc)
+        r, rest = divmod(len(dots) - 1, n - 1)
+        assert rest == 0 and r >= 1, (key, len(dots), n)
+        np.testing.assert_allclose(dots[::r], rc, atol=0.01, err_msg=str(key))
+        gap = np.linalg.norm(np.diff(dots, axis=0), axis=1)
+        assert gap.max() <= 1.0 + 1e-6, (key, gap.max())  # reads as a line
     return len(want)

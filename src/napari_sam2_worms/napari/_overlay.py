@@ -1,15 +1,18 @@
-"""The centerlines, heads and tails of the frame on screen, in two 2D layers.
+"""The centerlines, heads and tails of the frame on screen, in one 2D Points layer.
 
 The skeleton tracks (:meth:`TrackingSession.skeletons`, what every export writes) are kept
-as they are, one array over all frames; at each frame step the centerlines of that frame
-go into the 2D "skeletons" Vectors layer and its heads and tails into the 2D "heads and
-tails" Points layer. napari does not slice a 2D layer when the frame changes, and the
-update is as small as it can be: each object has fixed slots in both layers (its N - 1
-segments, its head and its tail), so the features, colours and sizes are set once per
-tracks and a step only moves the points (an object not tracked on a frame is hidden: its
-head and tail not ``shown``, its segments transparent). The viewer's dims bookkeeping at a
-data change is skipped (the overlay lies within the frame). Memory stays that of the
+as they are, one array over all frames; at each frame step the centerlines, heads and
+tails of that frame go into the 2D "skeletons" Points layer. napari does not slice a 2D
+layer when the frame changes, and the update is as small as it can be: each object has
+fixed slots in the layer (the dots of its centerline, its head, its tail), so features,
+colours and sizes are set once per tracks and a step only moves the points (an object not
+tracked on a frame is hidden: its points not ``shown``). The viewer's dims bookkeeping at
+a data change is skipped (the overlay lies within the frame). Memory stays that of the
 tracks, however long the video.
+
+A centerline of N points is drawn as ``(N - 1) * r + 1`` dots: its points and ``r - 1``
+evenly spaced dots between two of them, ``r`` chosen so that dots are at most
+:data:`._style.DOT_SPACING` apart on every frame (point ``k`` is dot ``k * r``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,11 @@ if TYPE_CHECKING:
 
     from ..skeleton import SkeletonTracks
 
-HEAD, TAIL = "head", "tail"
+LINE, HEAD, TAIL = "centerline", "head", "tail"
+
+
+#: At most this many dots between two centerline points (long, coarse centerlines).
+MAX_DOTS_PER_SEGMENT = 16
 
 
 class TrackOverlay:
@@ -54,25 +61,39 @@ class TrackOverlay:
         self.ids = np.array([ids[k] for k in keep], int)
         self._row = {int(f): i for i, f in enumerate(np.asarray(tracks.frames, int))}
         m, n = len(self.ids), self.points.shape[2]
+        self.per_segment = r = _dots_per_segment(self.points)
+        self.n_dots = d = (n - 1) * r + 1
+        u = np.arange(d) / r
+        self._i0 = np.minimum(u.astype(int), n - 2)
+        self._frac = (u - self._i0)[None, :, None]
         palette = np.array(
             [hex_to_rgba(session_objects[o].color) for o in self.ids.tolist()], float
         ).reshape(-1, 4)
-        #: the fixed slots: segments k * (n - 1) ... of object k; heads 0..m-1, tails m..2m-1
-        self.segment_colors = np.repeat(_style.lighten(palette), n - 1, axis=0)
-        self.segment_objects = np.repeat(self.ids, n - 1)
-        self.end_colors = np.concatenate([palette, np.tile(_style.TAIL_FACE, (m, 1))])
-        self.end_sizes = np.r_[np.full(m, _style.HEAD_SIZE), np.full(m, _style.TAIL_SIZE)]
-        self.end_objects = np.r_[self.ids, self.ids]
-        self.end_kinds = np.array([HEAD] * m + [TAIL] * m, dtype=object)
-        self.shown_present: np.ndarray | None = None  # what the layers show now
+        #: the fixed slots: the d dots of object k at k * d ..., then m heads, then m tails
+        self.colors = np.concatenate(
+            [
+                np.repeat(_style.lighten(palette), d, axis=0),
+                palette,
+                np.tile(_style.TAIL_FACE, (m, 1)),
+            ]
+        ).reshape(-1, 4)
+        self.sizes = np.r_[
+            np.full(m * d, _style.CENTERLINE_WIDTH),
+            np.full(m, _style.HEAD_SIZE),
+            np.full(m, _style.TAIL_SIZE),
+        ]
+        self.border_widths = np.r_[np.zeros(m * d), np.full(2 * m, _style.HEAD_BORDER_WIDTH)]
+        self.objects = np.r_[np.repeat(self.ids, d), self.ids, self.ids].astype(int)
+        self.kinds = np.array([LINE] * (m * d) + [HEAD] * m + [TAIL] * m, dtype=object)
+        self.shown_present: np.ndarray | None = None  # what the layer shows now
 
-    def frame(self, frame: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return the segments, the heads and tails and which objects are tracked on ``frame``.
+    def frame(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return the points of ``frame`` in the slots and which objects are tracked there.
 
         Returns
         -------
-        segments : (M * (N - 1), 2, 2) start (row, col) and (drow, dcol) of each segment.
-        ends : (2M, 2) the M heads, then the M tails (row, col).
+        data : (M * D + 2M, 2) (row, col): the D dots of each centerline, the M heads, the
+            M tails (zeros where an object is not tracked).
         present : (M,) bool: the centerline is all finite (hidden otherwise).
         """
         m, n = self.points.shape[1], self.points.shape[2]
@@ -80,15 +101,24 @@ class TrackOverlay:
         rc = np.zeros((m, n, 2)) if ti is None else self.points[ti][..., ::-1]
         present = np.isfinite(rc).all(axis=(1, 2))
         rc = np.where(present[:, None, None], rc, 0.0)
-        seg = np.stack([rc[:, :-1].reshape(-1, 2), np.diff(rc, axis=1).reshape(-1, 2)], axis=1)
-        return seg, np.concatenate([rc[:, 0], rc[:, -1]]), present
+        dots = rc[:, self._i0] * (1.0 - self._frac) + rc[:, self._i0 + 1] * self._frac
+        dots[:, :: self.per_segment] = rc  # the centerline's own points, exactly
+        data = np.concatenate([dots.reshape(-1, 2), rc[:, 0], rc[:, -1]])
+        return data, present
 
-    def segment_alpha(self, present: np.ndarray) -> np.ndarray:
-        """Return the segment colours, transparent for the objects not ``present``."""
-        colors = self.segment_colors.copy()
-        n_seg = len(colors) // max(len(present), 1)
-        colors[~np.repeat(present, n_seg), 3] = 0.0
-        return colors
+    def shown(self, present: np.ndarray) -> np.ndarray:
+        """Return the per-point ``shown`` of the layer for the objects ``present``."""
+        return np.r_[np.repeat(present, self.n_dots), present, present].astype(bool)
+
+
+def _dots_per_segment(points: np.ndarray) -> int:
+    """Return the dots per centerline segment that keep dots within the spacing."""
+    if points.size == 0:
+        return 1
+    step = np.linalg.norm(np.diff(points, axis=2), axis=-1)
+    longest = float(np.nanmax(step)) if np.isfinite(step).any() else 0.0
+    r = int(np.ceil(longest / _style.DOT_SPACING)) if longest > 0 else 1
+    return int(min(max(r, 1), MAX_DOTS_PER_SEGMENT))
 
 
 @contextlib.contextmanager
@@ -103,70 +133,53 @@ def _quiet(layer: Any) -> Iterator[None]:
         yield
 
 
-def _layers_of(viewer: napari.Viewer) -> tuple[Any, Any] | None:
-    layers = viewer.layers
-    if not all(n in layers for n in _style.LAYERS):
-        return None
-    return layers[_style.SKELETONS], layers[_style.ENDS]
+def _layer_of(viewer: napari.Viewer) -> Any:
+    return next((la for la in viewer.layers if la.name == _style.SKELETONS), None)
 
 
 def show_tracks(viewer: napari.Viewer, overlay: TrackOverlay, frame: int) -> bool:
-    """Put ``overlay`` into the layers of ``viewer``, showing ``frame``; False without them.
+    """Put ``overlay`` into the layer of ``viewer``, showing ``frame``; False without it.
 
     Sets everything (slots, features, colours, sizes); a frame step then only moves the
     points (:func:`show_frame`).
     """
-    found = _layers_of(viewer)
-    if found is None:
+    layer = _layer_of(viewer)
+    if layer is None:
         return False
-    line, ends = found
-    seg, pos, present = overlay.frame(frame)
-    with _quiet(line):
-        line.data = seg
-        line.features = {"object": overlay.segment_objects}
-        if len(seg):
-            line.edge_color = overlay.segment_alpha(present)
-    with _quiet(ends):
-        ends.selected_data = set()
-        ends.data = pos
-        ends.features = {"object": overlay.end_objects, "end": overlay.end_kinds}
-        if len(pos):
-            ends.face_color = overlay.end_colors
-            ends.border_color = _style.HEAD_BORDER
-            ends.border_width = _style.HEAD_BORDER_WIDTH
-            ends.size = overlay.end_sizes
-            ends.shown = np.r_[present, present]
+    data, present = overlay.frame(frame)
+    with _quiet(layer):
+        layer.selected_data = set()
+        layer.data = data
+        layer.features = {"object": overlay.objects, "end": overlay.kinds}
+        if len(data):
+            layer.face_color = overlay.colors
+            layer.border_color = _style.HEAD_BORDER
+            layer.border_width = overlay.border_widths
+            layer.size = overlay.sizes
+            layer.shown = overlay.shown(present)
     overlay.shown_present = present
-    for layer in (line, ends):
-        layer.refresh(highlight=False)
+    layer.refresh(highlight=False)
     return True
 
 
 def show_frame(viewer: napari.Viewer, overlay: TrackOverlay, frame: int) -> bool:
     """Move the overlay's points to ``frame`` (a frame step: data only, where it can).
 
-    Everything is set again (:func:`show_tracks`) when the layers do not hold the
+    Everything is set again (:func:`show_tracks`) when the layer does not hold the
     overlay's slots (changed by hand, or replaced).
     """
-    found = _layers_of(viewer)
-    if found is None:
+    layer = _layer_of(viewer)
+    if layer is None:
         return False
-    line, ends = found
-    seg, pos, present = overlay.frame(frame)
-    if len(line.data) != len(seg) or len(ends.data) != len(pos) or overlay.shown_present is None:
+    data, present = overlay.frame(frame)
+    if len(layer.data) != len(data) or overlay.shown_present is None:
         return show_tracks(viewer, overlay, frame)
-    changed = not np.array_equal(present, overlay.shown_present)
-    with _quiet(line):
-        line.data = seg
-        if changed and len(seg):
-            line.edge_color = overlay.segment_alpha(present)
-    with _quiet(ends):
-        ends.data = pos
-        if changed:
-            ends.shown = np.r_[present, present]
+    with _quiet(layer):
+        layer.data = data
+        if not np.array_equal(present, overlay.shown_present):
+            layer.shown = overlay.shown(present)
     overlay.shown_present = present
-    for layer in (line, ends):
-        layer.refresh(thumbnail=False, highlight=False, extent=False)
+    layer.refresh(thumbnail=False, highlight=False, extent=False)
     return True
 
 

@@ -1,12 +1,15 @@
 """How centerlines, heads and tails look on top of the masks (one place for the style).
 
-The centerlines, heads and tails of the frame on screen are in two 2D layers (see
-:mod:`._overlay`): a Vectors layer for the centerlines and one Points layer for the heads
-and the tails. A centerline is drawn in a light tone of the object's colour, wider than
-the mask's edge, so it reads over its own mask (drawn at half opacity in the plain colour)
-and over the plate. The head is a large disc in the object's colour with a white rim; the
-tail a small dark dot with a white rim. (A dark outline under each centerline reads even
-better, but it is one more layer to draw at every frame step: stepping cost counts more.)
+The centerlines, heads and tails of the frame on screen are in one 2D Points layer (see
+:mod:`._overlay`): a centerline is a row of overlapping dots (at most
+:data:`DOT_SPACING` apart, so it reads as a line), then the heads and the tails on top.
+A centerline is drawn in a light tone of the object's colour, wider than the mask's edge,
+so it reads over its own mask (drawn at half opacity in the plain colour) and over the
+plate. The head is a large disc in the object's colour with a white rim; the tail a small
+dark dot with a white rim. (One Points layer rather than a Vectors layer for the lines
+and a Points layer for the ends: at a frame step napari redraws one layer, and a Vectors
+layer rebuilds its shader program at every data change. A dark outline under each
+centerline would read even better, but it is one more layer to draw at every step.)
 """
 
 from __future__ import annotations
@@ -20,14 +23,15 @@ if TYPE_CHECKING:
 
 #: Layer names (the widget finds its layers by these).
 SKELETONS = "skeletons"
-ENDS = "heads and tails"
-#: The heads and the tails share the :data:`ENDS` layer (feature ``end``: "head" / "tail").
-HEADS = TAILS = ENDS
-LAYERS = (SKELETONS, ENDS)  # bottom to top
+#: The heads and the tails are in the :data:`SKELETONS` layer too (feature ``end``:
+#: "centerline", "head" or "tail").
+ENDS = HEADS = TAILS = SKELETONS
+LAYERS = (SKELETONS,)
 
-#: Centerline width (data pixels, as the masks) and how much lighter than the object's
-#: colour it is drawn.
+#: Centerline width (data pixels, as the masks), the largest gap between two of its dots
+#: (data pixels) and how much lighter than the object's colour it is drawn.
 CENTERLINE_WIDTH = 3.0
+DOT_SPACING = 1.0
 CENTERLINE_LIGHTEN = 0.55
 
 #: Head marker: object colour, white rim; tail marker: small, dark with a white rim.
@@ -53,34 +57,23 @@ def lighten(rgba: np.ndarray, amount: float = CENTERLINE_LIGHTEN) -> np.ndarray:
     return out
 
 
-def _is_ours(layer: object, kind: str) -> bool:
-    return getattr(layer, "_type_string", None) == kind and getattr(layer, "ndim", 0) == 2
+def _is_ours(layer: object) -> bool:
+    return getattr(layer, "_type_string", None) == "points" and getattr(layer, "ndim", 0) == 2
 
 
 def add_display_layers(viewer: napari.Viewer) -> None:
-    """Add the centerline layer and the heads-and-tails layer (on top) where missing.
+    """Add the skeletons layer (centerlines, heads and tails) where it is missing.
 
-    Nothing is added twice; a layer of these names from an older version (3D, or another
+    Nothing is added twice; a layer of that name from an older version (3D, or another
     kind) is replaced.
     """
-    for name, kind in ((SKELETONS, "vectors"), (ENDS, "points")):
-        if name in viewer.layers and not _is_ours(viewer.layers[name], kind):
-            viewer.layers.remove(name)
+    if SKELETONS in viewer.layers and not _is_ours(viewer.layers[SKELETONS]):
+        viewer.layers.remove(SKELETONS)
     if SKELETONS not in viewer.layers:
-        viewer.add_vectors(
-            np.zeros((0, 2, 2)),
-            ndim=2,
-            name=SKELETONS,
-            edge_color="white",
-            edge_width=CENTERLINE_WIDTH,
-            vector_style="line",
-            features={"object": np.zeros(0, int)},
-        )
-    if ENDS not in viewer.layers:
         viewer.add_points(
             np.zeros((0, 2)),
             ndim=2,
-            name=ENDS,
+            name=SKELETONS,
             size=HEAD_SIZE,
             border_color=HEAD_BORDER,
             border_width=HEAD_BORDER_WIDTH,
