@@ -299,7 +299,15 @@ def test_model_panel_alone(qtbot, tmp_path, monkeypatch):
         input_size=512,
         options={"image_cache_frames": 2},
     )
+    assert panel.loaded_choice is None
     panel.loaded(panel.choice(), "sam2 ready")
+    assert panel.loaded_choice == (
+        "sam2",
+        panel.model.currentText(),
+        str(tmp_path / "w.pt"),
+        "cpu",
+        "512",
+    )
     assert panel.status.text() == "sam2 ready" and panel.load_button.isEnabled()
     panel.set_backend("classic")
     assert panel.spec() == BackendSpec(name="classic")

@@ -56,9 +56,9 @@ class ModelPanel(QGroupBox):
         super().__init__("1. Model", parent)
         #: extra keyword arguments for Sam2Backend (tests use image_size=256)
         self.sam2_options: dict[str, Any] = {}
-        #: the choice (see :meth:`choice`) the loaded session was built with, and its status
-        self.loaded_choice: tuple | None = None
-        self.loaded_text = ""
+        # the choice (see :meth:`choice`) the loaded session was built with, and its status
+        self._loaded_choice: tuple | None = None
+        self._loaded_text = ""
         form = QFormLayout(self)
         self.backend = QComboBox()
         self.backend.addItems([SAM2, CLASSIC])
@@ -134,6 +134,11 @@ class ModelPanel(QGroupBox):
             w.setEnabled(sam)
         self._update_status_hint()
 
+    @property
+    def loaded_choice(self) -> tuple | None:
+        """The :meth:`choice` the session on screen was built with (None: no session)."""
+        return self._loaded_choice
+
     def choice(self) -> tuple:
         """Return what :meth:`spec` asks for now, comparable with :attr:`loaded_choice`."""
         if self.backend_name == "classic":
@@ -173,20 +178,20 @@ class ModelPanel(QGroupBox):
                 f"{self.model.currentText()} is not cached: press 'Download checkpoint', "
                 "choose a file, or use the classic backend."
             )
-        if self.loaded_choice is None:
+        if self._loaded_choice is None:
             self.status.setText(hint or "no model loaded")
-        elif self.choice() != self.loaded_choice:
+        elif self.choice() != self._loaded_choice:
             self.status.setText(
-                f"{self.loaded_text}. Press 'Load model' to use the new choice "
+                f"{self._loaded_text}. Press 'Load model' to use the new choice "
                 "(that starts a new session: save this one first to keep it)."
                 + (f" {hint}" if hint else "")
             )
         else:
-            self.status.setText(self.loaded_text)
+            self.status.setText(self._loaded_text)
 
     def loaded(self, choice: tuple, text: str) -> None:
         """Say that a session was built with ``choice`` (loaded or opened)."""
-        self.loaded_choice, self.loaded_text = choice, text
+        self._loaded_choice, self._loaded_text = choice, text
         self.idle(text)
         self._update_status_hint()
 
