@@ -21,27 +21,9 @@ import time
 import numpy as np
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--objects", type=int, default=10)
-    p.add_argument("--frames", type=int, default=120)
-    p.add_argument("--graph-max-objects", type=int, default=None)
-    p.add_argument("--no-compile", action="store_true")
-    p.add_argument("--no-profile", action="store_true", help="skip the kernel table")
-    p.add_argument("--rows", type=int, default=30)
-    args = p.parse_args(argv)
-
-    import torch
-
+def _instrument(timers: dict[str, float]) -> None:
+    """Time the host's wait for results, the batched launches and the result launches."""
     from napari_sam2_worms.backends.sam2 import adapter, batched, results
-    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
-    from napari_sam2_worms.backends.sam2.checkpoints import build_model
-    from napari_sam2_worms.engine.session import TrackingSession
-    from napari_sam2_worms.synthetic import make_plate
-
-    if args.graph_max_objects is not None:
-        adapter.GRAPH_MAX_OBJECTS = args.graph_max_objects
-    timers: dict[str, float] = collections.defaultdict(float)
 
     finish = results.PendingResult.finish
 
@@ -76,6 +58,30 @@ def main(argv=None) -> None:
         return out
 
     adapter.Sam2Backend._launch = timed_launch
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--objects", type=int, default=10)
+    p.add_argument("--frames", type=int, default=120)
+    p.add_argument("--graph-max-objects", type=int, default=None)
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--no-profile", action="store_true", help="skip the kernel table")
+    p.add_argument("--rows", type=int, default=30)
+    args = p.parse_args(argv)
+
+    import torch
+
+    from napari_sam2_worms.backends.sam2 import adapter
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
+    from napari_sam2_worms.engine.session import TrackingSession
+    from napari_sam2_worms.synthetic import make_plate
+
+    if args.graph_max_objects is not None:
+        adapter.GRAPH_MAX_OBJECTS = args.graph_max_objects
+    timers: dict[str, float] = collections.defaultdict(float)
+    _instrument(timers)
 
     torch.manual_seed(0)
     n_obj = args.objects

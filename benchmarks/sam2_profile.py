@@ -69,6 +69,60 @@ def attention_backends(device, n_obj: int, mem_frames: int = 7) -> None:
             print(f"  sdpa {name:9s}: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}")
 
 
+def _report(prof, n: int, wall: float, args, device) -> None:
+    """Print the profiled frames' ranges and kernels for ``n`` objects."""
+    events = prof.key_averages()
+    dev_attr = (
+        "self_device_time_total"
+        if hasattr(events[0], "self_device_time_total")
+        else "self_cuda_time_total"
+    )
+    kernels = (
+        [e for e in events if getattr(e, dev_attr, 0) > 0 and e.device_type.name != "CPU"]
+        if device.type == "cuda"
+        else []
+    )
+    gpu_busy = (
+        sum(getattr(e, dev_attr) for e in events if e.device_type.name == "CUDA")
+        / 1e3
+        / args.profile_frames
+    )
+    n_launch = (
+        sum(
+            e.count
+            for e in events
+            if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")
+        )
+        / args.profile_frames
+    )
+    print(
+        f"\n## {n} objects: {1 / wall:.1f} frames/s under the profiler; wall {wall * 1e3:.1f} ms/frame, "
+        f"GPU kernels {gpu_busy:.1f} ms/frame, {n_launch:.0f} launches/frame"
+    )
+    print("| range | CPU ms/frame | GPU ms/frame |\n|---|---|---|")
+    for e in events:
+        if e.key in (
+            "image_encoder",
+            "memory_attention",
+            "sam_heads",
+            "memory_encoder",
+            "memory_prepare+attention",
+            "to_video_res",
+            "wait+copy",
+        ):
+            dev = getattr(e, "device_time_total", getattr(e, "cuda_time_total", 0))
+            print(
+                f"| {e.key} | {e.cpu_time_total / 1e3 / args.profile_frames:.2f} | {dev / 1e3 / args.profile_frames:.2f} |"
+            )
+    if kernels:
+        kernels.sort(key=lambda e: -getattr(e, dev_attr))
+        print("\n| kernel | calls/frame | GPU ms/frame |\n|---|---|---|")
+        for e in kernels[: args.rows]:
+            print(
+                f"| {e.key[:90]} | {e.count / args.profile_frames:.0f} | {getattr(e, dev_attr) / 1e3 / args.profile_frames:.3f} |"
+            )
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="sam2.1_hiera_tiny")
@@ -155,56 +209,7 @@ def main(argv=None) -> None:
             wall = (time.perf_counter() - t) / args.profile_frames
         gen.close()
         be.close()
-        events = prof.key_averages()
-        dev_attr = (
-            "self_device_time_total"
-            if hasattr(events[0], "self_device_time_total")
-            else "self_cuda_time_total"
-        )
-        kernels = (
-            [e for e in events if getattr(e, dev_attr, 0) > 0 and e.device_type.name != "CPU"]
-            if device.type == "cuda"
-            else []
-        )
-        gpu_busy = (
-            sum(getattr(e, dev_attr) for e in events if e.device_type.name == "CUDA")
-            / 1e3
-            / args.profile_frames
-        )
-        n_launch = (
-            sum(
-                e.count
-                for e in events
-                if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")
-            )
-            / args.profile_frames
-        )
-        print(
-            f"\n## {n} objects: {1 / wall:.1f} frames/s under the profiler; wall {wall * 1e3:.1f} ms/frame, "
-            f"GPU kernels {gpu_busy:.1f} ms/frame, {n_launch:.0f} launches/frame"
-        )
-        print("| range | CPU ms/frame | GPU ms/frame |\n|---|---|---|")
-        for e in events:
-            if e.key in (
-                "image_encoder",
-                "memory_attention",
-                "sam_heads",
-                "memory_encoder",
-                "memory_prepare+attention",
-                "to_video_res",
-                "wait+copy",
-            ):
-                dev = getattr(e, "device_time_total", getattr(e, "cuda_time_total", 0))
-                print(
-                    f"| {e.key} | {e.cpu_time_total / 1e3 / args.profile_frames:.2f} | {dev / 1e3 / args.profile_frames:.2f} |"
-                )
-        if kernels:
-            kernels.sort(key=lambda e: -getattr(e, dev_attr))
-            print("\n| kernel | calls/frame | GPU ms/frame |\n|---|---|---|")
-            for e in kernels[: args.rows]:
-                print(
-                    f"| {e.key[:90]} | {e.count / args.profile_frames:.0f} | {getattr(e, dev_attr) / 1e3 / args.profile_frames:.3f} |"
-                )
+        _report(prof, n, wall, args, device)
 
 
 if __name__ == "__main__":

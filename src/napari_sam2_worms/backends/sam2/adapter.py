@@ -1,10 +1,11 @@
 """SAM 2 backend: the adapter between the tracking session and ``SAM2VideoPredictor``.
 
-This is the only module that reads or writes sam2's ``inference_state``. What it does
-differently from sam2's demo code, and why:
+It drives sam2's ``inference_state`` (built and, outside sam2, written only by
+:mod:`.inference_state`; read here and in :mod:`.batched`). What it does differently
+from sam2's demo code, and why:
 
 - **No JPEG dump, no preload.** ``init_state`` is not called. The state dict is built
-  here exactly as sam2 1.1.0's ``init_state`` builds it, with ``images`` a
+  exactly as sam2 1.1.0's ``init_state`` builds it, with ``images`` a
   :class:`~.frames.LazySam2Frames` (frames decoded, resized and normalised on
   demand, small LRU cache, optional read-ahead thread). Opening a video reads no frame;
   the first click reads one. Nothing depends on the video's length.
@@ -49,7 +50,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,6 +58,12 @@ from ..base import BackendError, BadPromptError, FrameResult, ObjectPrompts
 from .accel.state import AccelOptions
 from .checkpoints import DEFAULT_MODEL, load_predictor, resolve_checkpoint, resolve_device
 from .frames import LazySam2Frames
+from .inference_state import (
+    drop_cached_features,
+    drop_frame_output,
+    new_state,
+    trim_outputs,
+)
 from .input_size import check_input_size, resolve_input_size
 
 if TYPE_CHECKING:
@@ -87,7 +93,7 @@ class Sam2Backend:
 
     Parameters
     ----------
-    model : registry name (see :data:`napari_sam2_worms.checkpoints.MODELS`).
+    model : registry name (see :data:`.checkpoints.MODELS`).
     checkpoint : a local checkpoint file; else the cached one, else downloaded.
     device : "auto" (CUDA, MPS, CPU), "cuda", "cpu", ...
     download : allow downloading the checkpoint when it is not cached.
@@ -262,30 +268,13 @@ class Sam2Backend:
         return wanted != int(self.predictor.image_size)
 
     def _new_state(self, n_frames: int, height: int, width: int) -> dict[str, Any]:
-        """sam2 1.1.0's ``init_state`` dict, with lazy images and no warm-up read."""
+        """Build sam2's inference state for this video (:func:`.inference_state.new_state`)."""
         import torch
 
         storage = torch.device("cpu") if self.offload_state_to_cpu else self.device
-        return {
-            "images": self.frames,
-            "num_frames": n_frames,
-            "offload_video_to_cpu": False,
-            "offload_state_to_cpu": self.offload_state_to_cpu,
-            "video_height": height,
-            "video_width": width,
-            "device": self.device,
-            "storage_device": storage,
-            "point_inputs_per_obj": {},
-            "mask_inputs_per_obj": {},
-            "cached_features": {},
-            "constants": {},
-            "obj_id_to_idx": OrderedDict(),
-            "obj_idx_to_id": OrderedDict(),
-            "obj_ids": [],
-            "output_dict_per_obj": {},
-            "temp_output_dict_per_obj": {},
-            "frames_tracked_per_obj": {},
-        }
+        return new_state(
+            self.frames, n_frames, height, width, self.device, storage, self.offload_state_to_cpu
+        )
 
     def _require_open(self) -> dict[str, Any]:
         if self.state is None:
@@ -317,7 +306,7 @@ class Sam2Backend:
                 yield
         except torch.cuda.OutOfMemoryError as exc:
             if self.state is not None:
-                self.state["cached_features"] = {}
+                drop_cached_features(self.state)
             if self.frames is not None:
                 self.frames.clear()
             for graphed in graphed_forwards(self.predictor):
@@ -377,8 +366,7 @@ class Sam2Backend:
         if object_id not in state["obj_id_to_idx"]:
             return
         self.predictor.clear_all_prompts_in_frame(state, frame, object_id, need_output=False)
-        idx = state["obj_id_to_idx"][object_id]
-        state["output_dict_per_obj"][idx]["non_cond_frame_outputs"].pop(frame, None)
+        drop_frame_output(state, state["obj_id_to_idx"][object_id], frame)
 
     def _add(self, frame: int, object_id: int, prompts: ObjectPrompts) -> None:
         try:
@@ -578,11 +566,7 @@ class Sam2Backend:
 
     def _trim(self, frame: int) -> None:
         """Delete non-conditioning outputs the memory bank can no longer read (see top)."""
-        keep = self.memory_frames
-        for out_dict in self._require_open()["output_dict_per_obj"].values():
-            non_cond = out_dict["non_cond_frame_outputs"]
-            for t in [t for t in non_cond if abs(t - frame) > keep]:
-                del non_cond[t]
+        trim_outputs(self._require_open(), frame, self.memory_frames)
 
     def stored_frames(self) -> int:
         """Count the per-object frame outputs held in memory (for tests/benchmarks)."""

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from .inference_state import mark_tracked, store_output
+
 _MEMORY_KEYS = ("maskmem_features", "maskmem_pos_enc", "obj_ptr")
 
 
@@ -232,11 +234,11 @@ def propagate_batched(
             for idx, (out, m) in zip(
                 group, run_group(predictor, state, group, frame, reverse, window, cond_cache)
             ):
-                state["output_dict_per_obj"][idx]["non_cond_frame_outputs"][frame] = out
+                store_output(state, idx, frame, out)
                 masks[idx] = m
                 scores[idx] = out["object_score_logits"]
         for idx in range(n_obj):
-            state["frames_tracked_per_obj"][idx][frame] = {"reverse": reverse}
+            mark_tracked(state, idx, frame, reverse)
         all_masks = torch.cat(masks) if n_obj > 1 else masks[0]
         _, video_res = predictor._get_orig_video_res_output(state, all_masks)
         yield frame, list(obj_ids), video_res, scores

@@ -6,7 +6,7 @@ The SAM 2 backend and its speed-ups call sam2's private methods
 attention's and the prompt encoder's ``forward``), read instance attributes of the
 model and its submodules, build sam2's ``inference_state`` dict themselves and name
 sam2's hydra configs. None of that is sam2's public API, so each use is listed here,
-and :func:`check_sam2_compat` (run by :func:`napari_sam2_worms.checkpoints.load_predictor`
+and :func:`check_sam2_compat` (run by :func:`.checkpoints.load_predictor`
 on every predictor it builds) verifies that the installed sam2 still has them:
 
 - a missing or changed name raises :class:`Sam2CompatError`, one line naming every
@@ -90,9 +90,11 @@ CLASSES: tuple[Sam2Name, ...] = (
     Sam2Name(
         "sam2.modeling.memory_attention", "MemoryAttentionLayer", users="accel.memory_attention"
     ),
-    Sam2Name("sam2.modeling.sam.transformer", "RoPEAttention", users="accel.memory_attention"),
+    Sam2Name(
+        "sam2.modeling.sam.transformer", "RoPEAttention", users="accel.memory_attention accel.cpu"
+    ),
     Sam2Name("sam2.modeling.sam.prompt_encoder", "PromptEncoder", users="accel.prompt_cache"),
-    Sam2Name("sam2.modeling.sam2_utils", "LayerNorm2d", users="accel.convs"),
+    Sam2Name("sam2.modeling.sam2_utils", "LayerNorm2d", users="accel.convs accel.cpu"),
     Sam2Name(
         "sam2.modeling.sam2_utils",
         "select_closest_cond_frames",
@@ -117,12 +119,12 @@ CLASSES: tuple[Sam2Name, ...] = (
     # frames normalises frames as it does (DEFAULTS checks the values)
     Sam2Name("sam2.utils.misc", "load_video_frames", "img_mean img_std", users="frames"),
     # tests/core/test_sam2_attention.py compares our rotation with sam2's
-    Sam2Name("sam2.modeling.position_encoding", "apply_rotary_enc", users="tests"),
+    Sam2Name("sam2.modeling.position_encoding", "apply_rotary_enc", users="accel.cpu tests"),
 )
 
 #: methods of sam2's classes we call, wrap or replace
 METHODS: tuple[Sam2Name, ...] = (
-    # public methods of the video predictor (the adapter, adapter)
+    # public methods of the video predictor (called by the adapter)
     Sam2Name(
         _P,
         "add_new_points_or_box",
@@ -144,7 +146,7 @@ METHODS: tuple[Sam2Name, ...] = (
         "inference_state start_frame_idx max_frame_num_to_track reverse",
         users="adapter",
     ),
-    # never called: adapter builds the dict it returns (INFERENCE_STATE_KEYS)
+    # never called: inference_state.new_state builds the dict it returns (INFERENCE_STATE_KEYS)
     Sam2Name(_P, "init_state", "video_path offload_state_to_cpu", users="adapter"),
     Sam2Name(_P, "propagate_in_video_preflight", "inference_state", users="batched"),
     Sam2Name(
@@ -312,7 +314,7 @@ INFERENCE_STATE_KEYS: tuple[str, ...] = (
     "frames_tracked_per_obj",
 )
 
-#: keys of one object's output on a frame (batched writes them, the adapter reads them)
+#: keys of one object's output on a frame (batched makes them, the adapter reads them)
 OUTPUT_KEYS: tuple[str, ...] = (
     "maskmem_features",
     "maskmem_pos_enc",
