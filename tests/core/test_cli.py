@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from fixtures.plates import write_prompts
 from napari_sam2_worms.cli import main
 
 
@@ -20,13 +21,7 @@ def plate_tif(tmp_path, small_plate):
 
 
 def _prompts(tmp_path, plate, frame=0, **extra):
-    pts = [
-        {"object": o, "frame": frame, "x": xy[0], "y": xy[1], "positive": True}
-        for o, xy in plate.head_points(frame).items()
-    ]
-    path = tmp_path / "prompts.json"
-    path.write_text(json.dumps({"version": 1, "points": pts, **extra}))
-    return path
+    return write_prompts(tmp_path / "prompts.json", plate, frame, **extra)
 
 
 def test_track_classic_writes_run_and_exports(tmp_path, plate_tif, small_plate, capsys):

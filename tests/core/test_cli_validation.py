@@ -10,7 +10,6 @@ user gets a ``chmod 555`` folder instead, and root skips with the reason.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 import tifffile
 
 from fixtures.cli import PKG_ROOT, cli_command, cli_env
+from fixtures.plates import write_prompts
 from tmpfs import mount_tmpfs
 
 if TYPE_CHECKING:
@@ -71,12 +71,7 @@ def inputs(tmp_path, small_plate):
     """A 12-frame TIFF video, its prompts, a label stack and a run folder to export."""
     video = tmp_path / "plate.tif"
     tifffile.imwrite(video, small_plate.video)
-    pts = [
-        {"object": o, "frame": 0, "x": xy[0], "y": xy[1]}
-        for o, xy in small_plate.head_points(0).items()
-    ]
-    prompts = tmp_path / "p.json"
-    prompts.write_text(json.dumps({"version": 1, "points": pts}))
+    prompts = write_prompts(tmp_path / "p.json", small_plate, 0)
     labels = tmp_path / "labels.tif"
     tifffile.imwrite(labels, small_plate.labels)
     (tmp_path / "a_file").write_text("not a folder")

@@ -12,20 +12,23 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import tifffile
 
 from conftest import need_shared
+from fixtures.cli import cli_command, cli_env
+from fixtures.plates import write_prompts
 from napari_sam2_worms.cli import main
 from napari_sam2_worms.export.run_dir import load_run_tracks
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 FPS = 10.0
 NAMES = {1: "alpha", 2: "beta", 3: "gamma"}
-SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.fixture(scope="module")
@@ -37,21 +40,12 @@ def run(tmp_path_factory):
     plate = make_plate(n_frames=16, height=120, width=160, n_worms=3, seed=1)
     video = folder / "plate.tif"
     tifffile.imwrite(video, plate.video)
-    points = [
-        {"object": o, "frame": 1, "x": x, "y": y} for o, (x, y) in plate.head_points(1).items()
-    ]
-    prompts = folder / "prompts.json"
     names = {str(k): v for k, v in NAMES.items()}
-    prompts.write_text(json.dumps({"version": 1, "points": points, "names": names}))
+    prompts = write_prompts(folder / "prompts.json", plate, 1, names=names)
     out = folder / "run"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-    }
-    cmd = [sys.executable, "-m", "napari_sam2_worms.cli", "track", str(video)]
-    cmd += ["--prompts", str(prompts), "--out", str(out), "--backend", "classic"]
-    cmd += ["--workers", "0", "--fps", str(FPS)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    cmd = cli_command("track", str(video), "--prompts", str(prompts), "--out", str(out))
+    cmd += ["--backend", "classic", "--workers", "0", "--fps", str(FPS)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
     return out
 

@@ -23,6 +23,7 @@ import pytest
 import tifffile
 
 from fixtures.cli import cli_command, cli_env
+from fixtures.plates import write_prompts
 from napari_sam2_worms.cli import main
 from napari_sam2_worms.engine.faults import EXIT_CODE
 from napari_sam2_worms.engine.run_lock import (
@@ -62,13 +63,7 @@ def _cli(*args: str, fault: str | None = None, new_session: bool = False):
 def plate(tmp_path, small_plate):
     vpath = tmp_path / "plate.tif"
     tifffile.imwrite(vpath, small_plate.video)
-    pts = [
-        {"object": o, "frame": 1, "x": xy[0], "y": xy[1], "positive": True}
-        for o, xy in small_plate.head_points(1).items()
-    ]
-    prompts = tmp_path / "prompts.json"
-    prompts.write_text(json.dumps({"version": 1, "points": pts}))
-    return vpath, prompts
+    return vpath, write_prompts(tmp_path / "prompts.json", small_plate, 1)
 
 
 def _track(vpath, prompts, out, *extra: str) -> list[str]:
@@ -485,12 +480,7 @@ def test_sam2_track_resumes_after_a_kill(tmp_path, small_plate):
     ckpt = make_random_checkpoint(tmp_path / "random_tiny.pt")
     vpath = tmp_path / "four.tif"
     tifffile.imwrite(vpath, small_plate.video[:4])
-    pts = [
-        {"object": o, "frame": 1, "x": xy[0], "y": xy[1], "positive": True}
-        for o, xy in small_plate.head_points(1).items()
-    ]
-    prompts = tmp_path / "prompts.json"
-    prompts.write_text(json.dumps({"version": 1, "points": pts}))
+    prompts = write_prompts(tmp_path / "prompts.json", small_plate, 1)
     run = tmp_path / "R"
     args = [
         "track",
