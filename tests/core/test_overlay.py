@@ -84,6 +84,25 @@ def test_overlay_from_run_cli(tmp_path, small_plate):
     )
     assert len(open_video(out)) == 6
 
+    # the video replaced by another: said at once (exit 2), before the masks are read
+    # and skeletonized (minutes on a long video)
+    import napari_sam2_worms.export.run_dir as run_dir
+
+    tifffile.imwrite(vpath, small_plate.video[:3])
+    (run / "skeletons.csv").unlink()
+    reached = []
+    real = run_dir.read_run_masks
+    run_dir.read_run_masks = lambda *a, **k: reached.append(1) or real(*a, **k)
+    try:
+        code = main(
+            ["export", str(run), "--format", "overlay-mp4", "--out", str(tmp_path / "x.mp4")]
+        )
+    finally:
+        run_dir.read_run_masks = real
+    assert code == 2
+    assert not reached
+    assert not (tmp_path / "x.mp4").exists()
+
 
 def test_overlay_reads_the_run_through_run_dir_only():
     """export/overlay.py imports neither the session module nor session_io (palette instead)."""

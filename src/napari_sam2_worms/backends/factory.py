@@ -213,7 +213,11 @@ def build_backend(spec: BackendSpec | None = None, *, progress: Progress | None 
         if reason is None:
             return _sam2(resolved, progress)
     except BackendError as exc:
-        if spec.name != "auto":
+        # a usage error (e.g. compile modes that exclude each other) is the caller's to
+        # fix, never a reason to fall back to another backend
+        from .sam2.accel.state import AccelOptionsError
+
+        if spec.name != "auto" or isinstance(exc, AccelOptionsError):
             raise
         reason = _first_line(exc)
     log.warning(AUTO_FALLBACK, reason)

@@ -88,15 +88,15 @@ _FORMATS = (
     ExportFormat("nc", ".nc", "movement poses dataset (netCDF) with widths, flags, features"),
     ExportFormat("wcon", ".wcon", "WCON (Worm tracker Commons Object Notation, JSON)"),
     ExportFormat("wcon-zip", ".wcon.zip", "WCON in a zip archive"),
+    ExportFormat("masks-tiff", ".tif", "label stack TIFF", "masks"),
+    ExportFormat("masks-png", "", "folder of per-object PNG masks", "masks", folder=True),
     ExportFormat(
         "overlay-mp4", ".mp4", "overlay video: masks, skeletons, names (H.264)", "overlay"
     ),
-    ExportFormat("masks-tiff", ".tif", "label stack TIFF", "masks"),
-    ExportFormat("masks-png", "", "folder of per-object PNG masks", "masks", folder=True),
 )
 
 #: Format name -> :class:`ExportFormat`: every export, the skeleton-track formats first,
-#: then the overlay video and the masks. The command line's ``export --format`` and the
+#: then the masks and the overlay video. The command line's ``export --format`` and the
 #: export dialog offer these.
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in _FORMATS}
 

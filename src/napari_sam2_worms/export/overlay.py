@@ -205,12 +205,15 @@ def write_overlay_from_run(
     from .run_dir import check_run, check_run_video, load_run_tracks, read_run_masks
 
     doc = check_run(run_dir) if session is None else session
+    # the video first: a moved or replaced video is said at once, before the masks are
+    # read and skeletonized (minutes on a long video)
+    video_path = check_run_video(run_dir, doc)
     labels = read_run_masks(run_dir, doc)
     tracks = load_run_tracks(run_dir)
     objs = doc.get("objects", [])
     colors = {int(o["id"]): o.get("color") or object_color(int(o["id"])) for o in objs}
     names = {int(o["id"]): o.get("name", str(o["id"])) for o in objs}
-    video = open_video(check_run_video(run_dir, doc))
+    video = open_video(video_path)
     try:
         return write_overlay(
             video,
