@@ -5,13 +5,12 @@ masks of one object over a frame range."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import tifffile
 from _real import TIMEOUT, dock_tracker, menu_action, run_menu_with_dialog
 from qtpy.QtWidgets import QFileDialog
 
+from fixtures.plates import write_prompts
 from napari_sam2_worms.cli import main
 
 pytestmark = pytest.mark.gui
@@ -29,12 +28,8 @@ def viewer(make_napari_viewer, monkeypatch, tmp_path):
 def run(tmp_path, small_plate):
     video = tmp_path / "plate.tif"
     tifffile.imwrite(video, small_plate.video)
-    pts = [
-        {"object": o, "frame": 1, "x": x, "y": y}
-        for o, (x, y) in small_plate.head_points(1).items()
-    ]
     names = {"1": "ann", "2": "bob", "3": "cy"}
-    (tmp_path / "p.json").write_text(json.dumps({"version": 1, "points": pts, "names": names}))
+    write_prompts(tmp_path / "p.json", small_plate, 1, names=names)
     out = tmp_path / "run"
     args = ["track", str(video), "--prompts", str(tmp_path / "p.json"), "--out", str(out)]
     assert main([*args, "--backend", "classic", "--workers", "0", "--fps", "12"]) == 0
