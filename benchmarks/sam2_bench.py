@@ -455,7 +455,12 @@ def main(argv=None) -> None:
     predictors = {c: new_predictor(args, device) for c in configs}
     # the raw predictor gets its own copy: ours installs its forwards on the predictor
     raw_predictor = new_predictor(args, device) if raw_objects else None
-    warm = make_plate(n_frames=24, height=args.height, width=args.width, n_worms=max(objects))
+    # warm-up: cuDNN autotune, compilation and graph capture need frames on CUDA; the
+    # CPU path has none of them (its warm-up is only the first frame's allocations)
+    warm_frames = 24 if device.type == "cuda" else 2
+    warm = make_plate(
+        n_frames=warm_frames, height=args.height, width=args.width, n_worms=max(objects)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         clip = jpeg_clip(plate, Path(tmp))
         warm_clip = ArrayClip(np.stack([np.dstack([f] * 3) for f in warm.video]))
@@ -503,8 +508,8 @@ def main(argv=None) -> None:
                         )
                     print(
                         f"| ours, {config}, workers {workers} (warm-up {warm_s:.0f} s) | {n_obj} "
-                        f"| {r['open']:.2f} | {1000 * r['cached']:.0f} | {r['prop_fps']:.1f} | "
-                        f"{r['e2e_fps']:.1f} | {r['skel_s']:.2f} ({r['wait_s']:.2f}) | "
+                        f"| {r['open']:.2f} | {1000 * r['cached']:.0f} | {r['prop_fps']:.3g} | "
+                        f"{r['e2e_fps']:.3g} | {r['skel_s']:.2f} ({r['wait_s']:.2f}) | "
                         f"{r['peak']:.2f} | {r['rss']:.2f} | {ratio} | {iou} |",
                         flush=True,
                     )
