@@ -256,10 +256,24 @@ def synthetic_vanish(speedup: int = 8, gap: tuple[int, int] = (6, 10), **kw) -> 
     h, w = labels.shape[1:]
     heads = {o: xy for o, xy in p.head_points(0).items() if 0 <= xy[0] < w and 0 <= xy[1] < h}
     _ious, ident, lost = track_plate(video, labels, heads, **kw)
+    ids = sorted(heads)
+    # visible: the worm is in the frame (>= 20 px) and not erased
+    visible = np.array(
+        [
+            [
+                (labels[f] == o).sum() >= 20 and not (gap[0] <= f < gap[1] and o in (1, 4))
+                for o in ids
+            ]
+            for f in range(len(labels))
+        ]
+    )
     return {
         "speedup": speedup,
         "gap": f"{gap[0]}-{gap[1] - 1}",
         "identities_kept": float(ident.mean()),
+        "kept_of_visible": float(ident[visible].mean()),
+        "best_possible": float(visible.mean()),
+        "wrong_object_frames": int((~ident & ~lost).sum()),
         "lost_object_frames": int(lost.sum()),
         "object_frames": int(lost.size),
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -11,6 +11,9 @@ from conftest import need_shared
 from napari_sam2_worms.backends.base import Backend, BadPromptError, ObjectPrompts
 from napari_sam2_worms.backends.classic import ClassicBackend, detect_worms
 from napari_sam2_worms.synthetic import make_plate
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def click(x: float, y: float, label: int = 1) -> ObjectPrompts:

@@ -30,7 +30,7 @@ below 1 when the area leaves [0.7, 1.4] x the object's area on its anchor frame;
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,6 +49,9 @@ from .prompts import resolve
 from .region import Region
 from .shape import body_of
 from .split import clip_to, split_blob
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +102,14 @@ class ClassicBackend:
         self.threshold = threshold
         self.snap_radius = int(snap_radius)
         self.max_jump = max_jump
-        self.video = None
+        self.video: Any = None  # LazyVideo or (T, H, W[, 3]) array
         self.model: BackgroundModel | None = None
         self._weights: np.ndarray | None = None  # colour -> grey weights (None = luminance)
         self._typical: float | None = None  # typical animal area, for detect
         self._prompts: dict[tuple[int, int], ObjectPrompts] = {}
         self._prompt_regions: dict[tuple[int, int], Region] = {}
         self._cache: dict[int, dict[int, tuple]] = {}  # obj -> frame -> packed Region
-        self._seg: tuple[int, Blobs] | None = None
+        self._seg: tuple[tuple[int, int], Blobs] | None = None
 
     # -- video and segmentation ------------------------------------------------------
     def open(self, video) -> None:
@@ -119,7 +122,7 @@ class ClassicBackend:
         self.frame_shape = (int(shape[1]), int(shape[2]))
         self.model = None
         self._weights = None
-        self._typical: float | None = None
+        self._typical = None
         self.reset()
 
     def _require_video(self):
@@ -130,7 +133,7 @@ class ClassicBackend:
         return to_grey(self.video[int(frame)], self._weights)
 
     def background_model(self) -> BackgroundModel:
-        """The background model (built from sampled frames on first use).
+        """Return the background model (built from sampled frames on first use).
 
         Colour video: the channel weights that make animals stand out most over the
         noise are measured first on up to 16 sampled frames
@@ -197,12 +200,15 @@ class ClassicBackend:
         if core <= 0:
             return None
         model = self.background_model()
-        strong = model.contrast(self._grey(frame)) > core * model.threshold
+        strong = model.contrast(self._grey(frame)) > core * model.body_threshold
         return np.bincount(blobs.labels[strong], minlength=len(blobs.areas))
 
     def typical_area(self) -> float:
-        """The typical animal area (pixels): median over 8 sampled frames of each
-        frame's :func:`.blobs.typical_area` (0 when nothing stands out)."""
+        """Return the typical animal area (pixels).
+
+        It is the median over 8 sampled frames of each frame's
+        :func:`.blobs.typical_area` (0 when nothing stands out).
+        """
         self._require_video()
         if self._typical is None:
             vals = []
@@ -252,28 +258,31 @@ class ClassicBackend:
                 scores[o] = SCORE_MATCH
         if int(object_id) not in masks:
             cached = self._cache.get(int(object_id), {}).get(frame)
-            reg = Region.unpack(cached) if cached is not None else None
+            got = Region.unpack(cached) if cached is not None else None
             masks[int(object_id)] = (
-                reg.to_mask(self.frame_shape)
-                if reg is not None
+                got.to_mask(self.frame_shape)
+                if got is not None
                 else np.zeros(self.frame_shape, bool)
             )
-            scores[int(object_id)] = SCORE_MATCH if reg is not None and not reg.empty else LOST
+            scores[int(object_id)] = SCORE_MATCH if got is not None and not got.empty else LOST
         return FrameResult(frame, masks, scores)
 
     def remove_object(self, object_id: int) -> None:
+        """Forget an object: its prompts and tracked masks."""
         for key in [k for k in self._prompts if k[1] == object_id]:
             self._prompts.pop(key, None)
             self._prompt_regions.pop(key, None)
         self._cache.pop(object_id, None)
 
     def reset(self) -> None:
+        """Forget every prompt and tracked mask (the video and background stay)."""
         self._prompts.clear()
         self._prompt_regions.clear()
         self._cache.clear()
         self._seg = None
 
     def close(self) -> None:
+        """Release the video and the background model."""
         self.reset()
         self.video = None
         self.model = None
@@ -282,7 +291,7 @@ class ClassicBackend:
     def _objects(self) -> list[int]:
         return sorted({o for _, o in self._prompt_regions})
 
-    def _initial_track(self, obj: int, start: int, step: int) -> Track | None:
+    def _initial_track(self, obj: int, start: int, step: int) -> Track:
         """Tracking memory for ``obj`` just before ``start`` (see docs/classic.md)."""
         frames = sorted(f for f, o in self._prompt_regions if o == obj)
         anchor = min(frames, key=lambda f: (abs(f - start), (f - start) * step > 0))
@@ -382,18 +391,7 @@ class ClassicBackend:
         unmatched = [o for o in others if o not in primary]
         taken = set(claims)
         if unmatched:
-            found = match_by_distance(unmatched, tracks, blobs, labels, taken, self.max_jump, left)
-            for o, reg in found.items():
-                taken.update(int(b) for b in np.unique(reg.values_in(labels)))
-                t = tracks[o]
-                ghost = left.ghost(reg, t) if left is not None else None
-                if ghost is not None:
-                    # it came back touching an animal nobody tracks: its share only
-                    hint = predicted_region(t, shape).union(ghost[1])
-                    reg = split_blob(reg, [hint, ghost[0]], shape)[0]
-                    if reg.area < 0.4 * t.ref_area:
-                        continue
-                out[o] = (reg, SCORE_DISTANCE)
+            self._reacquire(unmatched, tracks, blobs, labels, taken, left, out)
         merged: set[int] = set()
         for b, objs in claims.items():
             blob = Region.from_labels(labels, blobs.slices[b - 1], [b])
@@ -414,26 +412,55 @@ class ClassicBackend:
                     score = SCORE_SPLIT
                 out[o] = (add_fragments(blob, overlaps[o], blobs, labels, taken, b), score)
             else:
-                # tracked worms touching (and an untracked animal merged in: its last
-                # leftover pixels are one more prediction, whose share nobody takes)
-                preds_b = [preds[o] for o in objs] + ([ghost] if ghost is not None else [])
-                tmpl_b = [templates.get(o) for o in objs] + [None] * (ghost is not None)
-                parts = split_blob(blob, preds_b, shape, tmpl_b)
-                for o, part in zip(objs, parts):
-                    if ghost is not None:
-                        # the untracked animal has no motion model: its share grows by
-                        # whatever lies off this object's predicted body
-                        body = preds[o].union(templates[o]) if o in templates else preds[o]
-                        part = clip_to(
-                            part, body, 2.0 + 0.25 * np.hypot(*tracks[o].velocity), shape
-                        )
-                    if tracks[o].lost and part.area < 0.4 * tracks[o].ref_area:
-                        continue  # a lost object comes back whole, or not yet
-                    out[o] = (part, SCORE_SPLIT)
-                    merged.add(o)
+                parts = self._share(blob, objs, tracks, preds, templates, ghost)
+                out.update({o: (part, SCORE_SPLIT) for o, part in parts.items()})
+                merged.update(parts)
         masks, scores = self._update(frame, tracks, out, merged, prompted)
         regions = [reg for reg, _ in out.values() if reg is not None and not reg.empty]
         return FrameResult(frame, masks, scores), Leftovers(blobs, regions, n, left)
+
+    def _reacquire(self, objs, tracks, blobs, labels, taken: set, left, out: dict) -> None:
+        """Link the objects that overlap nothing to free blobs (:func:`.match_by_distance`).
+
+        An object that comes back touching an animal nobody tracks takes its share of
+        the merged blob only (split against the animal's leftovers), and only when the
+        share is whole (at least 0.4 x its area).
+        """
+        shape = self.frame_shape
+        found = match_by_distance(objs, tracks, blobs, labels, taken, self.max_jump, left)
+        for o, reg in found.items():
+            taken.update(int(b) for b in np.unique(reg.values_in(labels)))
+            t = tracks[o]
+            ghost = left.ghost(reg, t) if left is not None else None
+            if ghost is not None:
+                hint = predicted_region(t, shape).union(ghost[1])
+                reg = split_blob(reg, [hint, ghost[0]], shape)[0]
+                if reg.area < 0.4 * t.ref_area:
+                    continue
+            out[o] = (reg, SCORE_DISTANCE)
+
+    def _share(self, blob, objs, tracks, preds, templates, ghost) -> dict[int, Region]:
+        """Split a blob claimed by several objects (or by one and an untracked animal).
+
+        The untracked animal's last leftover pixels (``ghost``) are one more prediction
+        whose share nobody takes; with no motion model of its own, it also keeps what
+        lies off each object's predicted body. A lost object takes its share only when
+        it is whole (at least 0.4 x its area).
+        """
+        shape = self.frame_shape
+        preds_b = [preds[o] for o in objs] + ([ghost] if ghost is not None else [])
+        tmpl_b = [templates.get(o) for o in objs] + [None] * (ghost is not None)
+        parts = split_blob(blob, preds_b, shape, tmpl_b)
+        out: dict[int, Region] = {}
+        for o, part in zip(objs, parts):
+            t = tracks[o]
+            if ghost is not None:
+                body = preds[o].union(templates[o]) if o in templates else preds[o]
+                part = clip_to(part, body, 2.0 + 0.25 * np.hypot(*t.velocity), shape)
+            if t.lost and part.area < 0.4 * t.ref_area:
+                continue  # a lost object comes back whole, or not yet
+            out[o] = part
+        return out
 
     def _update(self, frame, tracks, out, merged, prompted):
         """Move each track on to its region of this frame (or count it lost); cache it."""

@@ -34,6 +34,7 @@ __all__ = [
     "contrast_norm",
     "estimate_background",
     "frame_gain",
+    "measure_threshold",
     "spatial_background",
     "to_grey",
 ]
@@ -42,7 +43,7 @@ STRUCTURE = np.ones((3, 3), bool)  # 8-connected blobs
 
 
 def to_grey(frame: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """A frame as a 2-D uint8 grey image ((H, W) or (H, W, 3|4) input).
+    """Reduce a frame to a 2-D uint8 grey image ((H, W) or (H, W, 3|4) input).
 
     ``weights``: per-channel weights for colour input (see :func:`colour_weights`);
     None = luminance (0.30 R + 0.59 G + 0.11 B).
@@ -152,7 +153,7 @@ GAIN_TOLERANCE = 0.004  # frames within 0.4 % of the background's brightness are
 
 
 def frame_gain(grey: np.ndarray, ref: np.ndarray) -> float:
-    """A frame's brightness over the background's (median ratio on a sparse grid).
+    """Measure a frame's brightness over the background's (median ratio on a sparse grid).
 
     ``ref`` is ``background[::GAIN_STEP, ::GAIN_STEP]``; pixels where it is below 16 grey
     levels (dark field) are ignored. Animals cover a minority of the pixels, so the
@@ -166,8 +167,10 @@ def frame_gain(grey: np.ndarray, ref: np.ndarray) -> float:
 
 
 def apply_gain(grey: np.ndarray, gain: float, tolerance: float = GAIN_TOLERANCE) -> np.ndarray:
-    """``grey / gain`` as uint8 through a 256-entry lookup table (``grey`` itself when
-    the gain is within ``tolerance`` of 1)."""
+    """Divide ``grey`` by ``gain`` through a 256-entry uint8 lookup table.
+
+    ``grey`` itself is returned when the gain is within ``tolerance`` of 1.
+    """
     if abs(gain - 1.0) <= tolerance or gain <= 0:
         return grey
     lut = np.clip(np.rint(np.arange(256, dtype=np.float32) / gain), 0, 255).astype(np.uint8)
@@ -190,6 +193,9 @@ class BackgroundModel:
     normalise_gain : each frame's brightness is scaled to the background's first
         (:func:`frame_gain`), so exposure or lamp flicker does not move the threshold.
     noise : robust noise sigma of the contrast, measured on the sampled frames.
+    body_threshold : half the animals' median body contrast (the threshold on
+        low-contrast plates; on clear plates the threshold is higher, at the half-contrast
+        edge): what "a core of n x the threshold" tests are relative to. 0: the threshold.
     """
 
     background: np.ndarray
@@ -199,6 +205,7 @@ class BackgroundModel:
     smooth: bool = False
     normalise_gain: bool = True
     noise: float = 0.0
+    body_threshold: float = 0.0
 
     @classmethod
     def build(
@@ -210,7 +217,9 @@ class BackgroundModel:
         smooth: bool = False,
         normalise_gain: bool = True,
         noise: float = 0.0,
+        body_threshold: float = 0.0,
     ) -> BackgroundModel:
+        """Build the model and fold the threshold into a per-pixel grey limit."""
         bg = np.asarray(background, np.float32)
         step = threshold * contrast_norm(bg)
         if polarity == "dark":
@@ -220,13 +229,15 @@ class BackgroundModel:
             # foreground: frame > limit  (a limit >= 255 means never foreground)
             limit = np.clip(np.floor(bg + step), -1, 255).astype(np.int16)
         gain_ok = normalise_gain and float(np.median(bg)) >= 16  # not on dark field
-        return cls(bg, polarity, float(threshold), limit, smooth, gain_ok, float(noise))
+        body = float(body_threshold) or float(threshold)
+        return cls(bg, polarity, float(threshold), limit, smooth, gain_ok, float(noise), body)
 
     def __post_init__(self) -> None:
+        """Keep the sparse grid of the background the gain is measured on."""
         self._ref = self.background[::GAIN_STEP, ::GAIN_STEP].astype(np.float32)
 
     def normalise(self, grey: np.ndarray) -> np.ndarray:
-        """The frame as compared with the background: gain-corrected, smoothed if set."""
+        """Bring a frame to the background: gain-corrected, smoothed if set."""
         if grey.shape != self.limit.shape:
             raise ValueError(
                 f"frame shape {grey.shape} does not match the background {self.limit.shape}"
@@ -252,7 +263,7 @@ class BackgroundModel:
 
 
 def auto_polarity(frames: np.ndarray) -> str:
-    """ "dark" when the grey levels' dark tail is longer than the bright one."""
+    """Return "dark" when the grey levels' dark tail is longer than the bright one."""
     a = np.asarray(frames)
     med = float(np.median(a))
     lo, hi = np.percentile(a, [0.1, 99.9])
@@ -266,47 +277,84 @@ def auto_threshold(contrast: np.ndarray, norm_level: float, dark_field: bool = F
     median of each frame's robust (MAD) sigma. Candidate animal pixels are those above
     6 sigma in blobs of at least 10 pixels; the typical body contrast is the median
     contrast of those pixels (the body, not its darkest core: real worms are darker at
-    the cuticle than inside and fainter at head and tail). The threshold is half of it,
-    at least 4 sigma. ``dark_field``: the background is near black (e.g. a Tierpsy masked
-    video): animals are anything 20 grey levels above it, however uneven their own
-    brightness.
+    the cuticle than inside and fainter at head and tail). On a low-contrast plate
+    (that half within 8 sigma) the threshold is half of it, at least 4 sigma. On a clear
+    plate it is half the bodies' core contrast (each blob's 90th percentile, the median
+    over the blobs weighed by area): the half-contrast edge of a blurred body, which the
+    median body contrast puts a pixel out on thin worms. ``dark_field``: the background
+    is near black (e.g. a Tierpsy masked video): animals are anything 20 grey levels
+    above it, however uneven their own brightness.
     """
     return _measure_threshold(contrast, norm_level, dark_field)[0]
 
 
-def _measure_threshold(contrast, norm_level: float, dark_field: bool) -> tuple[float, float]:
-    """(threshold, noise sigma); see :func:`auto_threshold`."""
+def measure_threshold(
+    contrast: np.ndarray, norm_level: float, dark_field: bool = False
+) -> tuple[float, float, float]:
+    """Return (threshold, noise sigma, body threshold) of :func:`auto_threshold`.
+
+    The body threshold (half the median body contrast) is what core tests are
+    relative to.
+    """
+    return _measure_threshold(contrast, norm_level, dark_field)
+
+
+#: a plate whose threshold is within this many noise sigmas is "low contrast"
+LOW_CONTRAST_SIGMAS = 8.0
+
+
+def _measure_threshold(contrast, norm_level: float, dark_field: bool) -> tuple[float, float, float]:
+    """(threshold, noise sigma, body threshold); see :func:`auto_threshold`."""
     c = np.asarray(contrast, np.float32)
     frames = c if c.ndim == 3 else c[None]
     sigma = max(_robust_sigma(frames), 0.5 / norm_level)  # quantisation floor
     if dark_field:  # as before 2026-12: half the 90th percentile of strong pixels, capped
         strong = c[c > 6.0 * sigma]
         if strong.size >= 20:
-            half = min(0.5 * float(np.percentile(strong, 90)), 20.0 / norm_level)
-            return max(half, 4.0 * sigma), sigma
-        return 6.0 * sigma, sigma
-    body = []
+            half = max(min(0.5 * float(np.percentile(strong, 90)), 20.0 / norm_level), 4 * sigma)
+            return half, sigma, half
+        return 6.0 * sigma, sigma, 6.0 * sigma
+    body, cores = [], []
     for x in frames:
         strong = x > 6.0 * sigma
         if not strong.any():
             continue
         lab, _ = ndimage.label(strong, STRUCTURE)
         areas = np.bincount(lab.ravel())
-        big = areas >= 10
-        big[0] = False
-        body.append(x[big[lab]])
-    body = np.concatenate(body) if body else np.zeros(0, np.float32)
-    if body.size >= 20:
-        return max(0.5 * float(np.median(body)), 4.0 * sigma), sigma
-    return 6.0 * sigma, sigma
+        big = np.flatnonzero(areas[1:] >= 10) + 1
+        if big.size == 0:
+            continue
+        body.append(x[np.isin(lab, big)])
+        core = ndimage.labeled_comprehension(x, lab, big, _core, np.float32, 0.0)
+        cores.append(np.repeat(core, areas[big]))  # weighed by area: animals, not specks
+    if sum(b.size for b in body) < 20:
+        return 6.0 * sigma, sigma, 6.0 * sigma
+    # half the animals' median body contrast: robust where the contrast is low (noise
+    # spreads a body's pixels; faint worms break up at a higher threshold)
+    half_body = max(0.5 * float(np.median(np.concatenate(body))), 4.0 * sigma)
+    if half_body < LOW_CONTRAST_SIGMAS * sigma:
+        return half_body, sigma, half_body
+    # clear contrast: half each body's core contrast (its 90th percentile; blurred edges
+    # and thin bodies leave most pixels below it), the half-contrast edge of a blurred
+    # body; the median body contrast would put the edge a pixel out on thin worms
+    half_core = max(0.5 * float(np.median(np.concatenate(cores))), half_body)
+    return half_core, sigma, half_body
 
 
-def _threshold(bg, probe, polarity: str, threshold: float | None) -> tuple[float, float]:
+def _core(values: np.ndarray) -> float:
+    """Return a blob's core contrast: the 90th percentile of its pixels."""
+    return float(np.percentile(values, 90))
+
+
+def _threshold(bg, probe, polarity: str, threshold: float | None) -> tuple[float, float, float]:
+    """(threshold, noise sigma, body threshold) measured on ``probe``."""
     s = 1.0 if polarity == "bright" else -1.0
     norm = contrast_norm(bg)
     contrast = s * (probe.astype(np.float32) - bg) / norm
-    t, sigma = _measure_threshold(contrast, float(np.median(norm)), float(np.median(bg)) < 16)
-    return (t if threshold is None else float(threshold)), sigma
+    t, sigma, body = _measure_threshold(contrast, float(np.median(norm)), float(np.median(bg)) < 16)
+    if threshold is not None:
+        return float(threshold), sigma, float(threshold)
+    return t, sigma, body
 
 
 def estimate_background(
@@ -371,10 +419,10 @@ def _percentile(frames: np.ndarray, q: float) -> np.ndarray:
 
 
 def _model(bg, probe, polarity: str, threshold: float | None) -> BackgroundModel:
-    t, sigma = _threshold(bg, probe, polarity, threshold)
+    t, sigma, body = _threshold(bg, probe, polarity, threshold)
     # low contrast (threshold within 8 noise sigmas): a 3x3 mean cuts the noise 3x
-    smooth = float(np.median(bg)) >= 16 and t < 8.0 * sigma
-    return BackgroundModel.build(bg, polarity, t, smooth=smooth, noise=sigma)
+    smooth = float(np.median(bg)) >= 16 and t < LOW_CONTRAST_SIGMAS * sigma
+    return BackgroundModel.build(bg, polarity, t, smooth=smooth, noise=sigma, body_threshold=body)
 
 
 def _animal_width(model: BackgroundModel, frames: np.ndarray) -> float:
@@ -414,4 +462,10 @@ def _repair(model: BackgroundModel, frames: np.ndarray, size: int | None) -> Bac
     log.info("classic background: %d pixels of paused animals replaced", int(baked.sum()))
     bg = model.background.copy()
     bg[baked] = spatial[baked]
-    return BackgroundModel.build(bg, model.polarity, model.threshold, noise=model.noise)
+    return BackgroundModel.build(
+        bg,
+        model.polarity,
+        model.threshold,
+        noise=model.noise,
+        body_threshold=model.body_threshold,
+    )

@@ -11,8 +11,8 @@ from .background import (
     STRUCTURE,
     BackgroundModel,
     auto_polarity,
-    auto_threshold,
     contrast_norm,
+    measure_threshold,
     spatial_background,
     to_grey,
 )
@@ -109,13 +109,18 @@ def detect_worms(
     if threshold is None:
         s = 1.0 if polarity == "bright" else -1.0
         norm = contrast_norm(bg)
-        threshold = auto_threshold(s * (grey - bg) / norm, float(np.median(norm)))
-    model = BackgroundModel.build(bg, polarity, threshold, normalise_gain=False)
+        contrast = s * (grey - bg) / norm
+        threshold, _, body = measure_threshold(contrast, float(np.median(norm)))
+    else:
+        body = float(threshold)
+    model = BackgroundModel.build(
+        bg, polarity, threshold, normalise_gain=False, body_threshold=body
+    )
     blobs = segment(model, grey, min_area)
     flt = BlobFilter(min_area, max_area, min_elongation, max_elongation, core)
     counts = None
     if core > 0:
-        strong = model.contrast(grey) > core * model.threshold
+        strong = model.contrast(grey) > core * model.body_threshold
         counts = np.bincount(blobs.labels[strong], minlength=len(blobs.areas))
     keep, _ = animal_blobs(blobs, counts, flt)
     return blob_points(blobs, None, max_objects, keep)
@@ -146,18 +151,17 @@ class BlobFilter:
     core_pixels: int = 5
 
     def __post_init__(self) -> None:
+        """Refuse negative or crossed limits."""
         for name in ("min_area", "max_area", "min_elongation", "max_elongation"):
             v = getattr(self, name)
             if v is not None and v < 0:
                 raise ValueError(f"{name} must be >= 0, not {v}")
-        if self.min_area is not None and self.max_area is not None:
-            if self.max_area < self.min_area:
-                raise ValueError(
-                    f"max_area ({self.max_area:g}) is below min_area ({self.min_area:g})"
-                )
-        if self.min_elongation is not None and self.max_elongation is not None:
-            if self.max_elongation < self.min_elongation:
-                raise ValueError("max_elongation is below min_elongation")
+        lo, hi = self.min_area, self.max_area
+        if lo is not None and hi is not None and hi < lo:
+            raise ValueError(f"max_area ({hi:g}) is below min_area ({lo:g})")
+        lo, hi = self.min_elongation, self.max_elongation
+        if lo is not None and hi is not None and hi < lo:
+            raise ValueError("max_elongation is below min_elongation")
 
 
 def elongation(mask: np.ndarray) -> float:
@@ -186,7 +190,7 @@ def _cored(blobs: Blobs, core_counts, flt: BlobFilter) -> np.ndarray:
 
 
 def typical_area(blobs: Blobs, core_counts, flt: BlobFilter | None = None) -> float:
-    """The area of the blob that holds the median foreground pixel (blobs with a core).
+    """Return the area of the blob that holds the median foreground pixel (blobs with a core).
 
     Weighting by pixels lets the animals dominate the many specks; 0 when none.
     """
@@ -229,7 +233,7 @@ def animal_blobs(
 def blob_points(
     blobs: Blobs, max_area, max_objects, labels: list[int] | None = None
 ) -> list[tuple[float, float]]:
-    """The most interior pixel (x, y) of each blob (``labels``, or all, largest first)."""
+    """Return the most interior pixel (x, y) of each blob (``labels``, or all, largest first)."""
     out = []
     order = labels if labels is not None else np.argsort(-blobs.areas[1:], kind="stable") + 1
     for lab in order:
@@ -247,6 +251,7 @@ def blob_points(
 
 
 def union_slices(slices) -> tuple[slice, slice]:
+    """Return the bounding window of several (row, col) slice pairs (None ignored)."""
     s = [x for x in slices if x is not None]
     return (
         slice(min(a[0].start for a in s), max(a[0].stop for a in s)),

@@ -75,31 +75,16 @@ def resolve(
             raise BadPromptError("the mask prompt is empty: paint some pixels or clear it")
         return Region.from_mask(m)
     lab = blobs.labels
-    pos, neg = [], []
+    pos: list[tuple[float, float]] = []
+    neg: list[tuple[float, float]] = []
     for (x, y), label in zip(np.asarray(prompts.points, float), np.asarray(prompts.labels)):
         if not (0 <= x < w and 0 <= y < h):
             raise BadPromptError(f"the point ({x:.1f}, {y:.1f}) is outside the {w}x{h} frame")
         (pos if label == 1 else neg).append((x, y))
     if not pos and prompts.box is None:
         return subtract(cached, frame, object_id, neg, lab)
-    selected: set[int] = set()
-    seeds: dict[int, list[Seed]] = {}
-    for x, y in pos:
-        hit = snap(lab, x, y, snap_radius)
-        if hit is None:
-            raise BadPromptError(
-                f"the point ({x:.1f}, {y:.1f}) on frame {frame} is on empty background: "
-                "click inside an animal (or lower the classic backend's threshold)"
-            )
-        r, c = hit
-        if claimed[r, c]:
-            raise BadPromptError(
-                f"the point ({x:.1f}, {y:.1f}) on frame {frame} is on object "
-                f"{claimed[r, c]}, which already claims that blob: click another animal, or "
-                f"add a negative point on this animal to object {claimed[r, c]} first"
-            )
-        selected.add(int(lab[r, c]))
-        seeds.setdefault(int(lab[r, c]), []).append((c, r, 1))
+    seeds = _positive(pos, frame, lab, claimed, snap_radius)
+    selected = set(seeds)
     if prompts.box is not None:
         selected.update(_in_box(prompts.box, frame, blobs, claimed))
     for x, y in neg:
@@ -122,6 +107,29 @@ def resolve(
     if region.empty:
         raise BadPromptError(f"the prompts on frame {frame} select nothing")
     return region
+
+
+def _positive(
+    pos: list, frame: int, lab: np.ndarray, claimed: np.ndarray, snap_radius: int
+) -> dict[int, list[Seed]]:
+    """Return the blobs under positive points (snapped), each with its seeds."""
+    seeds: dict[int, list[Seed]] = {}
+    for x, y in pos:
+        hit = snap(lab, x, y, snap_radius)
+        if hit is None:
+            raise BadPromptError(
+                f"the point ({x:.1f}, {y:.1f}) on frame {frame} is on empty background: "
+                "click inside an animal (or lower the classic backend's threshold)"
+            )
+        r, c = hit
+        if claimed[r, c]:
+            raise BadPromptError(
+                f"the point ({x:.1f}, {y:.1f}) on frame {frame} is on object "
+                f"{claimed[r, c]}, which already claims that blob: click another animal, or "
+                f"add a negative point on this animal to object {claimed[r, c]} first"
+            )
+        seeds.setdefault(int(lab[r, c]), []).append((c, r, 1))
+    return seeds
 
 
 def _in_box(box, frame: int, blobs: Blobs, claimed: np.ndarray) -> list[int]:

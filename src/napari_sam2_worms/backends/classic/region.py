@@ -34,17 +34,19 @@ class Region:
 
     @classmethod
     def from_labels(cls, labels: np.ndarray, sl: tuple[slice, slice], ids) -> Region:
-        """The pixels of ``labels`` in window ``sl`` whose label is in ``ids``."""
+        """Take the pixels of ``labels`` in window ``sl`` whose label is in ``ids``."""
         win = labels[sl]
         crop = win == ids[0] if len(ids) == 1 else np.isin(win, ids)
         return cls(sl[0].start, sl[1].start, crop).tight()
 
     @property
     def area(self) -> int:
+        """Number of pixels."""
         return int(self.crop.sum())
 
     @property
     def empty(self) -> bool:
+        """Whether the region holds no pixel."""
         return self.crop.size == 0 or not self.crop.any()
 
     @property
@@ -61,7 +63,7 @@ class Region:
         return float(xs.mean() + self.x0), float(ys.mean() + self.y0)
 
     def tight(self) -> Region:
-        """The same region cropped to its bounding box."""
+        """Return the same region cropped to its bounding box."""
         if self.crop.size == 0:
             return self
         rows = np.flatnonzero(self.crop.any(axis=1))
@@ -75,7 +77,7 @@ class Region:
         )
 
     def shifted(self, dx: int, dy: int, shape: tuple[int, int]) -> Region:
-        """Moved by (dx, dy) pixels and clipped to a frame of ``shape`` (H, W)."""
+        """Return the region moved by (dx, dy) pixels and clipped to a frame of ``shape`` (H, W)."""
         y0, y1, x0, x1 = self.bounds
         y0, y1, x0, x1 = y0 + dy, y1 + dy, x0 + dx, x1 + dx
         cy0, cy1 = max(y0, 0), min(y1, shape[0])
@@ -104,7 +106,7 @@ class Region:
         return out
 
     def paste(self, window: tuple[int, int, int, int]) -> np.ndarray:
-        """This region drawn into a window (y0, y1, x0, x1) (parts outside are dropped)."""
+        """Draw the region into a window (y0, y1, x0, x1) (parts outside are dropped)."""
         wy0, wy1, wx0, wx1 = window
         out = np.zeros((wy1 - wy0, wx1 - wx0), bool)
         if self.crop.size == 0:
@@ -118,18 +120,19 @@ class Region:
         return out
 
     def values_in(self, labels: np.ndarray) -> np.ndarray:
-        """The label values under this region's pixels."""
+        """Return the label values under the region's pixels."""
         if self.crop.size == 0:
             return np.zeros(0, labels.dtype)
         y0, y1, x0, x1 = self.bounds
         return labels[y0:y1, x0:x1][self.crop]
 
     def pack(self) -> tuple[int, int, tuple[int, int], np.ndarray]:
-        """A compact copy (bits packed) for the result cache."""
+        """Return a compact copy (bits packed) for the result cache."""
         return self.y0, self.x0, self.crop.shape, np.packbits(self.crop)
 
     @classmethod
     def unpack(cls, packed) -> Region:
+        """Rebuild a region from :meth:`pack`'s output."""
         y0, x0, shape, bits = packed
         n = int(shape[0]) * int(shape[1])
         return cls(y0, x0, np.unpackbits(bits, count=n).astype(bool).reshape(shape))

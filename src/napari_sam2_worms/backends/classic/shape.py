@@ -31,7 +31,7 @@ class Body:
     radii: np.ndarray
 
     def slid(self, distance: float) -> Body:
-        """The body after crawling ``distance`` pixels forward (leading end = last point)."""
+        """Return the body after crawling ``distance`` pixels forward (leading end = last point)."""
         s = round(distance)
         if s <= 0 or len(self.points) < 3:
             return self
@@ -44,7 +44,7 @@ class Body:
         return Body(path[s:], self.radii)
 
     def render(self, shape: tuple[int, int]) -> Region:
-        """The tube around the centerline, clipped to a frame of ``shape`` (H, W)."""
+        """Draw the tube around the centerline, clipped to a frame of ``shape`` (H, W)."""
         r = float(self.radii.max()) + 2
         x0 = max(int(np.floor(self.points[:, 0].min() - r)), 0)
         y0 = max(int(np.floor(self.points[:, 1].min() - r)), 0)
@@ -92,12 +92,12 @@ def _longest_path(skel: np.ndarray) -> np.ndarray:
     path = [b]
     while path[-1] != a and pred[path[-1]] >= 0:
         path.append(int(pred[path[-1]]))
-    path = np.array(path[::-1])
-    return np.stack([rr[path], cc[path]], 1)
+    order = np.array(path[::-1])
+    return np.stack([rr[order], cc[order]], 1)
 
 
 def body_of(region: Region, velocity: tuple[float, float]) -> Body | None:
-    """The centerline body of a mask, its leading end (along ``velocity``) last.
+    """Return the centerline body of a mask, its leading end (along ``velocity``) last.
 
     Returns None for masks too small or blob-like to have a centerline.
     """

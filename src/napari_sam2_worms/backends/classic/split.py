@@ -83,7 +83,7 @@ def split_blob(
 
 
 def clip_to(blob: Region, pred: Region, margin: float, shape: tuple[int, int]) -> Region:
-    """The part of ``blob`` within ``margin`` pixels of ``pred`` (drops what merged in)."""
+    """Keep the part of ``blob`` within ``margin`` pixels of ``pred`` (drops what merged in)."""
     window = _union_window([blob, pred], shape)
     p = pred.paste(window)
     near = ndimage.distance_transform_edt(~p) <= margin
