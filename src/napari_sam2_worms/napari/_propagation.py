@@ -42,7 +42,12 @@ class Propagation:
         if s is None or self.running:
             return
         if direction is None or direction == "range":
-            direction, start, stop = self.propagate_panel.selection(direction)
+            # only a range takes the panel's two frames; other directions keep the
+            # caller's start and stop
+            chosen, first, last = self.propagate_panel.selection(direction)
+            if first is not None:
+                start, stop = first, last
+            direction = chosen
         self._run_steps(lambda cancel: s.propagate(direction, start, stop, cancel=cancel))
 
     def repropagate(self: Any, direction: str | None = None) -> None:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..backends.base import Backend
+    from ..backends.factory import BackendSpec
     from ..video._base import LazyVideo
 
 log = logging.getLogger(__name__)
@@ -222,17 +223,18 @@ class TrackerWidget(
         return self.objects_panel.current()
 
     # -- session lifecycle ----------------------------------------------------------
-    def build_backend(self) -> Backend:
-        """Build the backend the model panel asks for.
+    def build_backend(self, spec: BackendSpec | None = None) -> Backend:
+        """Build the backend ``spec`` describes (default: what the model panel asks for).
 
-        Call it in a worker: SAM 2 loads for seconds. A missing SAM 2 checkpoint raises
-        the checkpoint's own ``CheckpointError`` (the factory's hint names a command-line
-        flag).
+        Call it in a worker: SAM 2 loads for seconds; read ``spec`` from the panel in the
+        main thread first (Qt controls are not thread-safe). A missing SAM 2 checkpoint
+        raises the checkpoint's own ``CheckpointError`` (the factory's hint names a
+        command-line flag).
         """
         from ..backends.sam2.checkpoints import CheckpointError
 
         try:
-            return build_backend(self.model_panel.spec())
+            return build_backend(self.model_panel.spec() if spec is None else spec)
         except CheckpointError as exc:
             if isinstance(exc.__cause__, CheckpointError):
                 raise exc.__cause__ from None
@@ -247,6 +249,11 @@ class TrackerWidget(
         video = _video_of(layer)
         panel = self.model_panel
         name, chosen = panel.backend_name, panel.choice()
+        try:
+            spec = panel.spec()  # read here, in the main thread, with the choice it names
+        except ValueError as exc:
+            self.notify_error(exc)
+            return
         panel.busy(f"loading {name}…")
 
         def done(session):
@@ -269,7 +276,9 @@ class TrackerWidget(
             self.notify_error(exc)
 
         self.run_work(
-            lambda: TrackingSession(video, self.build_backend()), on_return=done, on_error=failed
+            lambda: TrackingSession(video, self.build_backend(spec)),
+            on_return=done,
+            on_error=failed,
         )
 
     def open_session(self, session: TrackingSession, source: str, video_layer: Any = None) -> None:
