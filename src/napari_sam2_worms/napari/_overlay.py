@@ -57,7 +57,8 @@ class TrackOverlay:
         keep = [k for k, o in enumerate(ids) if o in session_objects]
         if pts.ndim != 4 or pts.shape[2] < 2:
             pts, keep = np.zeros((len(tracks.frames), 0, 2, 2)), []
-        self.points = pts[:, keep]  # (T, M, N, 2)
+        # (T, M, N, 2); no copy when every object is known (long videos: the tracks' size)
+        self.points = pts if keep == list(range(pts.shape[1])) else pts[:, keep]
         self.ids = np.array([ids[k] for k in keep], int)
         self._row = {int(f): i for i, f in enumerate(np.asarray(tracks.frames, int))}
         m, n = len(self.ids), self.points.shape[2]
@@ -115,8 +116,11 @@ def _dots_per_segment(points: np.ndarray) -> int:
     """Return the dots per centerline segment that keep dots within the spacing."""
     if points.size == 0:
         return 1
-    step = np.linalg.norm(np.diff(points, axis=2), axis=-1)
-    longest = float(np.nanmax(step)) if np.isfinite(step).any() else 0.0
+    d = np.diff(points, axis=2)
+    sq = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]
+    with np.errstate(invalid="ignore"):
+        top = np.fmax.reduce(sq, axis=None)  # NaN (untracked) ignored; NaN if all are
+    longest = float(np.sqrt(top)) if np.isfinite(top) else 0.0
     r = int(np.ceil(longest / _style.DOT_SPACING)) if longest > 0 else 1
     return int(min(max(r, 1), MAX_DOTS_PER_SEGMENT))
 
