@@ -135,3 +135,19 @@ def test_hidden_while_stepping_then_shown_on_the_frame_on_screen(make_napari_vie
     for oid in widget.session.objects:
         pts = tracks.points[ti, tracks.index_of(oid)]
         np.testing.assert_allclose(heads[(7, oid)], pts[0, ::-1], atol=1e-6)
+
+
+def test_new_tracks_with_fewer_or_more_objects(make_napari_viewer, plate, tracks):
+    """An object removed (fewer slots), then back (more): the layer follows, no error."""
+    viewer = make_napari_viewer()
+    viewer.add_image(plate.video, name="plate")
+    _style.add_display_layers(viewer)
+    layer = viewer.layers[_style.SKELETONS]
+    objects = _objects()
+    for known in ({1, 2}, {1}, {1, 2}):
+        overlay = _overlay.TrackOverlay(tracks, {o: objects[o] for o in known})
+        assert _overlay.show_tracks(viewer, overlay, 0)
+        assert len(layer.data) == len(overlay.colors) == len(layer.face_color)
+        heads = np.asarray(layer.features["end"], object) == "head"
+        assert set(np.asarray(layer.features["object"], int)[heads].tolist()) == known
+        assert _overlay.show_frame(viewer, overlay, 1)

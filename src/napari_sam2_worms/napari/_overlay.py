@@ -151,8 +151,13 @@ def show_tracks(viewer: napari.Viewer, overlay: TrackOverlay, frame: int) -> boo
     if layer is None:
         return False
     data, present = overlay.frame(frame)
+    layer.selected_data = set()
+    if len(layer.data) != len(data):
+        # new slots: the layer slices the new data first (the colour setters below reach
+        # vispy through the colour manager's own events, not blocked: with the view of the
+        # old, longer data they would index past its end)
+        layer.data = data
     with _quiet(layer):
-        layer.selected_data = set()
         layer.data = data
         layer.features = {"object": overlay.objects, "end": overlay.kinds}
         if len(data):
