@@ -171,3 +171,13 @@ def test_batch_follows_the_same_rule(empty_cache, tmp_path, capsys):
     assert len(said) == 1
     assert said[0].startswith(f"no SAM 2 checkpoint available ({DEFAULT_MODEL}.pt is not in")
     assert said[0].endswith("); using the classic backend for every video")
+
+
+def test_make_backend_kept_for_scripts(empty_cache):
+    """engine.pipeline.make_backend, the earlier script API, goes through the factory."""
+    from napari_sam2_worms.engine.pipeline import make_backend
+
+    assert make_backend("classic", min_area=33).min_area == 33
+    assert make_backend("auto", download=False).name == "classic"
+    with pytest.raises(CheckpointError):
+        make_backend("sam2", download=False)

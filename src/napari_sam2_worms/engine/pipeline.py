@@ -15,11 +15,47 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
+    from ..backends.base import Backend
     from .session import PropagationStep
 
 log = logging.getLogger(__name__)
+
+
+def make_backend(
+    name: str,
+    *,
+    model: str | None = None,
+    checkpoint: str | None = None,
+    device: str = "auto",
+    download: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    **options: Any,
+) -> Backend:
+    """Build a backend: kept for scripts written against earlier releases.
+
+    The same as :func:`.backends.factory.build_backend` with a
+    :class:`.backends.factory.BackendSpec` of these values (``options`` are the backend
+    class's keyword arguments), and its one fallback rule.
+
+    Returns
+    -------
+    Backend
+        ``"sam2"``, ``"classic"``, or for ``"auto"`` SAM 2 when a checkpoint can be had,
+        else the classic backend with a logged warning.
+    """
+    from ..backends.factory import DEFAULT_MODEL, BackendSpec, build_backend
+
+    spec = BackendSpec(
+        name=name,  # type: ignore[arg-type]  # checked by BackendSpec
+        model=model or DEFAULT_MODEL,
+        checkpoint=checkpoint,
+        device=device,
+        download=download,
+        options=options,
+    )
+    return build_backend(spec, progress=progress)
 
 
 def write_run(
