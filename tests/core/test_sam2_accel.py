@@ -20,20 +20,22 @@ from napari_sam2_worms.backends.sam2.accel import (  # noqa: E402
 _CONTAINERS = ("_parameters", "_buffers", "_modules")
 
 
-def _tensor(t):
+def _tensor(t, storage: bool):
     if t is None:
         return None
-    return (id(t), t.data_ptr(), t.dtype, t.stride(), t.requires_grad)
+    # the storage itself, or (where a speed-up may copy it back) its exact values
+    where = t.data_ptr() if storage else float(t.detach().double().sum())
+    return (id(t), where, t.dtype, t.stride(), t.requires_grad)
 
 
-def snapshot(predictor) -> dict:
+def snapshot(predictor, storage: bool = True) -> dict:
     """Everything install may change: every module's class and own attributes (by
-    identity), and every parameter's and buffer's storage and layout."""
+    identity), and every parameter's and buffer's storage (or values) and layout."""
     out = {}
     for name, m in predictor.named_modules():
         own = {k: id(v) for k, v in vars(m).items() if k not in _CONTAINERS}
-        params = {k: _tensor(v) for k, v in m._parameters.items()}
-        buffers = {k: _tensor(v) for k, v in m._buffers.items()}
+        params = {k: _tensor(v, storage) for k, v in m._parameters.items()}
+        buffers = {k: _tensor(v, storage) for k, v in m._buffers.items()}
         out[name] = (type(m), own, params, buffers, list(m._modules))
     return out
 
@@ -47,10 +49,13 @@ def fresh_predictor():
     return build_model("sam2.1_hiera_tiny", "cpu", image_size=256)
 
 
-def test_install_then_uninstall_restores_the_predictor_exactly(fresh_predictor):
+@pytest.mark.parametrize("cpu", [False, True])
+def test_install_then_uninstall_restores_the_predictor_exactly(fresh_predictor, cpu):
     """Every speed-up that can go on a CPU model (the CUDA-only ones put on by hand:
-    compilation is lazy, the convolution changes run anywhere) and then uninstall:
-    the same class, the same attributes, the same weights in the same layout."""
+    compilation is lazy, the convolution changes run anywhere; with and without the
+    CPU speed-ups) and then uninstall: the same class, the same attributes, the same
+    weights in the same layout (the CPU speed-ups put back copies of the convolution
+    weights: the same values, another storage)."""
     from sam2.sam2_video_predictor import SAM2VideoPredictor, SAM2VideoPredictorVOS
 
     from napari_sam2_worms.backends.sam2.accel.compile import compile_predictor
@@ -58,22 +63,24 @@ def test_install_then_uninstall_restores_the_predictor_exactly(fresh_predictor):
 
     p = fresh_predictor
     conv = p.memory_encoder.fuser.layers[0].dwconv
-    before = snapshot(p)
-    state = accel.install(p, AccelOptions("cpu", fast_attention=True, cpu=False))
+    before = snapshot(p, storage=not cpu)
+    state = accel.install(p, AccelOptions("cpu", fast_attention=True, cpu=cpu))
     assert state_of(p) is state
+    assert (state.cpu is not None) == cpu
     assert state.prompt_cache is not None and state.fast_memory is not None
     assert state.fast_attention is not None and state.fp32_memory
-    assert channels_last_depthwise(p.memory_encoder, state.patches) == 2
-    compile_predictor(p, "default", state)
-    assert type(p) is SAM2VideoPredictorVOS and state.compiled == "default"
-    assert "forward" in vars(conv)  # the channels-last forward
+    if not cpu:  # the CUDA path's own (never together with the CPU speed-ups)
+        assert channels_last_depthwise(p.memory_encoder, state.patches) == 2
+        compile_predictor(p, "default", state)
+        assert type(p) is SAM2VideoPredictorVOS and state.compiled == "default"
+        assert "forward" in vars(conv)  # the channels-last forward
     n = len(state.patches)
     assert accel.install(p, state.options) is state and len(state.patches) == n  # idempotent
-    assert snapshot(p) != before
+    assert snapshot(p, storage=not cpu) != before
 
     assert accel.uninstall(p) is state
     assert type(p) is SAM2VideoPredictor and state_of(p) is None
-    after = snapshot(p)
+    after = snapshot(p, storage=not cpu)
     assert after.keys() == before.keys()
     for name in before:
         assert after[name] == before[name], name or "the predictor"

@@ -128,8 +128,8 @@ def uninstall(predictor: Any) -> AccelState | None:
     state = state_of(predictor)
     if state is None:
         return None
-    if state.cpu is not None or "_nsw_cpu" in vars(predictor):
-        from .cpu import restore_cpu  # type: ignore[attr-defined]  # helper H adds it
+    if state.cpu is not None:
+        from .cpu import restore_cpu
 
         restore_cpu(predictor, state)
     for graphed in state.graphs or []:
