@@ -6,12 +6,15 @@ so it exercises the real loading path; its masks say nothing about quality.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..backends.sam2.checkpoints import DEFAULT_MODEL, build_model, file_sha256
 from ..utils import atomic_path
+
+if TYPE_CHECKING:
+    import os
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,7 @@ class RandomCheckpoint:
     sha256: str
 
     def __fspath__(self) -> str:
+        """Return the file's path (the checkpoint can be passed as a path)."""
         return str(self.path)
 
 
