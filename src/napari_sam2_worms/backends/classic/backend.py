@@ -348,9 +348,12 @@ class ClassicBackend:
                 # while merged: the pre-merge body crawled on at the pre-merge speed
                 k = t.merged_for + 1
                 templates[o] = t.template.slid(k * float(np.hypot(*t.velocity))).render(shape)
-            vals = preds[o].values_in(labels)
-            cnt = np.bincount(vals, minlength=1) if vals.size else np.zeros(1, int)
-            cnt[blobs.areas[: len(cnt)] == 0] = 0  # background and small blobs
+            cnt = self._overlap(preds[o], blobs, labels)
+            if cnt.max() == 0 and preds[o] is not t.region:
+                # the motion prediction overlaps nothing (a wrong velocity, e.g. after
+                # a jump): where it was last seen
+                preds[o] = t.region
+                cnt = self._overlap(t.region, blobs, labels)
             overlaps[o] = cnt
             if cnt.max() > 0:
                 b = int(np.argmax(cnt))
@@ -358,6 +361,14 @@ class ClassicBackend:
                 if not t.lost or blobs.areas[b] >= 0.4 * t.ref_area:
                     primary[o] = b
         return preds, templates, overlaps, primary
+
+    @staticmethod
+    def _overlap(pred: Region, blobs: Blobs, labels: np.ndarray) -> np.ndarray:
+        """Count, per blob label, the pixels of ``pred`` on it (0 for small blobs)."""
+        vals = pred.values_in(labels)
+        cnt = np.bincount(vals, minlength=1) if vals.size else np.zeros(1, int)
+        cnt[blobs.areas[: len(cnt)] == 0] = 0  # background and small blobs
+        return cnt
 
     def _step(
         self, frame: int, tracks: dict[int, Track], left: Leftovers | None, n: int = 0
@@ -481,7 +492,9 @@ class ClassicBackend:
             else:
                 score = base * area_factor(reg.area, t.ref_area)
             if o in merged:
-                # keep the pre-merge velocity; remember the pre-merge body
+                # keep the pre-merge velocity (none after a loss); remember the body
+                if t.lost:
+                    t.velocity = (0.0, 0.0)
                 if t.template is None:
                     t.template, t.merged_for = body_of(t.region, t.velocity), 0
                 t.merged_for += 1

@@ -81,7 +81,10 @@ def predicted_centre(track: Track) -> tuple[float, float]:
 class Leftovers:
     """The pixels of one frame's animal-sized blobs that no object took, with their age.
 
-    They are animals nobody tracked (or debris). Each leftover blob carries the step
+    They are animals nobody tracked (or debris); the part of a blob an object took only
+    partly counts only where it continues earlier leftovers (an untracked animal that
+    merged with a tracked one), not the fringe a prompt or a clip left. Each leftover
+    blob carries the step
     (frame count in propagation order) its untracked animal was first seen: the
     earliest birth among the previous frame's leftover pixels it overlaps, else now.
     On the next frame, a blob that mostly continues leftovers *older* than an
@@ -116,12 +119,18 @@ class Leftovers:
             vals = reg.values_in(self.labels)
             if vals.size:
                 covered += np.bincount(vals, minlength=len(covered))[: len(covered)]
+        fringe = []
         for b in np.flatnonzero(self.animal & (covered < blobs.areas)):
             sl = blobs.slices[b - 1]
             inside = (self.labels[sl] == b) & self._window(sl)
             old = prev.births(sl, inside)
             if old.size:
                 self.birth[b] = int(old.min())
+            elif covered[b]:
+                fringe.append(b)
+        # what an object left of its own blob (a prompt or a clip took less than all of
+        # it) is not an untracked animal unless it continues one
+        self.animal[fringe] = False
 
     def _window(self, sl: tuple[slice, slice]) -> np.ndarray:
         """Return the leftover pixels in window ``sl`` as a boolean crop."""
