@@ -6,7 +6,8 @@ Each module replaces (or wraps) the forward of one sam2 module, and is named aft
 - :mod:`.memory`: the memory-bank assembly (``SAM2Base._prepare_memory_conditioned_features``);
 - :mod:`.convs`: the memory encoder's depthwise convolutions and mask-downsampler stages;
 - :mod:`.memory_attention`: the fast exact ``MemoryAttention.forward``, with
-  :mod:`.triton_kernels` (its Triton kernels, imported only where Triton runs);
+  :mod:`.triton_kernels` (its Triton kernels, imported only where Triton runs) and
+  :mod:`.rope` (the rotary encoding both compute);
 - :mod:`.compile`: ``torch.compile`` of the hot modules (the only class change:
   ``SAM2VideoPredictor`` -> sam2's ``SAM2VideoPredictorVOS``);
 - :mod:`.graphs`: CUDA graphs of the hot modules' forwards;
@@ -18,10 +19,10 @@ first; compilation and CUDA graphs then wrap them) and returns the predictor's s
 sam2's methods the fast paths fall back to, and the log of every change
 (:class:`~.patches.Patches`) that :func:`uninstall` undoes. The rule that
 ``torch.compile``'s own CUDA graphs and ours exclude each other is checked when the
-:class:`~.state.AccelOptions` are made. The modules import :mod:`.state` and
-:mod:`.patches`, never each other at import time (:mod:`.memory_attention` and
-:mod:`.convs` import :mod:`.triton_kernels` lazily, which imports
-:func:`.memory_attention.rotate` lazily for its fallback). This package imports no torch.
+:class:`~.state.AccelOptions` are made. The modules import :mod:`.state`,
+:mod:`.patches` and :mod:`.rope` (the rotary encoding), never each other, except
+that :mod:`.memory_attention` and :mod:`.convs` import :mod:`.triton_kernels` (lazily,
+where Triton runs): no import cycle. This package imports no torch.
 """
 
 from __future__ import annotations

@@ -170,7 +170,7 @@ def rope_keys(
         return out
 
     def fallback() -> torch.Tensor:  # memory_attention's PyTorch path, in float32
-        from .memory_attention import rotate
+        from .rope import rotate
 
         x = (memory.float() + pos.float()).to(w_even.dtype).float()
         w = torch.stack((w_even, w_odd), dim=-1).flatten(-2).float()  # interleave pairs
@@ -290,7 +290,7 @@ def rope_copies(
         return out
 
     def fallback() -> torch.Tensor:  # memory_attention's PyTorch path, then the copies
-        from .memory_attention import rotate
+        from .rope import rotate
 
         rot = rotate(x.float().unsqueeze(1), cos, sin).to(torch.bfloat16)
         return rot.expand(batch, copies, n_tokens, dim).contiguous()
