@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the test extras (and, when run as root, the system packages for a virtual
-# screen) and run the whole test suite: lint, docs build, core + widget tests.
+# screen) and run the whole test suite: lint, types (mypy, the core), docs build, core + widget tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -18,6 +18,7 @@ fi
 bash tools/install.sh test
 "$PY" -m ruff check src tests benchmarks docs
 "$PY" -m ruff format --check src tests benchmarks docs
+"$PY" -m mypy  # the core (files and exclusions in pyproject.toml's [tool.mypy])
 "$PY" -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 export QT_API=pyqt6 PYTHONFAULTHANDLER=1
 if command -v xvfb-run >/dev/null; then
