@@ -112,8 +112,8 @@ class Leftovers:
         self.regions = regions
         self.step = step
         self.birth = np.full(len(blobs.areas), step, np.int64)  # per label
-        if prev is None or prev.labels.shape != self.labels.shape:
-            return
+        if prev is not None and prev.labels.shape != self.labels.shape:
+            prev = None
         covered = np.zeros(len(blobs.areas), np.int64)
         for reg in regions:
             vals = reg.values_in(self.labels)
@@ -122,8 +122,10 @@ class Leftovers:
         fringe = []
         for b in np.flatnonzero(self.animal & (covered < blobs.areas)):
             sl = blobs.slices[b - 1]
-            inside = (self.labels[sl] == b) & self._window(sl)
-            old = prev.births(sl, inside)
+            if prev is None:
+                old = np.zeros(0, np.int64)
+            else:
+                old = prev.births(sl, (self.labels[sl] == b) & self._window(sl))
             if old.size:
                 self.birth[b] = int(old.min())
             elif covered[b]:
