@@ -17,8 +17,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
+from napari_sam2_worms.backends.sam2 import accel  # noqa: E402
 from napari_sam2_worms.backends.sam2.accel import cpu as sam2_cpu  # noqa: E402
-from napari_sam2_worms.backends.sam2.accel.state import STATE_ATTR, state_of  # noqa: E402
+from napari_sam2_worms.backends.sam2.accel.state import state_of  # noqa: E402
 
 OFF = dict.fromkeys(sam2_cpu.SPEEDUPS, False)
 #: what the checks switch on when they all pass and the environment says nothing
@@ -206,14 +207,37 @@ def test_restore_cpu_gives_back_sam2s_model(plate):
     assert p.memory_attention.layers[0].linear1.weight.dtype == torch.bfloat16
     sam2_cpu.restore_cpu(p)
     assert state_of(p).cpu is None and state_of(p).cpu_wanted == {}
-    after_dicts = {n: set(vars(m)) for n, m in p.named_modules()}
-    after_dicts[""].discard(STATE_ATTR)  # the AccelState itself (accel.uninstall removes it)
-    assert after_dicts == dicts
+    # left: the CPU path's float32 memory cast (bf16 attention put it beneath itself),
+    # logged in the AccelState for accel.uninstall, which removes the state too
+    assert state_of(p).patches.describe() == ["MemoryAttention.forward"]
+    accel.uninstall(p)
+    assert {n: set(vars(m)) for n, m in p.named_modules()} == dicts
     after = p.state_dict()
     for n, t in before.items():
         assert (
             after[n].dtype == t.dtype and after[n].is_contiguous() and torch.equal(after[n], t)
         ), n
+
+
+def test_bf16_attention_off_again_keeps_the_float32_memory_cast(plate):
+    """bf16 attention chosen before the backend installs its speed-ups, then off: the
+    float32 memory cast of the CPU path stays under it and survives (sam2 stores the
+    memory in bf16, which a float32 memory attention cannot read)."""
+    from napari_sam2_worms.backends.base import ObjectPrompts
+    from napari_sam2_worms.backends.sam2.adapter import Sam2Backend
+    from napari_sam2_worms.backends.sam2.checkpoints import build_model
+
+    torch.manual_seed(0)
+    p = build_model("sam2.1_hiera_tiny", "cpu", image_size=256)
+    sam2_cpu.configure_cpu(p, **{**OFF, "bf16_attention": True})
+    backend = Sam2Backend(predictor=p, device="cpu")
+    backend.open(plate.video[:2])
+    sam2_cpu.configure_cpu(p, bf16_attention=False)
+    assert state_of(p).fp32_memory and "forward" in vars(p.memory_attention)
+    xy = plate.centerlines[0, 0, 24][None]
+    backend.set_prompts(0, 1, ObjectPrompts(points=xy, labels=np.array([1])))
+    assert [r.frame for r in backend.propagate(0, 1)][-1] == 1
+    backend.close()
 
 
 def test_switching_a_speed_up_off_restores_float32_weights_and_layouts(predictor):

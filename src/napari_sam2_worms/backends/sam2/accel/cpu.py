@@ -12,12 +12,13 @@ testable here). The speed-ups, by name (:data:`SPEEDUPS`):
   matrix products (projections, the attention itself, the MLP) in bfloat16 with
   float32 accumulation, its layer norms, softmax and residual sums in float32, its
   output float32. At a 1024 px input the memory attention attends 4,096 queries to
-  ~28,700 memory tokens per object and layer, half a frame's float32 time; AMX runs
-  the bf16 attention ~4x faster (:func:`check_bf16_attention`).
+  ~28,700 memory tokens per object and layer, ~40 % of a frame's float32 time; AMX
+  runs the bf16 attention ~4x faster (:func:`check_bf16_attention`); 5.0 -> 3.1 CPU s
+  a frame for 2 worms here (docs/sam2_cpu.md).
 - ``bf16_encoder`` (on where the CPU computes bf16 natively): the image encoder (Hiera
   and its FPN) under bf16 autocast with its linears' weights in bf16, its outputs
-  float32; the prompt encoder, mask decoder and memory encoder stay float32. Half the
-  encoder's CPU time at 1024.
+  float32; the prompt encoder, mask decoder and memory encoder stay float32. ~40 %
+  less of the encoder's CPU time at 1024.
 - ``layer_norm``: sam2's ``LayerNorm2d`` (the memory encoder, the mask decoder's
   upscaling) as one fused ``layer_norm`` over the channels instead of eight passes;
   same function (float32), another summation order. Much faster in channels-last.
@@ -504,6 +505,10 @@ def set_bf16_attention(predictor: Any, on: bool = True) -> int:
     ropes = _attention_modules(predictor)
     if not ropes:
         return 0
+    if on:  # the float32 memory cast beneath this forward, never on top of it (undo order)
+        from .memory_attention import float32_memory
+
+        float32_memory(predictor)
     ma = predictor.memory_attention
     n = int(_replace_forward(ma, "bf16_attention", _weak(ma, _bf16_block) if on else None))
     for attn in ropes:
