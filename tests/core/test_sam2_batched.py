@@ -25,7 +25,24 @@ def plate():
 
 @pytest.fixture(scope="module")
 def predictor(sam2_random):
-    return sam2_random.predictor
+    """The shared random-weight predictor in float32 for this module.
+
+    Batched and per-object tracking must give the same masks; under the CPU's bf16
+    speed-ups (on by default) the rounding differs between a batch of 3 and a batch of
+    1, so batching is compared in float32 here (the bf16 speed-ups are compared with
+    float32 in test_sam2_cpu_speedups.py).
+    """
+    from napari_sam2_worms.backends.sam2.accel.cpu import configure_cpu
+    from napari_sam2_worms.backends.sam2.accel.state import require_state
+
+    p = sam2_random.predictor
+    state = require_state(p)
+    before = dict(state.cpu_wanted)
+    on = configure_cpu(p, bf16_attention=False, bf16_encoder=False, bf16=False)
+    assert not (on["bf16_attention"] or on["bf16_encoder"] or on["bf16"])
+    yield p
+    state.cpu_wanted = before
+    configure_cpu(p)
 
 
 def click(plate, frame, worm):
