@@ -165,7 +165,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from napari_sam2_worms.backends.sam2.accel.cpu import check_bf16, native_bf16
+    from napari_sam2_worms.backends.sam2.accel.cpu_bf16 import check_bf16, native_bf16
     from napari_sam2_worms.backends.sam2.checkpoints import build_model
     from napari_sam2_worms.synthetic import make_plate
 

@@ -19,6 +19,7 @@ pytest.importorskip("sam2")
 
 from napari_sam2_worms.backends.sam2 import accel  # noqa: E402
 from napari_sam2_worms.backends.sam2.accel import cpu as sam2_cpu  # noqa: E402
+from napari_sam2_worms.backends.sam2.accel import cpu_bf16 as sam2_cpu_bf16  # noqa: E402
 from napari_sam2_worms.backends.sam2.accel.state import state_of  # noqa: E402
 
 OFF = dict.fromkeys(sam2_cpu.SPEEDUPS, False)
@@ -166,7 +167,7 @@ def test_bf16_rope_attention_matches_sam2s_with_pointer_tokens(predictor, layer)
             (mod.self_attn, (x, x, x), {}),
         ):
             ref = attn(*args, **kw)
-            out = sam2_cpu._rope_attention(attn, attn.forward, *args, **kw)
+            out = sam2_cpu_bf16._rope_attention(attn, attn.forward, *args, **kw)
             assert out.dtype == torch.float32
             # bf16 rounding: 0.0015 measured; without the pointer tokens 0.029, without
             # the rotary encoding 0.12
@@ -325,39 +326,39 @@ def test_the_environment_chooses_float32_partial_or_whole_bf16(
 
 
 def test_bf16_checks_need_native_bf16_right_numbers_and_speed(monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger=sam2_cpu.__name__)
-    for check in (sam2_cpu.check_bf16, sam2_cpu.check_bf16_attention):
-        monkeypatch.setattr(sam2_cpu, "native_bf16", lambda: False)
+    caplog.set_level(logging.INFO, logger=sam2_cpu_bf16.__name__)
+    for check in (sam2_cpu_bf16.check_bf16, sam2_cpu_bf16.check_bf16_attention):
+        monkeypatch.setattr(sam2_cpu_bf16, "native_bf16", lambda: False)
         assert not check()
         assert "no native bf16" in caplog.text
-        monkeypatch.setattr(sam2_cpu, "native_bf16", lambda: True)
+        monkeypatch.setattr(sam2_cpu_bf16, "native_bf16", lambda: True)
         # an emulated bf16 (slower than float32) is kept off
         monkeypatch.setattr(
-            sam2_cpu, "_timed", lambda fn, a, *r: 2.0 if a.dtype == torch.bfloat16 else 1.0
+            sam2_cpu_bf16, "_timed", lambda fn, a, *r: 2.0 if a.dtype == torch.bfloat16 else 1.0
         )
         assert not check()
         assert "is not faster here" in caplog.text
         monkeypatch.setattr(
-            sam2_cpu, "_timed", lambda fn, a, *r: 0.1 if a.dtype == torch.bfloat16 else 1.0
+            sam2_cpu_bf16, "_timed", lambda fn, a, *r: 0.1 if a.dtype == torch.bfloat16 else 1.0
         )
         assert check()
     # wrong numbers (a broken kernel) are refused whatever the speed
-    real_linear, real_sdpa = sam2_cpu.F.linear, sam2_cpu.F.scaled_dot_product_attention
+    real_linear, real_sdpa = sam2_cpu_bf16.F.linear, sam2_cpu_bf16.F.scaled_dot_product_attention
     monkeypatch.setattr(
-        sam2_cpu.F,
+        sam2_cpu_bf16.F,
         "linear",
         lambda x, w, b=None: (
             real_linear(x, w, b) * (1.5 if torch.is_autocast_enabled("cpu") else 1)
         ),
     )
     monkeypatch.setattr(
-        sam2_cpu.F,
+        sam2_cpu_bf16.F,
         "scaled_dot_product_attention",
         lambda q, k, v: real_sdpa(q, k, v) * (1.5 if q.dtype == torch.bfloat16 else 1),
     )
-    assert not sam2_cpu.check_bf16()
+    assert not sam2_cpu_bf16.check_bf16()
     assert "bf16 matrix products gave wrong numbers" in caplog.text
-    assert not sam2_cpu.check_bf16_attention()
+    assert not sam2_cpu_bf16.check_bf16_attention()
     assert "bf16 attention gave wrong numbers" in caplog.text
 
 
