@@ -1,4 +1,4 @@
-"""Memory attention alone: sam2's forward vs ours (:mod:`.sam2_attention`), side by side.
+"""Memory attention alone: sam2's forward vs ours (:mod:`.accel.memory_attention`), side by side.
 
 Random weights of the chosen model, bf16 autocast on CUDA, sam2's tracking shapes:
 4,096 queries (one 64x64 frame, the same image for every object), 7 memory frames of

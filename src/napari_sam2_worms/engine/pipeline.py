@@ -35,8 +35,8 @@ def make_backend(
 ) -> Backend:
     """Build a backend: kept for scripts written against earlier releases.
 
-    The same as :func:`.backends.factory.build_backend` with a
-    :class:`.backends.factory.BackendSpec` of these values (``options`` are the backend
+    The same as :func:`..backends.factory.build_backend` with a
+    :class:`..backends.factory.BackendSpec` of these values (``options`` are the backend
     class's keyword arguments), and its one fallback rule.
 
     Returns

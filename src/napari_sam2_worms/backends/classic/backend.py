@@ -431,7 +431,7 @@ class ClassicBackend:
         return FrameResult(frame, masks, scores), Leftovers(blobs, regions, n, left)
 
     def _reacquire(self, objs, tracks, blobs, labels, taken: set, left, out: dict) -> None:
-        """Link the objects that overlap nothing to free blobs (:func:`.match_by_distance`).
+        """Link the objects that overlap nothing to free blobs (:func:`.linking.match_by_distance`).
 
         An object that comes back touching an animal nobody tracks takes its share of
         the merged blob only (split against the animal's leftovers), and only when the

@@ -4,7 +4,7 @@ While two worms touch or cross, the classic backend predicts each worm's body fr
 last unmerged mask by the way worms crawl: the body slides along its own centerline
 (every body point moves to where the point ahead of it was), and the leading end
 continues straight along its tangent. The predicted tube tells which pixels of the
-merged blob belong to which worm (see :func:`.classic_split.split_blob`).
+merged blob belong to which worm (see :func:`.split.split_blob`).
 """
 
 from __future__ import annotations

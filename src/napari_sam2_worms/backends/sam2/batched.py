@@ -26,8 +26,6 @@ import torch
 
 from .inference_state import mark_tracked, store_output
 
-_MEMORY_KEYS = ("maskmem_features", "maskmem_pos_enc", "obj_ptr")
-
 
 class MergedOutputs(Mapping):
     """Read-only ``{frame: output}`` view stacking several objects' outputs on demand.
