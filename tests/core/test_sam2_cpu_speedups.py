@@ -72,6 +72,7 @@ def float32_logits(predictor, plate):
 def ious(a: dict, b: dict) -> list[float]:
     """Per frame and object: IoU of the masks (logit > 0)."""
     assert sorted(a) == sorted(b) == [0, 1, 2, 3]
+    assert any((b[f] > 0).any() for f in b)  # not all empty
     out = []
     for f in a:
         for x, y in zip(a[f] > 0, b[f] > 0):

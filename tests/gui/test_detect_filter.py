@@ -62,6 +62,7 @@ def test_detect_all_min_max_area(make_napari_viewer, qtbot, plate):
     s = widget.session
     assert len(s.objects) == 4  # the 5x5 specks only
     assert all(s.objects[o].name.startswith("mouse") for o in s.objects)
+    assert len(viewer.layers[PROMPTS].data) == 4  # one click per object found
     for _, y, x in viewer.layers[PROMPTS].data:
         assert p.labels[0][round(y), round(x)] == 0
     # max below min: refused, nothing added

@@ -134,12 +134,12 @@ def test_dialog_lists_the_one_registry_and_follows_its_suffixes(
         dialog.accept()
 
     _export(viewer, qtbot, fill)
-    # every format once, in the registry's order (tracks, then the overlay and the masks)
+    # every format once, in the registry's order (tracks, then the masks and the overlay)
     assert seen["items"] == [(name, f.label) for name, f in FORMATS.items()]
     assert seen["items"][-3:] == [
-        ("overlay-mp4", "overlay-mp4 (overlay video: masks, skeletons, names (H.264))"),
         ("masks-tiff", "masks-tiff (label stack TIFF)"),
         ("masks-png", "masks-png (folder of per-object PNG masks)"),
+        ("overlay-mp4", "overlay-mp4 (overlay video: masks, skeletons, names (H.264))"),
     ]
     assert seen["nwb"] == str(tmp_path / "tracks.nwb")
     assert seen["overlay-mp4"] == str(tmp_path / "tracks.mp4")

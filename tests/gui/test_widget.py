@@ -260,6 +260,7 @@ def test_random_sam2(make_napari_viewer, tmp_path, qtbot):
     labels = viewer.layers[MASKS].data
     np.testing.assert_array_equal(labels, s.labels)
     assert set(np.unique(labels)) <= {0, 1, 2}
+    assert set(np.unique(labels[0])) - {0}  # the prompted frame has masks (not all empty)
     assert len(s.computed_frames()) == 4
     assert_heads_match(viewer, s.skeletons())
     # Cancel once the first frame is in: the frame in flight is the last
