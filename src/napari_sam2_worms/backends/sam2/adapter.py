@@ -103,10 +103,8 @@ class Sam2Backend:
         on for slow decoders, e.g. long compressed videos).
     compile : ``torch.compile`` the hot modules (CUDA only): False, True (mode
         "default") or a mode name (see :mod:`.accel.compile`). The first propagated
-        frames are slow while it compiles; clicks never compile. A mode that records
-        its own CUDA graphs ("reduce-overhead", "max-autotune") together with
-        ``cuda_graphs`` is refused here (``AccelOptionsError``, one line): they exclude
-        each other.
+        frames are slow while it compiles; clicks never compile. A mode with its own
+        CUDA graphs plus ``cuda_graphs`` is refused (``AccelOptionsError``).
     offload_state_to_cpu : keep tracking memory on the CPU (less GPU memory, slower).
     memory_frames : non-conditioning outputs kept around the current frame (default:
         what sam2's memory bank can read, see the module docstring).
