@@ -145,6 +145,11 @@ def main() -> int:
     p.add_argument("--data", help="folder for the videos and outputs (default: a temp dir)")
     p.add_argument("--compare", action="store_true", help="mask IoU between the runs")
     p.add_argument("--json", help="write the figures here")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the output folder: videos already done are skipped (a run cut short goes on)",
+    )
     args = p.parse_args()
 
     from napari_sam2_worms.batch.runner import BatchOptions, run_batch
@@ -170,7 +175,8 @@ def main() -> int:
     outs = {}
     for n in [int(x) for x in args.workers.split(",")]:
         out = root / f"out-w{n}"
-        shutil.rmtree(out, ignore_errors=True)
+        if not args.resume:
+            shutil.rmtree(out, ignore_errors=True)
         sampler = GpuSampler()
         t0 = time.time()
         summary = run_batch(

@@ -274,7 +274,10 @@ def _fit_prev(prev: np.ndarray, soft: np.ndarray, dist: np.ndarray, n: int) -> n
     pix = np.stack([xx[::sub], yy[::sub]], axis=1).astype(np.float32)
     half = float(np.median(dist[dist > 0])) if (dist > 0).any() else 1.0
     d2 = ((pix[None, :, None, :] - cand[:, None, :, :].astype(np.float32)) ** 2).sum(-1)
-    covered = (d2.min(axis=2) <= (half + 1.5) ** 2).mean(axis=1)
+    if pix.shape[0]:
+        covered = (d2.min(axis=2) <= (half + 1.5) ** 2).mean(axis=1)
+    else:  # no pixel at or above 0.5 (a faint mask): score on the outside term alone
+        covered = np.zeros(len(shifts))
     score = covered - outside.mean(axis=1) - 1e-4 * np.abs(shifts)
     best = cand[int(np.argmax(score))]
     gy, gx = (np.asarray(g) for g in np.gradient(dist.astype(np.float32)))

@@ -19,6 +19,8 @@ by the exporters when ``pixel_size`` (µm per pixel) is known.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..tracks import FEATURE_NAMES, SkeletonTracks
@@ -98,7 +100,8 @@ def compute_features(tracks: SkeletonTracks) -> None:
         mask_area if mask_area is not None else np.nan,
         np.where(have, shp["area"], np.nan),
     )
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: frames without a track
         mean_pt = (
             np.nanmean(tracks.points, axis=2) if have.any() else np.full((t_n, k_n, 2), np.nan)
         )
