@@ -154,6 +154,29 @@ def step_cost(viewer, frames: int = 30) -> float:
     return statistics.median(step_times(viewer, frames)[0])
 
 
+def same_layers_viewer(plate, widget):
+    """napari showing what the tracker shows, as plain layers and with no plugin.
+
+    The video, the masks (a Labels layer of the same stack), the prompts (the same
+    points) and every frame's centerline dots in one 3D Points layer that napari slices
+    itself: what stepping costs when napari alone draws these results (e.g. opened
+    from files), so that the ratio to it is the plugin's own per-step cost.
+    """
+    from napari_sam2_worms.video import ArrayVideo
+
+    viewer, _ = open_viewer(ArrayVideo(plate.video, fps=plate.fps), "plain", with_tracker=False)
+    src = widget.viewer.layers
+    viewer.add_labels(np.asarray(src["masks"].data), name="masks", opacity=0.5)
+    tracks = widget.session.skeletons()
+    pts = np.asarray(tracks.points, float)  # (T, K, N, 2) (x, y)
+    t, k, n = np.nonzero(np.isfinite(pts[..., 0]))
+    dots = np.stack([np.asarray(tracks.frames)[t], pts[t, k, n, 1], pts[t, k, n, 0]], axis=1)
+    viewer.add_points(dots, name="skeletons", size=2, face_color="white", border_width=0)
+    viewer.add_points(np.asarray(src["prompts"].data), name="prompts", size=8)
+    viewer.dims.set_current_step(0, 0)
+    return viewer
+
+
 def steps_case(report, rounds: int) -> None:
     """Bare napari vs napari with the tracker: frame steps interleaved, several rounds."""
     import os
@@ -170,12 +193,15 @@ def steps_case(report, rounds: int) -> None:
     names = ", ".join(layer.name for layer in viewer.layers)
     print(f"layers with the tracker: {names}", flush=True)
     ours = [layer.name for layer in viewer.layers][1:]
+    same = same_layers_viewer(plate, widget)
     load0 = os.getloadavg()
-    walls: dict[str, list[float]] = {"bare": [], "tracker": []}
-    cpus: dict[str, list[float]] = {"bare": [], "tracker": []}
+    kinds = ("bare", "same layers", "tracker")
+    walls: dict[str, list[float]] = {k: [] for k in kinds}
+    cpus: dict[str, list[float]] = {k: [] for k in kinds}
     hidden: dict[str, list[float]] = {name: [] for name in ours}
     for r in range(rounds):
-        for name, v in (("bare", bare), ("tracker", viewer))[:: 1 if r % 2 == 0 else -1]:
+        order = (("bare", bare), ("same layers", same), ("tracker", viewer))
+        for name, v in order[:: 1 if r % 2 == 0 else -1]:
             wall, cpu = step_times(v, 20)
             walls[name] += wall
             cpus[name] += cpu
@@ -198,11 +224,16 @@ def steps_case(report, rounds: int) -> None:
     report("steps: bare napari, CPU of this process (median)", cmed["bare"])
     report("steps: with the tracker, CPU of this process (median)", cmed["tracker"])
     report("steps: ratio tracker / bare, CPU (x)", cmed["tracker"] / cmed["bare"])
+    report("steps: napari with the same layers, no plugin, wall (median)", med["same layers"])
+    report("steps: the same layers, no plugin, CPU (median)", cmed["same layers"])
+    report("steps: ratio tracker / same layers, wall (x)", med["tracker"] / med["same layers"])
+    report("steps: ratio tracker / same layers, CPU (x)", cmed["tracker"] / cmed["same layers"])
     for name, cpu in hidden.items():
         saved = cmed["tracker"] - statistics.median(cpu)
         report(f"steps: CPU saved with the {name!r} layer hidden (median)", saved)
     print(f"load average (1 min) before / after: {load0[0]:.2f} / {load1[0]:.2f}", flush=True)
     viewer.close()
+    same.close()
     bare.close()
 
 
