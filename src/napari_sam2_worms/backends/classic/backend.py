@@ -42,6 +42,7 @@ from .linking import (
     Track,
     add_fragments,
     area_factor,
+    coasted_to,
     match_by_distance,
     predicted_region,
 )
@@ -401,9 +402,11 @@ class ClassicBackend:
         # objects without overlap: one global assignment on the distance to free blobs
         unmatched = [o for o in others if o not in primary]
         taken = set(claims)
-        if unmatched:
-            self._reacquire(unmatched, tracks, blobs, labels, taken, left, out)
         merged: set[int] = set()
+        coasted: set[int] = set()  # lost objects found in a merge where they coasted to
+        if unmatched:
+            self._reacquire(unmatched, tracks, blobs, labels, taken, left, out, coasted)
+            merged.update(coasted)
         for b, objs in claims.items():
             blob = Region.from_labels(labels, blobs.slices[b - 1], [b])
             if blob.empty:
@@ -423,19 +426,22 @@ class ClassicBackend:
                     score = SCORE_SPLIT
                 out[o] = (add_fragments(blob, overlaps[o], blobs, labels, taken, b), score)
             else:
-                parts = self._share(blob, objs, tracks, preds, templates, ghost)
+                parts = self._share(blob, objs, tracks, preds, templates, ghost, coasted)
                 out.update({o: (part, SCORE_SPLIT) for o, part in parts.items()})
                 merged.update(parts)
-        masks, scores = self._update(frame, tracks, out, merged, prompted)
+        masks, scores = self._update(frame, tracks, out, merged, prompted, coasted)
         regions = [reg for reg, _ in out.values() if reg is not None and not reg.empty]
         return FrameResult(frame, masks, scores), Leftovers(blobs, regions, n, left)
 
-    def _reacquire(self, objs, tracks, blobs, labels, taken: set, left, out: dict) -> None:
+    def _reacquire(
+        self, objs, tracks, blobs, labels, taken: set, left, out: dict, coasted: set[int]
+    ) -> None:
         """Link the objects that overlap nothing to free blobs (:func:`.linking.match_by_distance`).
 
         An object that comes back touching an animal nobody tracks takes its share of
-        the merged blob only (split against the animal's leftovers), and only when the
-        share is whole (at least 0.4 x its area).
+        the merged blob only (split against the animal's leftovers, the object where
+        its velocity carried it), and only when the share is whole (at least 0.4 x its
+        area); it is then merged and keeps its velocity (``coasted``).
         """
         shape = self.frame_shape
         found = match_by_distance(objs, tracks, blobs, labels, taken, self.max_jump, left)
@@ -446,11 +452,14 @@ class ClassicBackend:
             if ghost is not None:
                 hint = predicted_region(t, shape).union(ghost[1])
                 reg = split_blob(reg, [hint, ghost[0]], shape)[0]
-                if reg.area < 0.4 * t.ref_area:
-                    continue
+                if reg.area - _inside(ghost[0], reg) < 0.4 * t.ref_area:
+                    continue  # whole, and not the untracked animal's own pixels
+                coasted.add(o)
             out[o] = (reg, SCORE_DISTANCE)
 
-    def _share(self, blob, objs, tracks, preds, templates, ghost) -> dict[int, Region]:
+    def _share(
+        self, blob, objs, tracks, preds, templates, ghost, coasted: set[int]
+    ) -> dict[int, Region]:
         """Split a blob claimed by several objects (or by one and an untracked animal).
 
         The untracked animal's last leftover pixels (``ghost``) are one more prediction
@@ -459,6 +468,14 @@ class ClassicBackend:
         it is whole (at least 0.4 x its area).
         """
         shape = self.frame_shape
+        preds = dict(preds)
+        for o in objs:
+            if tracks[o].lost:
+                moved = predicted_region(tracks[o], shape)
+                if _inside(moved, blob) > _inside(preds[o], blob):
+                    # it kept moving while unseen: it is where its velocity carried it
+                    preds[o] = moved
+                    coasted.add(o)
         preds_b = [preds[o] for o in objs] + ([ghost] if ghost is not None else [])
         tmpl_b = [templates.get(o) for o in objs] + [None] * (ghost is not None)
         parts = split_blob(blob, preds_b, shape, tmpl_b)
@@ -468,12 +485,16 @@ class ClassicBackend:
             if ghost is not None:
                 body = preds[o].union(templates[o]) if o in templates else preds[o]
                 part = clip_to(part, body, 2.0 + 0.25 * np.hypot(*t.velocity), shape)
-            if t.lost and part.area < 0.4 * t.ref_area:
-                continue  # a lost object comes back whole, or not yet
+            new = part.area - (_inside(ghost, part) if ghost is not None else 0)
+            if t.lost and new < 0.4 * t.ref_area:
+                # a lost object comes back whole (and not as the pixels the untracked
+                # animal had on the frame before), or not yet
+                continue
             out[o] = part
+        coasted.intersection_update(out)
         return out
 
-    def _update(self, frame, tracks, out, merged, prompted):
+    def _update(self, frame, tracks, out, merged, prompted, coasted):
         """Move each track on to its region of this frame (or count it lost); cache it."""
         shape = self.frame_shape
         masks, scores = {}, {}
@@ -492,23 +513,42 @@ class ClassicBackend:
             else:
                 score = base * area_factor(reg.area, t.ref_area)
             if o in merged:
-                # keep the pre-merge velocity (none after a loss); remember the body
-                if t.lost:
+                # keep the pre-merge velocity (none after a loss, unless the object was
+                # found where it coasted to); remember the body
+                if o in coasted:
+                    k = min(t.lost, 5)
+                    dx, dy = round(k * t.velocity[0]), round(k * t.velocity[1])
+                    t.template = body_of(t.region.shifted(dx, dy, shape), t.velocity)
+                    t.merged_for = 0
+                    t.velocity = _moved_on(t, reg)
+                elif t.lost:
                     t.velocity = (0.0, 0.0)
                 if t.template is None:
                     t.template, t.merged_for = body_of(t.region, t.velocity), 0
                 t.merged_for += 1
             else:
-                if o in prompted or t.lost:
+                if o in prompted or (t.lost and not coasted_to(t, reg, self.max_jump)):
                     # a prompt re-anchors, a re-acquisition may come from far: no motion
+                    # (unless it is where its velocity carried it while unseen)
                     t.velocity = (0.0, 0.0)
                 elif t.template is None:
-                    (x1, y1), (x0, y0) = reg.centroid(), t.region.centroid()
-                    v = (x1 - x0, y1 - y0)
-                    t.velocity = (0.5 * (t.velocity[0] + v[0]), 0.5 * (t.velocity[1] + v[1]))
+                    t.velocity = _moved_on(t, reg)
                 t.template, t.merged_for = None, 0
             t.region, t.lost = reg, 0
             masks[o] = reg.to_mask(shape)
             scores[o] = float(score)
             self._cache.setdefault(o, {})[frame] = reg.pack()
         return masks, scores
+
+
+def _moved_on(track: Track, region: Region) -> tuple[float, float]:
+    """Return the track's velocity averaged with its displacement a frame since last seen."""
+    (x1, y1), (x0, y0) = region.centroid(), track.region.centroid()
+    n = track.lost + 1
+    return 0.5 * (track.velocity[0] + (x1 - x0) / n), 0.5 * (track.velocity[1] + (y1 - y0) / n)
+
+
+def _inside(region: Region, blob: Region) -> int:
+    """Count the pixels of ``region`` inside ``blob``."""
+    window = blob.bounds
+    return int(np.count_nonzero(region.paste(window) & blob.paste(window)))

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .blobs import Blobs
     from .shape import Body
 
-__all__ = ["Leftovers", "Track", "area_factor", "match_by_distance"]
+__all__ = ["Leftovers", "Track", "area_factor", "coasted_to", "match_by_distance"]
 
 
 @dataclass
@@ -76,6 +76,19 @@ def predicted_centre(track: Track) -> tuple[float, float]:
     cx, cy = track.region.centroid()
     k = min(track.lost, 5) + 1
     return cx + k * track.velocity[0], cy + k * track.velocity[1]
+
+
+def coasted_to(track: Track, region: Region, max_jump: float | None) -> bool:
+    """Tell whether a lost object found as ``region`` is where its velocity carried it.
+
+    That is, ``region``'s centroid lies within the base gate (``max_jump``, by default
+    half a worm) of :func:`predicted_centre`: the object kept moving while unseen, and
+    keeps its velocity.
+    """
+    if track.lost == 0 or region.empty or not any(track.velocity):
+        return False
+    (x, y), (px, py) = region.centroid(), predicted_centre(track)
+    return bool(np.hypot(x - px, y - py) <= _base(track, max_jump))
 
 
 class Leftovers:
