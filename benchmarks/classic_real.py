@@ -26,7 +26,11 @@ Parts (each prints one block of figures):
     that fly's labelled nodes than the other fly's; lost frames counted apart.
 ``jumps``
     The synthetic crossing plate played at 4x speed (every 4th frame, worms move more than
-    their width between frames): identities kept, frames lost.
+    their width between frames): identities kept, frames lost. Then the 240-frame plate at
+    8x and 12x speed with worms 1 and 4 erased on 4 or 8 frames (:func:`synthetic_vanish`;
+    at 8x / 4 frames worm 1 comes back touching worm 3, which nobody prompted): identities
+    kept, of the visible object-frames, the most possible, object-frames on another animal
+    and lost.
 ``speed``
     Frames/s of ``propagate`` on a synthetic 640x480 plate with 10 worms (and 2048x1532 with
     ``--big``), best of 3, one click per worm.

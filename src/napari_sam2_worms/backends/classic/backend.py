@@ -464,8 +464,10 @@ class ClassicBackend:
 
         The untracked animal's last leftover pixels (``ghost``) are one more prediction
         whose share nobody takes; with no motion model of its own, it also keeps what
-        lies off each object's predicted body. A lost object takes its share only when
-        it is whole (at least 0.4 x its area).
+        lies off each object's predicted body. A lost object is predicted where its
+        velocity carried it while unseen when that overlaps the blob more than its last
+        mask (it is then ``coasted``: it keeps its velocity); it takes its share only
+        when the share is whole (at least 0.4 x its area) without the ghost's pixels.
         """
         shape = self.frame_shape
         preds = dict(preds)
