@@ -20,6 +20,8 @@ Stages (``--stage``, cumulative; the difference between two stages is what the l
 one adds): ``open`` (open the video, read every frame, make the session, close),
 ``prompts``, ``track`` (propagate), ``write`` (the run folder), ``full``
 (:func:`process_video` itself: thumbnail, metrics, ``gc``, ``malloc_trim``).
+``--dask`` runs ``full`` on one worker of the batch's LocalCluster instead and adds the
+sizes of the worker's own records (its profiler history, its logs).
 
 The allocator's knobs are environment variables read at start, so set them on the
 command line, e.g. ``MALLOC_ARENA_MAX=2``. ``--child`` repeats the run in a fresh
@@ -29,6 +31,10 @@ Examples::
 
     # 40 tiny distinct videos, the whole worker path
     python3 benchmarks/batch_memory.py --videos 40 --frames 20 --size 60x80
+    # the batch's case: 20 videos of 150 frames on one Dask worker (Dask's profiler
+    # on, as before the fix: add --dask-profile)
+    python3 benchmarks/batch_memory.py --dask --videos 20 --frames 150 \\
+        --base-frames 30 --size 240x320 --worms 5 -v
     # which stage grows (one line per stage, each in a fresh process)
     python3 benchmarks/batch_memory.py --videos 24 --frames 60 --size 120x160 \\
         --child stages
@@ -205,6 +211,73 @@ def run_stages(job: dict, out: Path, options: dict, upto: str) -> None:
     task.trim_host_memory()
 
 
+def _worker_sample(bench_dir: str, dask_worker=None) -> dict[str, Any]:
+    """Run :func:`sample` in a Dask worker, with the sizes of the worker's own records."""
+    sys.path.insert(0, bench_dir)
+    import batch_memory
+
+    s = batch_memory.sample()
+    if dask_worker is not None:
+        w = dask_worker
+        for name, obj in (
+            ("profile_history", w.profile_history),
+            ("profile_keys", w.profile_keys),
+            ("state_log", w.state.log),
+            ("stimulus_log", w.state.stimulus_log),
+            ("worker_tasks", w.state.tasks),
+            ("digests", getattr(w, "digests_total", {})),
+        ):
+            s[name] = len(obj)
+    return s
+
+
+def run_dask(args, videos: list[Path], root: Path, options: dict) -> list[dict]:
+    """Track the videos one after the other on one LocalCluster worker (the batch's)."""
+    from distributed import Client
+
+    from napari_sam2_worms.batch.cluster import local_cluster
+    from napari_sam2_worms.batch.task import process_video
+
+    bench_dir = str(Path(__file__).resolve().parent)
+    cluster, _ = local_cluster(1, [], dashboard_address=None, profile=args.dask_profile)
+    samples = []
+    try:
+        with Client(cluster) as client:
+            samples.append(dict(client.run(_worker_sample, bench_dir).popitem()[1], video=0))
+            for i, job in enumerate(_jobs(args, videos, root)):
+                fut = client.submit(process_video, job, str(root / "out"), options, pure=False)
+                res = fut.result()
+                if res["status"] != "done":
+                    raise SystemExit(f"{job['name']}: {res['error']}")
+                fut.release()
+                del fut
+                if not args.keep:
+                    import shutil
+
+                    shutil.rmtree(root / "out", ignore_errors=True)
+                got = client.run(_worker_sample, bench_dir).popitem()[1]
+                samples.append(dict(got, video=i + 1))
+                if args.verbose:
+                    print(_row(samples[-1]), flush=True)
+    finally:
+        cluster.close()
+    return samples
+
+
+def _jobs(args, videos: list[Path], root: Path):
+    n_distinct = len(videos)
+    for i in range(args.videos):
+        v = videos[i % n_distinct]
+        yield {
+            "key": str(v),
+            "video": str(v),
+            "name": f"{v.stem}-{i}",
+            "init": "prompts",
+            "prompts": str(v.with_suffix(".prompts.json")),
+            "session": None,
+        }
+
+
 def slope(values: list[float]) -> float:
     """Least-squares growth per video over ``values``."""
     import numpy as np
@@ -225,27 +298,20 @@ def run(args) -> dict[str, Any]:
         root / "videos", n_distinct, args.frames, args.base_frames, h, w, args.worms
     )
     options = {"backend": "classic", "points": 49, "skeleton_workers": 0}
-    samples = [dict(sample(), video=0)]
     t0 = time.perf_counter()
-    for i in range(args.videos):
-        v = videos[i % n_distinct]
-        out = root / "out"
-        job = {
-            "key": str(v),
-            "video": str(v),
-            "name": f"{v.stem}-{i}",
-            "init": "prompts",
-            "prompts": str(v.with_suffix(".prompts.json")),
-            "session": None,
-        }
-        run_stages(job, out, options, args.stage)
-        if not args.keep:
-            import shutil
+    if args.dask:
+        samples = run_dask(args, videos, root, options)
+    else:
+        samples = [dict(sample(), video=0)]
+        for job in _jobs(args, videos, root):
+            run_stages(job, root / "out", options, args.stage)
+            if not args.keep:
+                import shutil
 
-            shutil.rmtree(out, ignore_errors=True)
-        samples.append(dict(sample(), video=i + 1))
-        if args.verbose:
-            print(_row(samples[-1]), flush=True)
+                shutil.rmtree(root / "out", ignore_errors=True)
+            samples.append(dict(sample(), video=len(samples)))
+            if args.verbose:
+                print(_row(samples[-1]), flush=True)
     half = samples[len(samples) // 2 :]
     growth = {
         k: round(slope([s[k] for s in half]), 4)
@@ -263,9 +329,9 @@ def run(args) -> dict[str, Any]:
         )
         if k in samples[0]
     }
-    env = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    env = {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "PYTHONMALLOC"))}
     return {
-        "stage": args.stage,
+        "stage": "dask" if args.dask else args.stage,
         "env": env,
         "videos": args.videos,
         "same": args.same,
@@ -288,6 +354,8 @@ COLS = (
     "py_blocks_mb",
     "tasks",
     "fds",
+    "profile_history",
+    "stimulus_log",
 )
 
 
@@ -310,6 +378,7 @@ def _children(args) -> None:
             ({"MALLOC_MMAP_THRESHOLD_": "65536"}, []),
             ({"MALLOC_TRIM_THRESHOLD_": "0"}, []),
             ({"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "65536"}, []),
+            ({"PYTHONMALLOC": "malloc"}, []),
         ]
     base = [a for a in sys.argv[1:] if a not in ("--child", args.child)]
     for env, extra in runs:
@@ -340,6 +409,12 @@ def main() -> int:
     p.add_argument("--same", action="store_true", help="one video tracked --videos times")
     p.add_argument("--data", help="folder for the videos (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the run folders")
+    p.add_argument("--dask", action="store_true", help="on one LocalCluster worker")
+    p.add_argument(
+        "--dask-profile",
+        action="store_true",
+        help="with --dask: Dask's statistical profiler on (the batch turns it off)",
+    )
     p.add_argument("--child", choices=["stages", "env"], help="a fresh process per setting")
     p.add_argument("--json", help="write the samples here")
     p.add_argument("-v", "--verbose", action="store_true", help="a row per video")

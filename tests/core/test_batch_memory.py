@@ -10,6 +10,7 @@ bounded chunks, so the peak no longer grows with the video's length.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -177,3 +178,38 @@ def test_benchmark_loop_reports_the_allocators(tmp_path):
         assert last["py_arenas"] >= 1 and last["py_arenas_max"] >= last["py_arenas"]
     assert re.fullmatch(r"[\d.]+", str(doc["seconds"]))
     assert np.isfinite(doc["growth_per_video_second_half"]["rss"])
+
+
+def test_batch_workers_run_without_dask_profile_history():
+    """The batch's LocalCluster workers keep no profiler history (it grew ~160 KB a second).
+
+    Dask's statistical profiler keeps a call tree per second of work for 1,000 seconds:
+    a worker tracking videos grew by ~0.6 MB per 150-frame video until then. The SLURM
+    recipe's jobs start their workers with the profiler off too.
+    """
+    pytest.importorskip("distributed", reason="the batch extra is not installed")
+    import time
+
+    from distributed import Client
+
+    from napari_sam2_worms.batch.cluster import local_cluster
+
+    cluster, _ = local_cluster(1, [], dashboard_address=None)
+    with cluster, Client(cluster) as client:
+        client.submit(time.sleep, 2.5, pure=False).result()  # over two profile cycles
+        kept = client.run(lambda dask_worker: len(dask_worker.profile_history))
+        assert list(kept.values()) == [0]
+    cluster, _ = local_cluster(1, [], dashboard_address=None, profile=True)
+    with cluster, Client(cluster) as client:  # the switch is what makes the difference
+        client.submit(time.sleep, 2.5, pure=False).result()
+        kept = client.run(lambda dask_worker: len(dask_worker.profile_history))
+        assert next(iter(kept.values())) >= 1
+    if importlib.util.find_spec("dask_jobqueue") is not None:
+        from napari_sam2_worms.batch.cluster import slurm_cluster
+
+        slurm = slurm_cluster(queue="gpu", walltime="01:00:00", memory="8GB")
+        try:
+            script = slurm.job_script()
+        finally:
+            slurm.close()
+        assert "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False" in script.splitlines()

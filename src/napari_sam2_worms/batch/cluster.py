@@ -13,7 +13,10 @@
   GPU and one single-threaded worker (SLURM sets ``CUDA_VISIBLE_DEVICES`` per job).
 
 Worker processes are started non-daemonic so that a worker may start the skeleton
-processes of its video (``distributed.worker.daemon: False``).
+processes of its video (``distributed.worker.daemon: False``), and without Dask's
+statistical profiler (``distributed.worker.profile.enabled: False``): it keeps one call
+tree per second of work for the last 1,000 seconds, which made a worker's memory grow by
+~0.6 MB per 150-frame video for the first quarter hour (``benchmarks/batch_memory.py``).
 """
 
 from __future__ import annotations
@@ -115,6 +118,7 @@ def local_cluster(
     threads: int | None = None,
     dashboard_address: str | None = ":8787",
     memory_limit: str | float = "auto",
+    profile: bool = False,
 ) -> tuple[Any, PinGpu | None]:
     """Start a LocalCluster of ``n_workers`` single-threaded worker processes.
 
@@ -126,6 +130,8 @@ def local_cluster(
         default: the machine's cores shared between the workers.
     dashboard_address : where the dashboard listens (None: no dashboard).
     memory_limit : per worker, as for ``LocalCluster``.
+    profile : keep Dask's statistical profiler on in the workers (the dashboard's
+        Profile page); off by default, see the module docstring.
 
     Returns
     -------
@@ -142,7 +148,8 @@ def local_cluster(
     env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     if gpus:
         env.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1")
-    with dask.config.set({"distributed.worker.daemon": False}):
+    config = {"distributed.worker.daemon": False, "distributed.worker.profile.enabled": profile}
+    with dask.config.set(config):
         cluster = LocalCluster(
             n_workers=n_workers,
             threads_per_worker=1,
@@ -179,7 +186,8 @@ def slurm_cluster(
 
     Each job's worker runs one video at a time (``cores=1``) with ``cpus_per_job`` CPUs
     reserved for its skeleton processes (``job_cpu``), not as a daemon (so it may start
-    them), and with the ``GPU=1`` resource.
+    them), without Dask's profiler (as :func:`local_cluster`) and with the ``GPU=1``
+    resource.
     """
     import dask
     from dask_jobqueue import SLURMCluster
@@ -188,7 +196,11 @@ def slurm_cluster(
     extra = list(job_extra_directives)
     if gpus_per_job and not any(d.startswith("--gres") for d in extra):
         extra.append(f"--gres=gpu:{int(gpus_per_job)}")
-    prologue = ["export DASK_DISTRIBUTED__WORKER__DAEMON=False", *job_script_prologue]
+    prologue = [
+        "export DASK_DISTRIBUTED__WORKER__DAEMON=False",
+        "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False",
+        *job_script_prologue,
+    ]
     args: dict[str, Any] = {
         "cores": 1,
         "processes": 1,
