@@ -298,6 +298,10 @@ def run(args) -> dict[str, Any]:
         root / "videos", n_distinct, args.frames, args.base_frames, h, w, args.worms
     )
     options = {"backend": "classic", "points": 49, "skeleton_workers": 0}
+    if args.no_trim:
+        from napari_sam2_worms.batch import task
+
+        task.trim_host_memory = lambda: None  # this process only (not with --dask)
     t0 = time.perf_counter()
     if args.dask:
         samples = run_dask(args, videos, root, options)
@@ -409,6 +413,7 @@ def main() -> int:
     p.add_argument("--same", action="store_true", help="one video tracked --videos times")
     p.add_argument("--data", help="folder for the videos (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the run folders")
+    p.add_argument("--no-trim", action="store_true", help="no malloc_trim after each video")
     p.add_argument("--dask", action="store_true", help="on one LocalCluster worker")
     p.add_argument(
         "--dask-profile",

@@ -333,9 +333,12 @@ def run_metrics(session, tracks, timings: dict[str, float]) -> dict[str, Any]:
 def trim_host_memory() -> None:
     """Give freed heap memory back to the system (glibc ``malloc_trim``; else nothing).
 
-    A video's many mid-sized arrays leave the C heap fragmented: without this a worker's
-    resident memory grew by ~1.0 MB per 150-frame video here, with it by ~0.4 MB and
-    from a 35 MB lower base (see docs/performance.md, Batch).
+    A video's many mid-sized arrays leave free chunks in the C heap that glibc keeps:
+    over 20 videos of 150 frames in a row a process settles at 126 MB with this and at
+    161 MB without it (flat from the fifth video either way;
+    ``benchmarks/batch_memory.py --no-trim``). The per-video growth once measured here
+    was CPython's arenas pinned by the skeleton CSV's strings and Dask's profiler (see
+    :mod:`napari_sam2_worms.batch.cluster`), not the C heap.
     """
     if not sys.platform.startswith("linux"):
         return
