@@ -49,7 +49,8 @@ def highwater():
             os.close(saved)
         f.seek(0)
         text = f.read().decode()
-    return int(re.search(r"# arenas highwater mark\s*=\s*([\d,]+)", text)[1].replace(",", ""))
+    m = re.search(r"# arenas highwater mark\s*=\s*([\d,]+)", text)
+    return int(m[1].replace(",", "")) if m else -1  # -1: not pymalloc (mimalloc...)
 
 frames, path = int(sys.argv[1]), sys.argv[2]
 rng = np.random.default_rng(0)
@@ -63,6 +64,9 @@ for name in FEATURE_NAMES:
     t.features[name][:] = rng.random(t.good.shape, np.float32)
 t.flipped[::7] = True
 h0 = highwater()
+if h0 < 0:
+    print(json.dumps({"pymalloc": False}))
+    sys.exit(0)
 write_csv(t, path)
 h1 = highwater()
 back = read_csv(path)
@@ -105,6 +109,8 @@ def test_skeleton_csv_small_object_peak_does_not_grow_with_the_video(tmp_path):
         check=True,
     )
     doc = json.loads(out.stdout.strip().splitlines()[-1])
+    if doc.get("pymalloc") is False:
+        pytest.skip("this interpreter's small objects are not in pymalloc arenas")
     assert doc["same"], "the chunked CSV does not round-trip"
     assert doc["write"] <= 16, f"write_csv opened {doc['write']} MiB of pymalloc arenas"
     assert doc["read"] <= 16, f"read_csv opened {doc['read']} MiB of pymalloc arenas"
