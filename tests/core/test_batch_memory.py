@@ -219,3 +219,47 @@ def test_batch_workers_run_without_dask_profile_history():
         finally:
             slurm.close()
         assert "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False" in script.splitlines()
+
+
+def test_restarted_batch_workers_keep_their_settings(monkeypatch):
+    """A worker the nanny restarts (over its memory limit, after a crash) comes back
+    non-daemonic and without the profiler, as the batch runner holds the settings (before:
+    daemonic, so no skeleton processes, and with the profiler on again)."""
+    pytest.importorskip("distributed", reason="the batch extra is not installed")
+    import multiprocessing
+
+    import dask
+    from distributed import Client
+
+    from napari_sam2_worms.batch.cluster import local_cluster, worker_config
+
+    def probe(dask_worker):
+        return multiprocessing.current_process().daemon, "profile" in dask_worker.periodic_callbacks
+
+    with dask.config.set(worker_config()):  # as batch.runner does for its own cluster
+        cluster, _ = local_cluster(1, [], dashboard_address=None)
+        with cluster, Client(cluster) as client:
+            assert list(client.run(probe).values()) == [(False, False)]
+            client.restart()
+            assert list(client.run(probe).values()) == [(False, False)]
+    # and the runner holds them while its own cluster runs (not around a --scheduler's)
+    from napari_sam2_worms.batch import runner
+
+    seen = []
+
+    def capture(*args, **kwargs):
+        seen.append(
+            (
+                dask.config.get("distributed.worker.daemon"),
+                dask.config.get("distributed.worker.profile.enabled"),
+            )
+        )
+
+    monkeypatch.setattr(runner, "_run_on_cluster", capture)
+    for scheduler in (None, "tcp://127.0.0.1:1"):
+        runner._run_jobs([], "out", None, None, None, scheduler, 1, "none", None, False, print)
+    assert seen[0] == (False, False)
+    assert seen[1] == (
+        dask.config.get("distributed.worker.daemon", True),
+        dask.config.get("distributed.worker.profile.enabled"),
+    )

@@ -106,3 +106,32 @@ def test_eight_times_speed_worm_back_touching_unprompted_worm():
     assert res["identities_kept"] >= 0.85, res
     assert res["kept_of_visible"] >= 0.95, res
     assert res["wrong_object_frames"] <= 3, res
+
+
+@pytest.mark.parametrize("gap", [range(3, 6), range(3, 8)])
+def test_reacquired_worm_keeps_its_velocity_with_another_merge_on_the_frame(gap):
+    """Two tracked worms touching elsewhere on the plate, a second merge on the same
+    frames, must not make the lost worm forget where it coasted to (before: the other
+    blob's split cleared the frame's record of it, its velocity went to 0 and it was
+    lost again on the following frames)."""
+    video, labels = _plate(gap, (140.0, 40.0), (140.0, 95.0), 2.0)
+    rng = np.random.default_rng(5)
+    for f in range(len(video)):
+        x3 = 70 + 4 * f  # worm 3 crawls into the standing worm 4, along y = 15
+        m3 = _capsule((x3, 15), (x3 + 56, 15), 4)
+        labels[f][m3] = 3
+        labels[f][_capsule((150, 15), (206, 15), 4) & ~m3] = 4
+        img = np.where(labels[f] > 0, 70.0, 200.0) + rng.normal(0, 3, (H, W))
+        video[f] = np.clip(img, 0, 255).astype(np.uint8)
+    backend = ClassicBackend()
+    backend.open(video)
+    for o, (x, y) in ((1, (48, 100)), (3, (98, 15)), (4, (178, 15))):
+        backend.set_prompts(
+            0, o, ObjectPrompts(np.array([[x, y]], np.float32), np.ones(1, np.int32))
+        )
+    res = list(backend.propagate(0, len(video) - 1))
+    for r in res[gap[-1] + 1 :]:
+        m, f = r.masks[1], r.frame
+        assert m.any() and r.scores[1] > 0, f"frame {f}: worm 1 not re-acquired"
+        assert np.count_nonzero(m & (labels[f] == 1)) >= 0.6 * np.count_nonzero(labels[f] == 1), f
+        assert np.count_nonzero(m & (labels[f] == 2)) <= 0.1 * m.sum(), f

@@ -14,8 +14,9 @@
 
 Worker processes are started non-daemonic so that a worker may start the skeleton
 processes of its video (``distributed.worker.daemon: False``), and without Dask's
-statistical profiler (``distributed.worker.profile.enabled: False``): it keeps one call
-tree per second of work for the last 1,000 seconds, which made a worker's memory grow by
+statistical profiler (``distributed.worker.profile.enabled: False``): it records a call
+tree every second, busy or idle, for the last 1,000 seconds
+(``distributed.admin.low-level-log-length``), which made a worker's memory grow by
 ~0.6 MB per 150-frame video for the first quarter hour (``benchmarks/batch_memory.py``).
 """
 
@@ -111,6 +112,17 @@ class PinGpu(_WorkerPlugin):
             log.info("worker %s pinned to GPU %s", worker.name, gpu)
 
 
+def worker_config(profile: bool = False) -> dict[str, bool]:
+    """Return the Dask settings of the batch's worker processes (see the module docstring).
+
+    :func:`local_cluster` gives them to its nannies, which set them in every worker
+    process they start or restart. A nanny reads ``distributed.worker.daemon`` from its
+    own process's configuration at each (re)start, so the process that runs the cluster
+    holds these settings for the cluster's lifetime (the batch runner does).
+    """
+    return {"distributed.worker.daemon": False, "distributed.worker.profile.enabled": profile}
+
+
 def local_cluster(
     n_workers: int,
     gpus: list[str],
@@ -148,9 +160,10 @@ def local_cluster(
     env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     if gpus:
         env.update(NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1")
-    config = {"distributed.worker.daemon": False, "distributed.worker.profile.enabled": profile}
+    config = worker_config(profile)
     with dask.config.set(config):
         cluster = LocalCluster(
+            config=config,  # the nannies hand it to every worker process they (re)start
             n_workers=n_workers,
             threads_per_worker=1,
             processes=True,

@@ -281,6 +281,22 @@ def _run_jobs(
     progress, say,
 ) -> None:  # fmt: skip
     import dask
+
+    from .cluster import worker_config
+
+    # while the cluster we start runs: its nannies read these at each worker (re)start
+    with dask.config.set(worker_config() if scheduler is None else {}):
+        _run_on_cluster(
+            todo, out, options, manifest, summary, scheduler, workers, gpus,
+            dashboard_address, progress, say,
+        )  # fmt: skip
+
+
+def _run_on_cluster(
+    todo, out, options, manifest, summary, scheduler, workers, gpus, dashboard_address,
+    progress, say,
+) -> None:  # fmt: skip
+    import dask
     from distributed import as_completed
     from tqdm import tqdm
 

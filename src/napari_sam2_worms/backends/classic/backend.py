@@ -441,7 +441,8 @@ class ClassicBackend:
         An object that comes back touching an animal nobody tracks takes its share of
         the merged blob only (split against the animal's leftovers, the object where
         its velocity carried it), and only when the share is whole (at least 0.4 x its
-        area); it is then merged and keeps its velocity (``coasted``).
+        area); it is then merged and keeps its velocity (``coasted``) when it is where
+        its velocity carried it (:func:`.linking.coasted_to`), else it restarts with none.
         """
         shape = self.frame_shape
         found = match_by_distance(objs, tracks, blobs, labels, taken, self.max_jump, left)
@@ -454,7 +455,9 @@ class ClassicBackend:
                 reg = split_blob(reg, [hint, ghost[0]], shape)[0]
                 if reg.area - _inside(ghost[0], reg) < 0.4 * t.ref_area:
                     continue  # whole, and not the untracked animal's own pixels
-                coasted.add(o)
+                if not t.lost or coasted_to(t, reg, self.max_jump):
+                    coasted.add(o)  # where its velocity carried it: merged, keeps it
+                # else linked from far: no motion, as any re-acquisition by distance
             out[o] = (reg, SCORE_DISTANCE)
 
     def _share(
@@ -493,7 +496,9 @@ class ClassicBackend:
                 # animal had on the frame before), or not yet
                 continue
             out[o] = part
-        coasted.intersection_update(out)
+        # only this blob's objects that took no share leave ``coasted`` (it holds the
+        # whole frame's: other blobs' and those :meth:`_reacquire` found)
+        coasted.difference_update(o for o in objs if o not in out)
         return out
 
     def _update(self, frame, tracks, out, merged, prompted, coasted):
