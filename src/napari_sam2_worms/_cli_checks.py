@@ -207,6 +207,26 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated(128 + signal.SIGTERM)
 
 
+def interrupt_status(exc: BaseException) -> int | None:
+    """Return the exit status of the signal behind ``exc``, or None when there was none.
+
+    A ``KeyboardInterrupt`` (Ctrl-C, 130) or a SIGTERM (143) raised while the main
+    thread was inside ``threading`` (starting a thread, waiting on a condition) can leave
+    a lock half released; what surfaces then is a ``RuntimeError`` raised while handling
+    the signal's exception. This walks the ``__context__`` chain for that exception.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return 130
+        if isinstance(cause, _Terminated):
+            return 128 + signal.SIGTERM
+        seen.add(id(cause))
+        cause = cause.__context__
+    return None
+
+
 @contextlib.contextmanager
 def exit_cleanup() -> Iterator[None]:
     """Run a command so that every exit path releases what it holds.

@@ -73,7 +73,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     )
     check_run_folder(out, overwrite=args.overwrite, resume=args.resume)
     session = None
-    interrupted = False
+    interrupted = saved = False
     try:
         # the lock is held for the whole run: a second `track` into this folder is refused
         with SigintGuard() as guard, hold(out, "napari-sam2-worms track", lasting=True):
@@ -92,37 +92,44 @@ def cmd_track(args: argparse.Namespace) -> int:
                 )
             )
             args.backend = getattr(backend, "name", args.backend)
-            if args.resume:
-                session, plan = resume_session(out, backend, video, store, args.frames)
-                print(
-                    f"resuming {out}: {sum(plan.done)} of {plan.total} frames were tracked",
-                    file=sys.stderr,
-                )
-            else:
-                session = TrackingSession(video, backend, fps=args.fps, pixel_size=args.pixel_size)
-                session.settings = {
-                    "backend": args.backend,
-                    "model": args.model,
-                    "device": args.device,
-                }
-                if store is None:  # checked above: only --resume goes on without prompts
-                    raise ValueError("--prompts is required (only --resume goes on without it)")
-                apply_prompts(session, store, names)
-                start, stop = _frames(args.frames)
-                plan = TrackPlan.new(session, start, stop, args.frames)
-            session.skeleton_workers = max(0, args.workers)  # skeletons made while tracking
-            session.skeleton_points = args.points
-            saver = Autosaver(session, out, args.autosave, args.frames_per_save)
-            saver.save(plan)  # from now on a crash leaves a run that --resume continues
-            bar = _Bar("tracking")
-            try:
-                with guard.soft() as cancel:
+            # from here a first Ctrl-C only asks to stop: it is acted on between two steps
+            # (an exception raised inside threading or multiprocessing can corrupt them)
+            with guard.soft() as cancel:
+                if args.resume:
+                    session, plan = resume_session(out, backend, video, store, args.frames)
+                    print(
+                        f"resuming {out}: {sum(plan.done)} of {plan.total} frames were tracked",
+                        file=sys.stderr,
+                    )
+                else:
+                    session = TrackingSession(
+                        video, backend, fps=args.fps, pixel_size=args.pixel_size
+                    )
+                    session.settings = {
+                        "backend": args.backend,
+                        "model": args.model,
+                        "device": args.device,
+                    }
+                    if store is None:  # checked above: only --resume goes on without prompts
+                        raise ValueError("--prompts is required (only --resume goes on without it)")
+                    apply_prompts(session, store, names)
+                    start, stop = _frames(args.frames)
+                    plan = TrackPlan.new(session, start, stop, args.frames)
+                session.skeleton_workers = max(0, args.workers)  # skeletons made while tracking
+                session.skeleton_points = args.points
+                if cancel.is_set():  # a Ctrl-C during set-up: nothing is tracked or saved
+                    raise KeyboardInterrupt
+                saver = Autosaver(session, out, args.autosave, args.frames_per_save)
+                saver.save(plan)  # from now on a crash leaves a run that --resume continues
+                saved = True
+                bar = _Bar("tracking")
+                try:
                     for step in track_run(session, plan, saver, cancel=cancel):
                         bar(step.done, step.total)
-            except KeyboardInterrupt:
-                interrupted = True
-            finally:
-                bar.close()
+                except KeyboardInterrupt:  # a second Ctrl-C
+                    interrupted = True
+                finally:
+                    bar.close()
             interrupted = interrupted or guard.cancel.is_set()
             if interrupted:
                 print("\ninterrupted: writing the frames done so far", file=sys.stderr)
@@ -135,10 +142,13 @@ def cmd_track(args: argparse.Namespace) -> int:
             finally:
                 skel_bar.close()
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted; {out} keeps the last autosave (continue with --resume)",
-            file=sys.stderr,
-        )
+        if saved or args.resume:
+            print(
+                f"\ninterrupted; {out} keeps the last autosave (continue with --resume)",
+                file=sys.stderr,
+            )
+        else:
+            print("\ninterrupted before tracking started; nothing was written", file=sys.stderr)
         return 130
     finally:
         if session is not None:
@@ -453,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from ._cli_checks import exit_cleanup, validate_args
+    from ._cli_checks import exit_cleanup, interrupt_status, validate_args
     from .backends.base import BackendError
 
     try:
@@ -461,9 +471,24 @@ def main(argv: list[str] | None = None) -> int:
             validate_args(args)  # outputs and numbers, before any work starts
             return int(args.func(args) or 0)
     except (BackendError, ValueError, OSError, KeyError, IndexError) as exc:
+        if (status := interrupt_status(exc)) is not None:
+            return _interrupted(args.command, status)
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"napari-sam2-worms {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return _interrupted(args.command, 130)
+    except Exception as exc:
+        # a signal's exception raised inside threading or multiprocessing can leave a lock
+        # half released, and the error that follows is the signal's doing, not a bug
+        if (status := interrupt_status(exc)) is None:
+            raise
+        return _interrupted(args.command, status)
+
+
+def _interrupted(command: str, status: int) -> int:
+    print(f"\nnapari-sam2-worms {command}: interrupted", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

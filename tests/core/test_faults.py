@@ -172,6 +172,66 @@ def test_a_track_stopped_by_a_signal_releases_its_ring(tmp_path, long_plate, sig
     assert rings_of(proc.pid) == []
 
 
+def test_a_ctrl_c_during_set_up_waits_for_a_safe_point(tmp_path, long_plate, monkeypatch, capsys):
+    """Ctrl-C while the session starts its workers is acted on after set-up, not inside it.
+
+    Raised at once, the KeyboardInterrupt can land inside ``threading`` (a thread being
+    started) and leave a lock half released: a traceback instead of a clean stop.
+    """
+    from napari_sam2_worms import cli
+    from napari_sam2_worms.engine.session import TrackingSession
+
+    original = TrackingSession.skeleton_workers
+    finished = []
+
+    def workers_after_a_ctrl_c(session, n):
+        os.kill(os.getpid(), signal.SIGINT)  # handled in this thread, at the next bytecode
+        original.fset(session, n)  # starts the pool (processes, the ring's thread)
+        finished.append(n)
+
+    monkeypatch.setattr(
+        TrackingSession, "skeleton_workers", property(original.fget, workers_after_a_ctrl_c)
+    )
+    before = all_files()
+    out = tmp_path / "run"
+    status = cli.main([
+        "track", str(long_plate / "plate.tif"), "--prompts", str(long_plate / "p.json"),
+        "--out", str(out), "--backend", "classic", "--workers", "1",
+    ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 130, err
+    assert finished == [1], "the set-up was cut by the Ctrl-C"
+    assert "interrupted before tracking started; nothing was written" in err
+    assert "Traceback" not in err
+    assert not out.exists()  # a new run folder that got nothing is not left behind
+    assert rings_of(os.getpid()) == [] and leaked_rings(before) == []
+
+
+@pytest.mark.parametrize("signal_exc", ["KeyboardInterrupt", "SIGTERM", None])
+def test_an_error_raised_while_a_signal_is_handled_is_that_signal(monkeypatch, capsys, signal_exc):
+    """A lock left half released by a signal's exception says "interrupted", not a traceback."""
+    from napari_sam2_worms import _cli_checks, cli
+
+    def command(args):
+        try:
+            if signal_exc == "KeyboardInterrupt":
+                raise KeyboardInterrupt
+            if signal_exc == "SIGTERM":
+                _cli_checks._on_sigterm(signal.SIGTERM, None)
+            raise ValueError("not a signal")
+        except BaseException:
+            raise RuntimeError("release unlocked lock")  # noqa: B904 - as threading does
+
+    monkeypatch.setattr(cli, "cmd_download", command)
+    if signal_exc is None:
+        with pytest.raises(RuntimeError, match="release unlocked lock"):
+            cli.main(["download", "--list"])  # a real bug keeps its traceback
+        return
+    status = cli.main(["download", "--list"])
+    assert status == {"KeyboardInterrupt": 130, "SIGTERM": 143}[signal_exc]
+    assert capsys.readouterr().err.strip() == "napari-sam2-worms download: interrupted"
+
+
 def test_a_track_that_fails_after_the_session_started_leaves_no_ring(tmp_path, small_plate):
     from PIL import Image
 

@@ -121,7 +121,8 @@ class SigintGuard:
     """Ctrl-C handling for a command that tracks (see the module docstring).
 
     Use as a context manager in the main thread; inside :meth:`soft` the first SIGINT
-    sets :attr:`cancel` (checked between frames) instead of raising.
+    sets :attr:`cancel` (checked between frames) instead of raising, so that it never
+    lands inside ``threading`` or ``multiprocessing`` (which it can leave corrupted).
     """
 
     def __init__(self) -> None:
@@ -134,7 +135,7 @@ class SigintGuard:
     def _handler(self, signum, frame) -> None:
         if self._soft and not self.cancel.is_set():
             self.cancel.set()
-            log.warning("interrupted: stopping after this frame (Ctrl-C again to stop at once)")
+            log.warning("interrupted: stopping after this step (Ctrl-C again to stop at once)")
             return
         raise KeyboardInterrupt
 
