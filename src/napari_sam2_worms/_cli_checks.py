@@ -236,8 +236,9 @@ def exit_cleanup() -> Iterator[None]:
     """
     old = None
     main = threading.current_thread() is threading.main_thread()
-    if main and hasattr(signal, "SIGTERM"):
-        old = signal.signal(signal.SIGTERM, _on_sigterm)
+    sigterm = getattr(signal, "SIGTERM", None)
+    if main and sigterm is not None and signal.getsignal(sigterm) is not signal.SIG_IGN:
+        old = signal.signal(signal.SIGTERM, _on_sigterm)  # an ignored SIGTERM stays ignored
     stream = sys.modules.get("napari_sam2_worms.skeleton.stream")
     before = stream.live_pools() if stream is not None else set()  # not this command's
     try:

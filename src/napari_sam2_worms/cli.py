@@ -458,7 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (2: a user error, said in one line)."""
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()  # imports the sub-commands' modules
+    except KeyboardInterrupt:
+        return _interrupted("", 130)
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -487,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _interrupted(command: str, status: int) -> int:
-    print(f"\nnapari-sam2-worms {command}: interrupted", file=sys.stderr)
+    name = f"napari-sam2-worms {command}".strip()
+    print(f"\n{name}: interrupted", file=sys.stderr)
     return status
 
 

@@ -172,6 +172,28 @@ def test_a_track_stopped_by_a_signal_releases_its_ring(tmp_path, long_plate, sig
     assert rings_of(proc.pid) == []
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ignored_by_the_parent_stays_ignored(tmp_path, long_plate, sig):
+    """A track started with SIGINT (or SIGTERM) ignored, as a script's background job is,
+    keeps it ignored (as Python does): a Ctrl-C in that terminal does not stop it."""
+    out = tmp_path / "run"
+    proc = _cli(
+        "track", str(long_plate / "plate.tif"), "--prompts", str(long_plate / "p.json"),
+        "--out", str(out), "--backend", "classic", "--workers", "1",
+        cwd=tmp_path, preexec_fn=lambda: signal.signal(sig, signal.SIG_IGN),
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: rings_of(proc.pid), "the session's ring", proc)  # the guard is up
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "interrupted" not in err
+    assert (out / "skeletons.csv").is_file()
+
+
 def test_a_ctrl_c_during_set_up_waits_for_a_safe_point(tmp_path, long_plate, monkeypatch, capsys):
     """Ctrl-C while the session starts its workers is acted on after set-up, not inside it.
 
@@ -230,6 +252,17 @@ def test_an_error_raised_while_a_signal_is_handled_is_that_signal(monkeypatch, c
     status = cli.main(["download", "--list"])
     assert status == {"KeyboardInterrupt": 130, "SIGTERM": 143}[signal_exc]
     assert capsys.readouterr().err.strip() == "napari-sam2-worms download: interrupted"
+
+
+def test_a_ctrl_c_while_the_command_line_is_built_is_one_line(monkeypatch, capsys):
+    from napari_sam2_worms import cli
+
+    def parser_cut_by_ctrl_c():
+        raise KeyboardInterrupt  # as while the sub-commands' modules are imported
+
+    monkeypatch.setattr(cli, "build_parser", parser_cut_by_ctrl_c)
+    assert cli.main(["download", "--list"]) == 130
+    assert capsys.readouterr().err.strip() == "napari-sam2-worms: interrupted"
 
 
 def test_a_track_that_fails_after_the_session_started_leaves_no_ring(tmp_path, small_plate):

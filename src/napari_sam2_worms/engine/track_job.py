@@ -149,8 +149,12 @@ class SigintGuard:
             self._soft = False
 
     def __enter__(self) -> SigintGuard:
-        """Catch Ctrl-C (main thread only; elsewhere a no-op)."""
+        """Catch Ctrl-C (main thread only, and only where SIGINT is not ignored)."""
         if threading.current_thread() is not threading.main_thread():
+            return self
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # ignored by whoever started us (a background job of a script): left so, as
+            # Python itself does; Ctrl-C in that terminal is not meant for this process
             return self
         self._old = signal.signal(signal.SIGINT, self._handler)
         self._active = True
