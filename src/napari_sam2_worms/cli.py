@@ -92,44 +92,43 @@ def cmd_track(args: argparse.Namespace) -> int:
                 )
             )
             args.backend = getattr(backend, "name", args.backend)
-            # from here a first Ctrl-C only asks to stop: it is acted on between two steps
-            # (an exception raised inside threading or multiprocessing can corrupt them)
+            if args.resume:
+                session, plan = resume_session(out, backend, video, store, args.frames)
+                print(
+                    f"resuming {out}: {sum(plan.done)} of {plan.total} frames were tracked",
+                    file=sys.stderr,
+                )
+            else:
+                session = TrackingSession(video, backend, fps=args.fps, pixel_size=args.pixel_size)
+                session.settings = {
+                    "backend": args.backend,
+                    "model": args.model,
+                    "device": args.device,
+                }
+                if store is None:  # checked above: only --resume goes on without prompts
+                    raise ValueError("--prompts is required (only --resume goes on without it)")
+                apply_prompts(session, store, names)
+                start, stop = _frames(args.frames)
+                plan = TrackPlan.new(session, start, stop, args.frames)
+            # starting worker processes and threads: a Ctrl-C raised inside threading can
+            # leave a lock half released, so here (as while tracking) it only asks to stop
             with guard.soft() as cancel:
-                if args.resume:
-                    session, plan = resume_session(out, backend, video, store, args.frames)
-                    print(
-                        f"resuming {out}: {sum(plan.done)} of {plan.total} frames were tracked",
-                        file=sys.stderr,
-                    )
-                else:
-                    session = TrackingSession(
-                        video, backend, fps=args.fps, pixel_size=args.pixel_size
-                    )
-                    session.settings = {
-                        "backend": args.backend,
-                        "model": args.model,
-                        "device": args.device,
-                    }
-                    if store is None:  # checked above: only --resume goes on without prompts
-                        raise ValueError("--prompts is required (only --resume goes on without it)")
-                    apply_prompts(session, store, names)
-                    start, stop = _frames(args.frames)
-                    plan = TrackPlan.new(session, start, stop, args.frames)
                 session.skeleton_workers = max(0, args.workers)  # skeletons made while tracking
-                session.skeleton_points = args.points
-                if cancel.is_set():  # a Ctrl-C during set-up: nothing is tracked or saved
-                    raise KeyboardInterrupt
-                saver = Autosaver(session, out, args.autosave, args.frames_per_save)
-                saver.save(plan)  # from now on a crash leaves a run that --resume continues
-                saved = True
-                bar = _Bar("tracking")
-                try:
+            if cancel.is_set():  # nothing is tracked or saved yet
+                raise KeyboardInterrupt
+            session.skeleton_points = args.points
+            saver = Autosaver(session, out, args.autosave, args.frames_per_save)
+            saver.save(plan)  # from now on a crash leaves a run that --resume continues
+            saved = True
+            bar = _Bar("tracking")
+            try:
+                with guard.soft() as cancel:
                     for step in track_run(session, plan, saver, cancel=cancel):
                         bar(step.done, step.total)
-                except KeyboardInterrupt:  # a second Ctrl-C
-                    interrupted = True
-                finally:
-                    bar.close()
+            except KeyboardInterrupt:  # a second Ctrl-C
+                interrupted = True
+            finally:
+                bar.close()
             interrupted = interrupted or guard.cancel.is_set()
             if interrupted:
                 print("\ninterrupted: writing the frames done so far", file=sys.stderr)

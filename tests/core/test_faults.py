@@ -195,7 +195,7 @@ def test_a_signal_ignored_by_the_parent_stays_ignored(tmp_path, long_plate, sig)
 
 
 def test_a_ctrl_c_during_set_up_waits_for_a_safe_point(tmp_path, long_plate, monkeypatch, capsys):
-    """Ctrl-C while the session starts its workers is acted on after set-up, not inside it.
+    """Ctrl-C while the session starts its workers is acted on once they are up, not inside.
 
     Raised at once, the KeyboardInterrupt can land inside ``threading`` (a thread being
     started) and leave a lock half released: a traceback instead of a clean stop.
@@ -222,7 +222,7 @@ def test_a_ctrl_c_during_set_up_waits_for_a_safe_point(tmp_path, long_plate, mon
     ])  # fmt: skip
     err = capsys.readouterr().err
     assert status == 130, err
-    assert finished == [1], "the set-up was cut by the Ctrl-C"
+    assert finished == [1], "the workers' start was cut by the Ctrl-C"
     assert "interrupted before tracking started; nothing was written" in err
     assert "Traceback" not in err
     assert not out.exists()  # a new run folder that got nothing is not left behind

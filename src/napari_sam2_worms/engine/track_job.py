@@ -7,9 +7,10 @@ The run-folder rule, resuming an interrupted run, and Ctrl-C.
 - :func:`resume_session`: reopen an interrupted run (its video checked by fingerprint)
   with its tracking plan.
 - :class:`SigintGuard`: the first Ctrl-C stops tracking between two frames (so the
-  frames done are written), a later one interrupts; worker processes started meanwhile
-  ignore SIGINT, so a Ctrl-C in the terminal (sent to the whole process group) prints
-  no traceback from them.
+  frames done are written), a later one interrupts; where the command asks (while it
+  starts threads and processes) the first Ctrl-C is deferred the same way. Worker
+  processes started meanwhile ignore SIGINT, so a Ctrl-C in the terminal (sent to the
+  whole process group) prints no traceback from them.
 """
 
 from __future__ import annotations
