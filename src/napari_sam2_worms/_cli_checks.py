@@ -130,14 +130,16 @@ def check_output(path: str | os.PathLike, kind: str, flag: str = "--out") -> Non
         ``"file"`` (a file, its folders created if needed).
     flag : the option's name, for the message.
     """
-    path = Path(path).expanduser()
-    if not str(path).strip():
+    if not str(path).strip():  # before Path(): Path("") is "." (the current folder)
         raise UsageError(f"{flag} is empty; give a path")
+    path = Path(path).expanduser()
     if path.exists():
         if kind == "dir" and not path.is_dir():
             raise UsageError(f"{flag} {path} is a file, not a folder; give a folder")
         if kind == "file" and path.is_dir():
             raise UsageError(f"{flag} {path} is a folder; give a file name")
+        if kind == "file" and not path.is_file():
+            raise UsageError(f"{flag} {path} is not a regular file (a pipe or a device)")
     folder = path if (kind == "dir" and path.is_dir()) else path.parent
     existing = folder.absolute()
     while not existing.exists():
@@ -181,6 +183,55 @@ def _output_kind(args: argparse.Namespace, name: str, kind: str) -> str:
     return kind
 
 
+def _real(path: str | os.PathLike) -> Path:
+    return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_out_is_not_an_input(args: argparse.Namespace) -> None:
+    """Raise :class:`UsageError` when ``--out`` would overwrite what the command reads.
+
+    ``track``: the video (or the folder of frames: ``masks.tif`` would become a frame);
+    ``skeletonize``: its label stack; ``export``: the run folder, one of its files, or a
+    folder holding the run. Links are followed. (The session's video, for ``export``,
+    is checked by :func:`check_out_is_not_the_video` once the session is read.)
+    """
+    out = getattr(args, "out", None)
+    if out is None or not str(out).strip():
+        return
+    o = _real(out)
+
+    def refuse(what: str) -> None:
+        raise UsageError(
+            f"--out {out} is {what}; an output never replaces an input: choose another path"
+        )
+
+    if args.command == "track" and o == _real(args.video):
+        refuse("the video being tracked")
+    if args.command == "skeletonize" and o == _real(args.masks):
+        refuse("the label stack being read")
+    if args.command == "export":
+        from .run_files import CORE_FILES, DERIVED_FILES, SESSION
+
+        run = _real(args.run_dir)
+        if _inside(run, o):
+            refuse("the run folder" if o == run else "a folder that holds the run")
+        if o.parent == run and o.name in (SESSION, *CORE_FILES, *DERIVED_FILES):
+            refuse(f"the run's own {o.name}")
+
+
+def check_out_is_not_the_video(out: str | os.PathLike, video: str | os.PathLike | None) -> None:
+    """Raise :class:`UsageError` when an export's ``out`` is the session's video."""
+    if video and _real(out) == _real(video):
+        raise UsageError(
+            f"--out {out} is the session's video; an output never replaces an input: "
+            "choose another path"
+        )
+
+
 def validate_args(args: argparse.Namespace) -> None:
     """Check a parsed command line before the command does any work (see module doc)."""
     check_numbers(args)
@@ -193,6 +244,7 @@ def validate_args(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value is not None:
             check_output(value, _output_kind(args, name, kind), _flag(name))
+    check_out_is_not_an_input(args)
     if args.command == "download" and not getattr(args, "list", False):
         from .backends.sam2.checkpoints import cache_dir
 

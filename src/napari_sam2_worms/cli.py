@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -52,10 +53,9 @@ class _Bar:
 def cmd_track(args: argparse.Namespace) -> int:
     """Track the prompted animals of a video into a run folder (``track``)."""
     from .backends.factory import BackendSpec, build_backend
-    from .engine.pipeline import Autosaver, TrackPlan, track_run, write_run
-    from .engine.prompts import apply_prompts, read_prompts_file
+    from .engine.pipeline import Autosaver, track_run
+    from .engine.prompts import read_prompts_file
     from .engine.run_lock import hold
-    from .engine.session import TrackingSession
     from .engine.track_job import SigintGuard, check_run_folder, resume_session
     from .run_files import MASKS, SKELETONS
     from .video import open_video
@@ -74,9 +74,10 @@ def cmd_track(args: argparse.Namespace) -> int:
     check_run_folder(out, overwrite=args.overwrite, resume=args.resume)
     session = None
     interrupted = saved = False
+    guard = SigintGuard()
     try:
         # the lock is held for the whole run: a second `track` into this folder is refused
-        with SigintGuard() as guard, hold(out, "napari-sam2-worms track", lasting=True):
+        with guard, hold(out, "napari-sam2-worms track", lasting=True):
             check_run_folder(out, overwrite=args.overwrite, resume=args.resume)
             backend = build_backend(
                 BackendSpec(
@@ -99,17 +100,7 @@ def cmd_track(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
             else:
-                session = TrackingSession(video, backend, fps=args.fps, pixel_size=args.pixel_size)
-                session.settings = {
-                    "backend": args.backend,
-                    "model": args.model,
-                    "device": args.device,
-                }
-                if store is None:  # checked above: only --resume goes on without prompts
-                    raise ValueError("--prompts is required (only --resume goes on without it)")
-                apply_prompts(session, store, names)
-                start, stop = _frames(args.frames)
-                plan = TrackPlan.new(session, start, stop, args.frames)
+                session, plan = _new_track_session(args, video, backend, store, names)
             # starting worker processes and threads: a Ctrl-C raised inside threading can
             # leave a lock half released, so here (as while tracking) it only asks to stop
             with guard.soft() as cancel:
@@ -118,7 +109,11 @@ def cmd_track(args: argparse.Namespace) -> int:
                 raise KeyboardInterrupt
             session.skeleton_points = args.points
             saver = Autosaver(session, out, args.autosave, args.frames_per_save)
-            saver.save(plan)  # from now on a crash leaves a run that --resume continues
+            if not saver.save(plan):  # from now on a crash leaves a run --resume continues
+                raise OSError(
+                    f"could not save the run into {out} ({saver.error}); nothing was "
+                    "tracked: free some space or choose another --out"
+                )
             saved = True
             bar = _Bar("tracking")
             try:
@@ -129,26 +124,23 @@ def cmd_track(args: argparse.Namespace) -> int:
                 interrupted = True
             finally:
                 bar.close()
+            if guard.terminated:
+                return _save_terminated(saver, plan, out)
             interrupted = interrupted or guard.cancel.is_set()
             if interrupted:
                 print("\ninterrupted: writing the frames done so far", file=sys.stderr)
             session.settings["track"] = plan.to_json()
-            skel_bar = _Bar("skeletons")
-            try:
-                write_run(
-                    session, out, n_points=args.points, progress=skel_bar, workers=args.workers
-                )
-            finally:
-                skel_bar.close()
+            _write_tracked(session, out, args, plan, saver)
     except KeyboardInterrupt:
+        what = "terminated" if guard.terminated else "interrupted"
         if saved or args.resume:
             print(
-                f"\ninterrupted; {out} keeps the last autosave (continue with --resume)",
+                f"\n{what}; {out} keeps the last autosave (continue with --resume)",
                 file=sys.stderr,
             )
         else:
-            print("\ninterrupted before tracking started; nothing was written", file=sys.stderr)
-        return 130
+            print(f"\n{what} before tracking started; nothing was written", file=sys.stderr)
+        return 128 + signal.SIGTERM if guard.terminated else 130
     finally:
         if session is not None:
             session.close()
@@ -164,6 +156,59 @@ def cmd_track(args: argparse.Namespace) -> int:
         return 130
     print(f"wrote {out / MASKS}, {out / SKELETONS} and the session to {out}")
     return 0
+
+
+def _new_track_session(args: argparse.Namespace, video, backend, store, names):
+    """Make a new session with the prompts applied, and its tracking plan."""
+    from .engine.pipeline import TrackPlan
+    from .engine.prompts import apply_prompts
+    from .engine.session import TrackingSession
+
+    if store is None:  # checked before: only --resume goes on without prompts
+        raise ValueError("--prompts is required (only --resume goes on without it)")
+    session = TrackingSession(video, backend, fps=args.fps, pixel_size=args.pixel_size)
+    try:
+        session.settings = {"backend": args.backend, "model": args.model, "device": args.device}
+        apply_prompts(session, store, names)
+        start, stop = _frames(args.frames)
+        return session, TrackPlan.new(session, start, stop, args.frames)
+    except BaseException:
+        session.close()
+        raise
+
+
+def _save_terminated(saver, plan, out: Path) -> int:
+    """After a SIGTERM: save what was tracked (no skeletons: time is short), exit 143."""
+    if saver.save(plan):
+        print(
+            f"\nterminated: saved the {sum(plan.done)} of {plan.total} frames tracked to {out}; "
+            "continue with --resume",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"\nterminated: could not save ({saver.error}); {out} keeps the last autosave "
+            f"({saver.saved_done} of {plan.total} frames); continue with --resume",
+            file=sys.stderr,
+        )
+    return 128 + signal.SIGTERM
+
+
+def _write_tracked(session, out: Path, args: argparse.Namespace, plan, saver) -> None:
+    """Write the run (masks, session, skeletons); a failure says what is kept."""
+    from .engine.pipeline import write_run
+
+    skel_bar = _Bar("skeletons")
+    try:
+        write_run(session, out, n_points=args.points, progress=skel_bar, workers=args.workers)
+    except OSError as exc:  # a full disk at the end: say what is kept, how to go on
+        raise OSError(
+            f"{exc} The {sum(plan.done)} frames tracked could not be saved; {out} keeps "
+            f"the last autosave ({saver.saved_done} of {plan.total} frames): free some "
+            "space, then continue with --resume"
+        ) from exc
+    finally:
+        skel_bar.close()
 
 
 def cmd_skeletonize(args: argparse.Namespace) -> int:
@@ -206,11 +251,19 @@ def cmd_skeletonize(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a run folder in one of :data:`~.export.FORMATS` (``export``)."""
+    from ._cli_checks import check_out_is_not_the_video
     from .export import FORMATS, export_tracks
     from .export.run_dir import check_run, load_run_tracks
 
     run = Path(args.run_dir)
     doc = check_run(run)  # session.json valid, masks.tif as it records (else: named, exit 2)
+    saved = doc.get("video") or {}
+    for video in (
+        args.video,
+        saved.get("path"),
+        saved.get("relative_path") and run / saved["relative_path"],
+    ):
+        check_out_is_not_the_video(args.out, video)
     objects = _objects(args.objects)
     kind = FORMATS[args.format].kind
     if kind == "masks":
@@ -226,7 +279,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         a, b = _frames(args.frames)
         write_overlay_from_run(
-            run, args.out, start=a, stop=b, scale=args.scale, stride=args.stride, session=doc
+            run,
+            args.out,
+            start=a,
+            stop=b,
+            scale=args.scale,
+            stride=args.stride,
+            session=doc,
+            moved_video=args.video,
         )
         print(f"wrote {args.out}")
         return 0
@@ -420,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--units", default="px", choices=["px", "um", "mm"])
     e.add_argument("--objects", help="comma-separated object ids (default all)")
     e.add_argument("--frames", help="START:STOP (inclusive)")
+    e.add_argument("--video", help="the session's video where it is now, if moved (overlay-mp4)")
     e.add_argument(
         "--include-flagged",
         action="store_true",
@@ -481,6 +542,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return _interrupted(args.command, 130)
+    except SystemExit as exc:
+        if interrupt_status(exc) is None:  # not our SIGTERM: an exit asked for
+            raise
+        return _interrupted(args.command, 128 + signal.SIGTERM)
     except Exception as exc:
         # a signal's exception raised inside threading or multiprocessing can leave a lock
         # half released, and the error that follows is the signal's doing, not a bug
@@ -491,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupted(command: str, status: int) -> int:
     name = f"napari-sam2-worms {command}".strip()
-    print(f"\n{name}: interrupted", file=sys.stderr)
+    what = "terminated (SIGTERM)" if status == 128 + signal.SIGTERM else "interrupted"
+    print(f"\n{name}: {what}", file=sys.stderr)
     return status
 
 

@@ -140,7 +140,9 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     by a complete new one. Errors from an unwritable folder become :class:`OutputError`
     with a message that names the folder; a full disk says so, whatever the library
     that wrote raised. Temporary files of an earlier write of ``target`` killed on
-    this machine are removed first (:func:`remove_stale_temps`).
+    this machine are removed first (:func:`remove_stale_temps`). A symbolic link is
+    written through (its target replaced, the link kept); a ``target`` that exists and
+    is not a regular file (a pipe, a device) is refused.
 
     Parameters
     ----------
@@ -149,6 +151,13 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         that choose a format by extension still work).
     """
     target = Path(target)
+    if target.is_symlink():  # write where the link points; the link stays a link
+        target = Path(os.path.realpath(target))
+    if target.exists() and not target.is_file():
+        raise OutputError(
+            f"Cannot write {target}: it is not a regular file (a folder, a pipe or a device); "
+            "choose a file name."
+        )
     folder = target.parent if str(target.parent) else Path(".")
     try:
         folder.mkdir(parents=True, exist_ok=True)

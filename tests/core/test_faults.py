@@ -251,7 +251,8 @@ def test_an_error_raised_while_a_signal_is_handled_is_that_signal(monkeypatch, c
         return
     status = cli.main(["download", "--list"])
     assert status == {"KeyboardInterrupt": 130, "SIGTERM": 143}[signal_exc]
-    assert capsys.readouterr().err.strip() == "napari-sam2-worms download: interrupted"
+    what = {"KeyboardInterrupt": "interrupted", "SIGTERM": "terminated (SIGTERM)"}[signal_exc]
+    assert capsys.readouterr().err.strip() == f"napari-sam2-worms download: {what}"
 
 
 def test_a_ctrl_c_while_the_command_line_is_built_is_one_line(monkeypatch, capsys):

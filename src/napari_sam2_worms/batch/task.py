@@ -124,6 +124,7 @@ def _run(job: dict, out: Path, options: dict, timings: dict) -> dict[str, Any]:
     tmp = out / f".{name}.partial-{uuid.uuid4().hex[:8]}"
     session = None
     video = None
+    refuse_foreign_folder(final)  # before any work: a user's folder is never replaced
     try:
         with _Timer(timings, "open"):
             backend = _backend(options)
@@ -274,9 +275,28 @@ def _backend(options: dict):
     return backend
 
 
+def refuse_foreign_folder(final: Path) -> None:
+    """Raise :class:`~..utils.OutputError` when ``final`` holds something but no run."""
+    from ..run_files import SESSION
+    from ..utils import OutputError
+
+    if final.is_dir() and not (final / SESSION).exists():
+        entries = sorted(p.name for p in final.iterdir())
+        if entries:
+            raise OutputError(
+                f"{final} already exists and holds no run (it holds {entries[0]!r}); it is "
+                "not replaced: move it, or choose another --out"
+            )
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
-    """Rename the complete ``tmp`` onto ``final``; a previous ``final`` is removed after."""
+    """Rename the complete ``tmp`` onto ``final``; a previous run there is removed after.
+
+    A ``final`` that holds something but no run (a folder of the user's that happens to
+    have the video's name) is never replaced: :class:`~..utils.OutputError`.
+    """
     old = None
+    refuse_foreign_folder(final)
     if final.exists():
         old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(final, old)

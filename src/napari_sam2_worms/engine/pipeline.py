@@ -168,6 +168,8 @@ class Autosaver:
         self.since = 0  # frames since the last save
         self.failed = False
         self.saves = 0
+        self.error: OSError | None = None  # the last failed save's error
+        self.saved_done = 0  # frames tracked as of the last save that succeeded
 
     def save(self, plan: TrackPlan) -> bool:
         """Save the session with ``plan`` now; tell whether it was saved (see the class)."""
@@ -182,11 +184,13 @@ class Autosaver:
             if not self.failed:
                 log.warning("autosave into %s failed (%s); tracking goes on", self.folder, exc)
             self.failed = True
+            self.error = exc
             return False
         finally:
             self.last = time.monotonic()
             self.cost = self.last - t0
         self.saves += 1
+        self.saved_done = sum(plan.done)
         return True
 
     def maybe_save(self, plan: TrackPlan) -> bool:

@@ -307,7 +307,7 @@ def find_session_video(folder: str | os.PathLike, doc: dict[str, Any]) -> Path:
     raise SessionFileError(
         "the session's video was not found (looked for "
         f"{', '.join(str(c) for c in candidates if c)}); "
-        "pass the video explicitly"
+        "pass the video where it is now (napari: open it first; export: --video)"
     )
 
 

@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..run_files import SESSION
+from ..run_files import CORE_FILES, DERIVED_FILES, SESSION
 from .run_lock import RunFolderError, RunFolderExistsError
 from .run_set import pending
 
@@ -45,7 +45,8 @@ def check_run_folder(folder: str | os.PathLike, *, overwrite: bool, resume: bool
     Raises
     ------
     RunFolderExistsError
-        ``folder`` holds a run and neither ``overwrite`` nor ``resume`` was given.
+        ``folder`` holds a run, or files a run would replace (``masks.tif``...), and
+        neither ``overwrite`` nor ``resume`` was given.
     RunFolderError
         ``resume`` without a run to resume, or ``folder`` is not a folder.
     ValueError
@@ -66,6 +67,13 @@ def check_run_folder(folder: str | os.PathLike, *, overwrite: bool, resume: bool
         raise RunFolderExistsError(
             f"{folder} holds a run already; pass --overwrite to replace it, --resume to "
             "continue it, or choose another folder"
+        )
+    taken = [n for n in (*CORE_FILES, *DERIVED_FILES) if (folder / n).exists()]
+    if taken and not overwrite:
+        raise RunFolderExistsError(
+            f"{folder} holds {', '.join(taken)} but no session: a run would replace "
+            f"{'them' if len(taken) > 1 else 'it'}; pass --overwrite to replace, or "
+            "choose another folder"
         )
 
 
@@ -122,14 +130,18 @@ class SigintGuard:
     """Ctrl-C handling for a command that tracks (see the module docstring).
 
     Use as a context manager in the main thread; inside :meth:`soft` the first SIGINT
-    sets :attr:`cancel` (checked between frames) instead of raising, so that it never
-    lands inside ``threading`` or ``multiprocessing`` (which it can leave corrupted).
+    (or SIGTERM) sets :attr:`cancel` (checked between frames) instead of raising, so
+    that it never lands inside ``threading`` or ``multiprocessing`` (which it can leave
+    corrupted), and what was tracked is saved.
     """
 
     def __init__(self) -> None:
         self.cancel = threading.Event()
+        #: the stop was asked by SIGTERM (a batch system's time limit, ``kill``, ``scancel``)
+        self.terminated = False
         self._soft = False
         self._old: Any = None
+        self._old_term: Any = None
         self._active = False
         self._launch: Any = None
 
@@ -140,14 +152,35 @@ class SigintGuard:
             return
         raise KeyboardInterrupt
 
+    def _term_handler(self, signum, frame) -> None:
+        if self._soft and not self.cancel.is_set():
+            self.cancel.set()
+            self.terminated = True
+            log.warning("terminated (SIGTERM): saving the frames tracked, then stopping")
+            return
+        if callable(self._old_term):
+            self._old_term(signum, frame)
+        raise SystemExit(128 + signal.SIGTERM)
+
     @contextlib.contextmanager
     def soft(self) -> Iterator[threading.Event]:
-        """Enter a block where the first Ctrl-C only sets :attr:`cancel`."""
+        """Enter a block where the first Ctrl-C or SIGTERM only sets :attr:`cancel`.
+
+        After a SIGTERM :attr:`terminated` is True too: the command saves what it has
+        and exits with 143, as a batch system's time limit expects, without the work
+        a Ctrl-C does (skeletons).
+        """
         self._soft = True
+        term = None
+        if self._active and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+            term = self._old_term = signal.signal(signal.SIGTERM, self._term_handler)
         try:
             yield self.cancel
         finally:
             self._soft = False
+            if term is not None:
+                signal.signal(signal.SIGTERM, term)
+                self._old_term = None
 
     def __enter__(self) -> SigintGuard:
         """Catch Ctrl-C (main thread only, and only where SIGINT is not ignored)."""

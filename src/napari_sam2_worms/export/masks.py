@@ -111,6 +111,34 @@ def _make_dir_beside(parent: Path, prefix: str) -> Path:
     raise FileExistsError(f"no free temporary folder name in {parent}")
 
 
+def check_replaceable_mask_folder(folder: str | os.PathLike) -> None:
+    """Raise :class:`OutputError` unless ``folder`` may be replaced by a masks-png export.
+
+    The export replaces the whole folder, so it must be new, empty, or an earlier
+    masks-png export (sub-folders holding only PNG files); a folder holding anything
+    else (a run, notes, other results) is refused, never emptied.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if folder.is_symlink() or not folder.is_dir():
+        raise OutputError(f"{folder} exists and is not a folder; choose a new folder name.")
+    for entry in sorted(folder.iterdir()):
+        ok = (
+            entry.is_dir()
+            and not entry.is_symlink()
+            and all(
+                f.is_file() and not f.is_symlink() and f.suffix.lower() == ".png"
+                for f in entry.iterdir()
+            )
+        )
+        if not ok:
+            raise OutputError(
+                f"{folder} holds {entry.name!r}, which is not an earlier mask export; a "
+                "masks-png export replaces its whole folder, so choose a new or empty folder."
+            )
+
+
 def write_mask_pngs(
     labels: np.ndarray,
     folder: str | os.PathLike,
@@ -126,7 +154,8 @@ def write_mask_pngs(
     labels : (T, H, W) label stack.
     folder : output folder; ``folder/<name>/00000.png``... It is written next to its
         final place and renamed when complete, so it never holds a partial export; an
-        existing folder is replaced.
+        earlier export there is replaced, any other non-empty folder refused
+        (:func:`check_replaceable_mask_folder`).
     object_ids : ids to write (default: every non-zero label in the stack).
     names : sub-folder names, one per id (default ``worm<id>``).
     first_frame : video frame number of ``labels[0]``: the PNG of ``labels[t]`` is
@@ -149,6 +178,7 @@ def write_mask_pngs(
     if len(set(names)) != len(names) or any(not n or "/" in n or n in (".", "..") for n in names):
         raise ValueError(f"Object names must be distinct folder names; got {names}.")
     parent = folder.parent if str(folder.parent) else Path(".")
+    check_replaceable_mask_folder(folder)
     try:
         parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(parent, folder.name)  # of exports killed while writing

@@ -177,6 +177,7 @@ def write_overlay_from_run(
     stride: int = 1,
     scale: float = 1.0,
     session: dict[str, Any] | None = None,
+    moved_video: str | os.PathLike | None = None,
 ) -> Path:
     """Write the overlay video of a run folder (its video, masks and skeletons).
 
@@ -189,6 +190,8 @@ def write_overlay_from_run(
     scale : output scale factor.
     session : the folder's ``session.json`` as :func:`.run_dir.check_run` returned it
         (read and checked here when None).
+    moved_video : the video's path where it has moved since the run (default: found from
+        ``session.json``).
 
     Returns
     -------
@@ -207,7 +210,7 @@ def write_overlay_from_run(
     doc = check_run(run_dir) if session is None else session
     # the video first: a moved or replaced video is said at once, before the masks are
     # read and skeletonized (minutes on a long video)
-    video_path = check_run_video(run_dir, doc)
+    video_path = check_run_video(run_dir, doc, moved_video)
     labels = read_run_masks(run_dir, doc)
     tracks = load_run_tracks(run_dir)
     objs = doc.get("objects", [])

@@ -85,8 +85,15 @@ def check_run(run_dir: str | os.PathLike, files: tuple[str, ...] = (MASKS,)) -> 
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def check_run_video(run_dir: str | os.PathLike, session: dict[str, Any] | None = None) -> Path:
+def check_run_video(
+    run_dir: str | os.PathLike,
+    session: dict[str, Any] | None = None,
+    moved_to: str | os.PathLike | None = None,
+) -> Path:
     """Find the video of a run folder, checked against the fingerprint in ``session.json``.
+
+    ``moved_to`` is where the video is now, when it has moved since the run (checked the
+    same way); by default its saved path, then its path relative to the run folder.
 
     Raises
     ------
@@ -100,7 +107,12 @@ def check_run_video(run_dir: str | os.PathLike, session: dict[str, Any] | None =
 
     session = check_run(run_dir) if session is None else session
     try:
-        path = find_session_video(run_dir, session)
+        if moved_to is not None:
+            path = Path(moved_to)
+            if not path.exists():
+                raise SessionFileError(f"the video {path} does not exist")
+        else:
+            path = find_session_video(run_dir, session)
         if (session.get("video") or {}).get("shape"):
             video = open_video(path)
             try:
