@@ -99,6 +99,7 @@ def cmd_track(args: argparse.Namespace) -> int:
                     f"resuming {out}: {sum(plan.done)} of {plan.total} frames were tracked",
                     file=sys.stderr,
                 )
+                _apply_resume_options(session, args)
             else:
                 session, plan = _new_track_session(args, video, backend, store, names)
             # starting worker processes and threads: a Ctrl-C raised inside threading can
@@ -156,6 +157,18 @@ def cmd_track(args: argparse.Namespace) -> int:
         return 130
     print(f"wrote {out / MASKS}, {out / SKELETONS} and the session to {out}")
     return 0
+
+
+def _apply_resume_options(session, args: argparse.Namespace) -> None:
+    """Apply ``--fps`` / ``--pixel-size`` given again with ``--resume`` (said, not silent)."""
+    for flag, attr, value in (
+        ("--fps", "fps", args.fps),
+        ("--pixel-size", "pixel_size", args.pixel_size),
+    ):
+        old = getattr(session, attr)
+        if value is not None and value != old:
+            setattr(session, attr, float(value))
+            print(f"{flag} {value:g} replaces the run's {old}", file=sys.stderr)
 
 
 def _new_track_session(args: argparse.Namespace, video, backend, store, names):
@@ -539,6 +552,13 @@ def main(argv: list[str] | None = None) -> int:
             return _interrupted(args.command, status)
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"napari-sam2-worms {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:  # e.g. the masks of a video larger than this machine's memory
+        print(
+            f"napari-sam2-worms {args.command}: error: not enough memory ({exc or 'MemoryError'}); "
+            "close other programs, or split the video into shorter clips",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         return _interrupted(args.command, 130)

@@ -305,3 +305,74 @@ def test_overlay_of_a_run_whose_video_moved_takes_video(plate_files, tmp_path, c
     other = tmp_path / "other.tif"
     tifffile.imwrite(other, plate.video[::-1])  # same size, another video: still refused
     assert cli.main([*export, "--video", str(other)]) == 2
+
+
+# -- inputs a user may hand over ---------------------------------------------------------
+
+
+def test_a_prompts_file_with_a_byte_order_mark_is_read(plate_files, tmp_path):
+    from napari_sam2_worms.engine.prompts import read_prompts_file
+
+    folder, _ = plate_files
+    text = (folder / "p.json").read_text(encoding="utf-8")
+    bom = tmp_path / "p.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Windows PowerShell 5 saves it
+    assert read_prompts_file(bom)[0].points == read_prompts_file(folder / "p.json")[0].points
+
+
+def test_a_huge_or_endless_prompts_file_is_refused_unread(plate_files, tmp_path, monkeypatch):
+    from napari_sam2_worms.engine import prompts
+
+    folder, _ = plate_files
+    monkeypatch.setattr(prompts, "MAX_PROMPTS_BYTES", 100)
+    with pytest.raises(prompts.PromptsFileError, match="is it the right file"):
+        prompts.read_prompts_file(folder / "p.json")
+    with pytest.raises(prompts.PromptsFileError, match="not a regular file"):
+        prompts.read_prompts_file("/dev/zero")
+
+
+def test_a_hand_edited_manifest_is_one_line(tmp_path):
+    from napari_sam2_worms.batch.manifest import Manifest
+    from napari_sam2_worms.utils import OutputError
+
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"format": "napari-sam2-worms-batch", "version": 1, "videos": {"a": "done"}})
+    )
+    with pytest.raises(OutputError, match="is damaged"):
+        Manifest(tmp_path)
+
+
+def test_out_of_memory_is_one_line(plate_files, tmp_path, capsys, monkeypatch):
+    from napari_sam2_worms.engine import session
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 29.3 GiB")
+
+    monkeypatch.setattr(session.TrackingSession, "__init__", too_big)
+    folder, _ = plate_files
+    assert _track(folder, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert "error: not enough memory (Unable to allocate 29.3 GiB)" in err
+    assert "Traceback" not in err
+
+
+def test_resume_applies_a_new_fps_and_says_so(plate_files, tmp_path, capsys, monkeypatch):
+    from napari_sam2_worms.engine import pipeline
+
+    folder, _ = plate_files
+    original = pipeline.track_run
+
+    def stopped_after_two(*args, **kwargs):
+        for i, step in enumerate(original(*args, **kwargs)):
+            if i == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield step
+
+    monkeypatch.setattr(pipeline, "track_run", stopped_after_two)
+    out = tmp_path / "run"
+    assert _track(folder, out, "--fps", "25") == 143
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert _track(folder, out, "--resume", "--fps", "3") == 0
+    assert "--fps 3 replaces the run's 25.0" in capsys.readouterr().err
+    assert json.loads((out / "session.json").read_text())["fps"] == 3.0

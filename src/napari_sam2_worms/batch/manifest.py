@@ -60,7 +60,15 @@ class Manifest:
                 raise OutputError(f"{self.path} is not a napari-sam2-worms batch manifest")
             if doc.get("version") != VERSION:
                 raise OutputError(f"{self.path} has version {doc.get('version')}; this reads 1")
-            self.entries = dict(doc.get("videos", {}))
+            videos = doc.get("videos", {})
+            if not isinstance(videos, dict) or not all(
+                isinstance(e, dict) for e in videos.values()
+            ):
+                raise OutputError(
+                    f'{self.path} is damaged (its "videos" are not one record per video); '
+                    "remove it to start the batch over, or restore it"
+                )
+            self.entries = dict(videos)
 
     def is_done(self, key: str, digest: str) -> bool:
         """Tell whether ``key`` was done with inputs ``digest`` and its run folder exists."""

@@ -221,13 +221,25 @@ def _check_inside(where: str, pts, size: tuple[int, int] | None) -> None:
             )
 
 
+#: the largest prompts file read (a million clicks is about 80 MiB of JSON)
+MAX_PROMPTS_BYTES = 256 * 2**20
+
+
 def read_prompts_file(
     path: str | Path, n_frames: int | None = None, size: tuple[int, int] | None = None
 ) -> tuple[PromptStore, dict[int, str]]:
     """Read and validate a prompts file (see module docstring)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        if path.exists() and not path.is_file() and not path.is_dir():
+            raise PromptsFileError(f"{path} is not a regular file (a pipe or a device)")
+        if path.is_file() and path.stat().st_size > MAX_PROMPTS_BYTES:
+            raise PromptsFileError(
+                f"{path} is {path.stat().st_size / 2**20:.0f} MiB; a prompts file is a small "
+                f"JSON text (at most {MAX_PROMPTS_BYTES // 2**20} MiB): is it the right file?"
+            )
+        # utf-8-sig: the byte-order mark some Windows editors put first is not an error
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError as exc:
         raise PromptsFileError(f"prompts file not found: {path}") from exc
     except UnicodeDecodeError as exc:
