@@ -277,6 +277,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         saved.get("relative_path") and run / saved["relative_path"],
     ):
         check_out_is_not_the_video(args.out, video)
+    _say_if_unfinished(run, doc)
     objects = _objects(args.objects)
     kind = FORMATS[args.format].kind
     if kind == "masks":
@@ -326,6 +327,39 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     print(f"wrote {out}")
     return 0
+
+
+def _say_if_unfinished(run: Path, doc: dict) -> None:
+    """Tell on stderr when the run exported is not finished (the rest is empty)."""
+    import socket
+
+    from .engine.pipeline import TrackPlan
+    from .engine.run_lock import RunLock
+    from .utils import pid_alive
+
+    track = (doc.get("settings") or {}).get("track")
+    if not track:
+        return  # a session saved from napari: no plan to check
+    try:
+        plan = TrackPlan.from_json(track)
+    except ValueError:
+        return
+    if plan.complete:
+        return
+    running = RunLock(run).holder()
+    pid = running.get("pid")
+    alive = isinstance(pid, int) and (running.get("host") != socket.gethostname() or pid_alive(pid))
+    how = (
+        f"{running.get('purpose') or 'a track'} (process {pid}) is still running in it: "
+        "this is its last autosave"
+        if running and alive
+        else "continue it with `track VIDEO --out RUN --resume`"
+    )
+    print(
+        f"note: {run} is unfinished: {sum(plan.done)} of {plan.total} frames tracked "
+        f"(the others have no masks); {how}",
+        file=sys.stderr,
+    )
 
 
 def _objects(text: str | None) -> list[int] | None:

@@ -376,3 +376,30 @@ def test_resume_applies_a_new_fps_and_says_so(plate_files, tmp_path, capsys, mon
     assert _track(folder, out, "--resume", "--fps", "3") == 0
     assert "--fps 3 replaces the run's 25.0" in capsys.readouterr().err
     assert json.loads((out / "session.json").read_text())["fps"] == 3.0
+
+
+def test_exporting_an_unfinished_run_says_so(plate_files, tmp_path, capsys, monkeypatch):
+    from napari_sam2_worms import cli
+    from napari_sam2_worms.engine import pipeline
+
+    folder, _ = plate_files
+    original = pipeline.track_run
+
+    def stopped_after_three(*args, **kwargs):
+        for i, step in enumerate(original(*args, **kwargs)):
+            if i == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield step
+
+    monkeypatch.setattr(pipeline, "track_run", stopped_after_three)
+    out = tmp_path / "run"
+    assert _track(folder, out) == 143
+    monkeypatch.undo()
+    capsys.readouterr()
+    csv = tmp_path / "tracks.csv"
+    assert cli.main(["export", str(out), "--format", "csv", "--out", str(csv)]) == 0
+    err = capsys.readouterr().err
+    assert "is unfinished: " in err and "of 12 frames tracked" in err and "--resume" in err, err
+    finished = folder / "run"
+    assert cli.main(["export", str(finished), "--format", "csv", "--out", str(csv)]) == 0
+    assert "unfinished" not in capsys.readouterr().err
