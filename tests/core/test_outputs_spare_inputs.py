@@ -49,6 +49,21 @@ def _track(folder, out, *extra):
     ])  # fmt: skip
 
 
+def _sigterm_after(monkeypatch, n: int) -> None:
+    """Make ``track`` get a SIGTERM (a batch system's time limit) after ``n`` frames."""
+    from napari_sam2_worms.engine import pipeline
+
+    original = pipeline.track_run
+
+    def terminated(*args, **kwargs):
+        for i, step in enumerate(original(*args, **kwargs)):
+            if i == n - 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield step
+
+    monkeypatch.setattr(pipeline, "track_run", terminated)
+
+
 def _snapshot(folder):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -259,18 +274,8 @@ def test_a_last_save_that_fails_says_what_is_kept(plate_files, tmp_path, capsys,
 
 
 def test_sigterm_while_tracking_saves_what_was_tracked(plate_files, tmp_path, capsys, monkeypatch):
-    from napari_sam2_worms.engine import pipeline
-
     folder, _ = plate_files
-    original = pipeline.track_run
-
-    def terminated_after_four(*args, **kwargs):
-        for i, step in enumerate(original(*args, **kwargs)):
-            if i == 3:
-                os.kill(os.getpid(), signal.SIGTERM)  # a batch system's time limit
-            yield step
-
-    monkeypatch.setattr(pipeline, "track_run", terminated_after_four)
+    _sigterm_after(monkeypatch, 4)
     out = tmp_path / "run"
     assert _track(folder, out, "--autosave", "3600") == 128 + signal.SIGTERM
     err = capsys.readouterr().err
@@ -357,18 +362,8 @@ def test_out_of_memory_is_one_line(plate_files, tmp_path, capsys, monkeypatch):
 
 
 def test_resume_applies_a_new_fps_and_says_so(plate_files, tmp_path, capsys, monkeypatch):
-    from napari_sam2_worms.engine import pipeline
-
     folder, _ = plate_files
-    original = pipeline.track_run
-
-    def stopped_after_two(*args, **kwargs):
-        for i, step in enumerate(original(*args, **kwargs)):
-            if i == 1:
-                os.kill(os.getpid(), signal.SIGTERM)
-            yield step
-
-    monkeypatch.setattr(pipeline, "track_run", stopped_after_two)
+    _sigterm_after(monkeypatch, 2)
     out = tmp_path / "run"
     assert _track(folder, out, "--fps", "25") == 143
     monkeypatch.undo()
@@ -380,18 +375,9 @@ def test_resume_applies_a_new_fps_and_says_so(plate_files, tmp_path, capsys, mon
 
 def test_exporting_an_unfinished_run_says_so(plate_files, tmp_path, capsys, monkeypatch):
     from napari_sam2_worms import cli
-    from napari_sam2_worms.engine import pipeline
 
     folder, _ = plate_files
-    original = pipeline.track_run
-
-    def stopped_after_three(*args, **kwargs):
-        for i, step in enumerate(original(*args, **kwargs)):
-            if i == 2:
-                os.kill(os.getpid(), signal.SIGTERM)
-            yield step
-
-    monkeypatch.setattr(pipeline, "track_run", stopped_after_three)
+    _sigterm_after(monkeypatch, 3)
     out = tmp_path / "run"
     assert _track(folder, out) == 143
     monkeypatch.undo()
